@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/neon-connect demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+system-deps:
+	@scripts/ensure-system-deps
+
+$(STAMP): pyproject.toml scripts/ensure-system-deps
+	@scripts/ensure-system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e ".[django,sqlalchemy,asyncpg]" --group dev
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .neon-local .mypy_cache .ruff_cache .pytest_cache

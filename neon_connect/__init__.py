@@ -1,0 +1,81 @@
+"""neon-connect core: find the pooled and direct endpoints and build driver parameters.
+
+Framework-free: importing this package imports neither Django nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .endpoints import Endpoint, EndpointKind, Endpoints
+from .errors import (
+    ConfigurationError,
+    DoublePoolingError,
+    InsecureConnectionError,
+    InvalidURLError,
+    MissingURLError,
+    NeonConnectError,
+    NoDirectEndpointError,
+    UnsupportedStartupParameterError,
+)
+from .hosts import NeonHost, parse_neon_host
+from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
+from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
+from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, is_transient
+from .urls import mask_url, parse_url
+
+if TYPE_CHECKING:
+    import psycopg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APP_VARS",
+    "DEFAULT_RETRY",
+    "DIRECT_VARS",
+    "NO_RETRY",
+    "POOLED_VARS",
+    "ConfigurationError",
+    "DoublePoolingError",
+    "Endpoint",
+    "EndpointKind",
+    "Endpoints",
+    "InsecureConnectionError",
+    "InvalidURLError",
+    "MissingURLError",
+    "NeonConnectError",
+    "NeonHost",
+    "NoDirectEndpointError",
+    "RetryPolicy",
+    "UnsupportedStartupParameterError",
+    "asyncpg_params",
+    "connect",
+    "is_transient",
+    "libpq_params",
+    "libpq_version",
+    "mask_url",
+    "parse_neon_host",
+    "parse_url",
+    "psycopg_params",
+    "resolve",
+]
+
+
+def connect(
+    url: str | None = None,
+    *,
+    direct: bool = False,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    **kwargs: Any,
+) -> psycopg.Connection[Any]:
+    """Open a psycopg 3 connection to the app endpoint (or the direct one with ``direct=True``).
+
+    The URL comes from ``url`` or the environment (see :func:`resolve`); connecting retries
+    while a suspended compute wakes. Extra keyword arguments go to ``psycopg.connect``.
+    """
+    import psycopg
+
+    endpoints = resolve(url)
+    endpoint = endpoints.session() if direct else endpoints.app
+    params = {**psycopg_params(endpoint), **kwargs}
+    return retry.call(lambda: psycopg.connect(**params), endpoint=endpoint)

@@ -1,0 +1,106 @@
+"""The ``neon-connect`` command line.
+
+Human messages go to stderr and machine-readable output (``export`` lines, ``--json``) to
+stdout, so ``eval "$(neon-connect local up)"`` works. Passwords are masked everywhere except
+in the ``export`` lines, whose whole purpose is to hand the stand-in's credentials to a shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import NeonConnectError
+from .local import DEFAULT_DIR, LocalNeon
+
+__all__ = ["main"]
+
+
+def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    local = sub.add_parser("local", help="run a local stand-in for Neon's pooled and direct endpoints")
+    actions = local.add_subparsers(dest="action", required=True, metavar="{up,env,status,down}")
+    for name, text in (
+        ("up", "start PostgreSQL + PgBouncer and print export lines"),
+        ("env", "print the export lines again"),
+        ("status", "say what runs"),
+        ("down", "stop both servers and remove the state folder"),
+    ):
+        p = actions.add_parser(name, help=text)
+        p.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default: {DEFAULT_DIR})")
+        if name == "up":
+            p.add_argument("--pool-size", type=int, default=5, help="PgBouncer default_pool_size (default: 5)")
+            p.add_argument(
+                "--max-connections", type=int, default=100, help="PostgreSQL max_connections (default: 100)"
+            )
+            p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
+            p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or "neon-connect",
+        description="Connect Python apps to Neon: pooled for traffic, direct for sessions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _local_parser(sub)
+    sub.add_parser("demo", help="the end-to-end demo against the local stand-in")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        if args.command == "local":
+            return _local(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo()
+    except NeonConnectError as exc:
+        print(f"neon-connect: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _local(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        local = LocalNeon(
+            args.dir,
+            pool_size=args.pool_size,
+            max_connections=args.max_connections,
+            pg_port=args.pg_port,
+            pooler_port=args.pooler_port,
+        )
+        was_running = local.status()["running"]
+        state = local.up()
+        print(("already running" if was_running else "started") + f" in {local.directory}", file=sys.stderr)
+        print(state.describe(), end="", file=sys.stderr)
+        print(state.export_lines(), end="")
+        return 0
+    local = LocalNeon(args.dir)
+    if args.action == "env":
+        state = local.state()
+        if state is None or not local.status()["running"]:
+            print(f"neon-connect: nothing runs in {local.directory}; run: neon-connect local up", file=sys.stderr)
+            return 1
+        print(state.export_lines(), end="")
+        return 0
+    if args.action == "status":
+        status = local.status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+        elif status["running"]:
+            print(f"running in {status['directory']}\npooled: {status['pooled']}\ndirect: {status['direct']}")
+        else:
+            parts = [name for name in ("postgres", "pgbouncer") if status[name]]
+            print(f"not running in {status['directory']}" + (f" (only {', '.join(parts)} is up)" if parts else ""))
+        return 0 if status["running"] else 3
+    removed = local.down()
+    print(("stopped and removed " if removed else "nothing to stop in ") + str(local.directory), file=sys.stderr)
+    return 0

@@ -1,0 +1,124 @@
+"""The resolved model: which endpoint serves ordinary traffic and which serves sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from .errors import NoDirectEndpointError
+from .hosts import NeonHost, parse_neon_host
+from .urls import MASK, build_url
+
+__all__ = ["Endpoint", "EndpointKind", "Endpoints"]
+
+EndpointKind = Literal["pooled", "direct"]
+DEFAULT_PORT = 5432
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One way into the database. ``repr`` and ``str`` never show the password."""
+
+    kind: EndpointKind
+    host: str
+    port: int
+    user: str | None
+    password: str | None = field(repr=False)
+    database: str | None
+    params: Mapping[str, str]
+    transaction_pooler: bool
+    """True when a transaction-mode pooler (PgBouncer) sits between the client and Postgres."""
+    source: str
+    """Where it came from: a variable name, ``url argument``, or ``derived from <NAME>``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    __hash__ = None  # type: ignore[assignment]  # params is a mapping
+
+    @property
+    def neon(self) -> NeonHost | None:
+        return parse_neon_host(self.host)
+
+    @property
+    def is_neon(self) -> bool:
+        return self.neon is not None
+
+    @property
+    def endpoint_id(self) -> str | None:
+        neon = self.neon
+        return neon.endpoint_id if neon else None
+
+    @property
+    def region(self) -> str | None:
+        neon = self.neon
+        return neon.region if neon else None
+
+    @property
+    def display_host(self) -> str:
+        """``host:port``: what logs and errors show."""
+        return f"{self.host}:{self.port}"
+
+    def url(self, *, reveal_password: bool = False, scheme: str = "postgresql") -> str:
+        """This endpoint as a URL; the password is masked unless ``reveal_password``."""
+        password = self.password if reveal_password else (MASK if self.password else None)
+        return build_url(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=password,
+            database=self.database,
+            params=dict(self.params),
+            scheme=scheme,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind} endpoint {self.url()}"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The pair the adapters route between.
+
+    ``app`` serves ordinary traffic (the pooled endpoint when there is one); ``direct``
+    serves anything that needs a real session, and is ``None`` when no direct endpoint is
+    known (a lone URL marked ``pgbouncer=true``).
+    """
+
+    app: Endpoint
+    direct: Endpoint | None
+    direct_hint: str = field(default="", repr=False, compare=False)
+    """How to make a direct endpoint known, for the error when it is missing."""
+
+    @property
+    def is_neon(self) -> bool:
+        return self.app.is_neon
+
+    @property
+    def endpoint_id(self) -> str | None:
+        return self.app.endpoint_id
+
+    @property
+    def region(self) -> str | None:
+        return self.app.region
+
+    @property
+    def pooled(self) -> Endpoint | None:
+        """The transaction-pooled endpoint, if there is one."""
+        return self.app if self.app.transaction_pooler else None
+
+    def session(self) -> Endpoint:
+        """The endpoint for session work; raises when none is known."""
+        if self.direct is None:
+            raise NoDirectEndpointError(
+                "No direct (non-pooled) endpoint is known for the pooled endpoint "
+                f"{self.app.display_host}; {self.direct_hint or 'set DATABASE_URL_UNPOOLED'}."
+            )
+        return self.direct
+
+    @property
+    def same(self) -> bool:
+        """True when one endpoint serves both roles (plain Postgres, no pooler)."""
+        return self.direct is self.app

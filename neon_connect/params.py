@@ -1,0 +1,263 @@
+"""Turn an :class:`~neon_connect.Endpoint` into keyword arguments for a driver.
+
+The rules are Neon's: TLS is required, old libpq needs the endpoint id in ``options``
+(no SNI before libpq 14), ``channel_binding`` needs libpq 13 and is unknown to asyncpg,
+and a transaction pooler accepts no startup ``options``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import ssl
+from typing import Any
+
+from .endpoints import Endpoint
+from .errors import InsecureConnectionError, UnsupportedStartupParameterError
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "asyncpg_params",
+    "libpq_params",
+    "libpq_version",
+    "psycopg_params",
+]
+
+DEFAULT_CONNECT_TIMEOUT = 10
+_WEAK_SSLMODES = ("disable", "allow", "prefer")
+_NEON_OPTION_KEYS = ("endpoint", "project")  # read by Neon's proxy, never reach PgBouncer
+# libpq settings that only shape the client side; asyncpg has no use for them.
+_LIBPQ_ONLY = frozenset(
+    {
+        "channel_binding",
+        "gssencmode",
+        "gsslib",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "krbsrvname",
+        "load_balance_hosts",
+        "requirepeer",
+        "require_auth",
+        "sslcompression",
+        "sslcrl",
+        "sslcrldir",
+        "sslnegotiation",
+        "sslpassword",
+        "sslsni",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "tcp_user_timeout",
+        "fallback_application_name",
+        "service",
+    }
+)
+
+
+def libpq_version() -> int:
+    """The libpq version psycopg uses (``170002`` for 17.2), or psycopg2's, or 0."""
+    try:
+        import psycopg
+
+        return int(psycopg.pq.version())
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    try:  # pragma: no cover - psycopg2 is optional
+        import psycopg2.extensions  # type: ignore[import-untyped]
+
+        return int(psycopg2.extensions.libpq_version())
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def libpq_params(
+    endpoint: Endpoint,
+    *,
+    libpq_version: int | None = None,
+    connect_timeout: int | None = DEFAULT_CONNECT_TIMEOUT,
+) -> dict[str, Any]:
+    """libpq keyword arguments (for psycopg 3 or psycopg2) for ``endpoint``.
+
+    Raises :class:`~neon_connect.InsecureConnectionError` for ``sslmode`` weaker than
+    ``require`` on a Neon host, and :class:`~neon_connect.UnsupportedStartupParameterError`
+    for startup ``options`` on an endpoint behind a transaction pooler.
+    """
+    version = _libpq_version() if libpq_version is None else libpq_version
+    params = dict(endpoint.params)
+    _apply_tls_rules(endpoint, params)
+    neon_options, startup_options = _split_options(params.pop("options", ""))
+    _refuse_startup_options(endpoint, startup_options)
+    if "channel_binding" in params and version < 130000:
+        params.pop("channel_binding")  # libpq < 13 rejects the keyword outright
+    if endpoint.is_neon and version < 140000 and not any(
+        opt.startswith("endpoint=") for opt in neon_options
+    ):
+        neon_options.append(f"endpoint={endpoint.endpoint_id}")  # no SNI before libpq 14
+    options = " ".join([*neon_options, *startup_options])
+    if options:
+        params["options"] = options
+    if connect_timeout is not None:
+        params.setdefault("connect_timeout", str(connect_timeout))
+    return {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        **({"user": endpoint.user} if endpoint.user else {}),
+        **({"password": endpoint.password} if endpoint.password else {}),
+        **({"dbname": endpoint.database} if endpoint.database else {}),
+        **params,
+    }
+
+
+def psycopg_params(
+    endpoint: Endpoint,
+    *,
+    libpq_version: int | None = None,
+    connect_timeout: int | None = DEFAULT_CONNECT_TIMEOUT,
+    prepared_statements: bool = False,
+) -> dict[str, Any]:
+    """:func:`libpq_params` plus psycopg 3's own: automatic prepares off behind a pooler.
+
+    ``prepared_statements=True`` declares that the pooler tracks protocol-level prepared
+    statements (PgBouncer >= 1.22 with ``max_prepared_statements``, as Neon's does).
+    """
+    params = libpq_params(endpoint, libpq_version=libpq_version, connect_timeout=connect_timeout)
+    if endpoint.transaction_pooler and not prepared_statements:
+        params["prepare_threshold"] = None
+    return params
+
+
+def asyncpg_params(
+    endpoint: Endpoint,
+    *,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+) -> dict[str, Any]:
+    """``asyncpg.connect()`` keyword arguments for ``endpoint``.
+
+    ``sslmode`` becomes ``ssl``; ``channel_binding`` and other libpq-only settings are
+    dropped (asyncpg would raise ``TypeError``); ``-c`` options become ``server_settings``.
+    Behind a transaction pooler the statement cache is off.
+    """
+    params = dict(endpoint.params)
+    _apply_tls_rules(endpoint, params)
+    _neon_options, startup_options = _split_options(params.pop("options", ""))
+    _refuse_startup_options(endpoint, startup_options)
+    server_settings = _settings_from_options(startup_options)
+    kwargs: dict[str, Any] = {
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "user": endpoint.user,
+        "password": endpoint.password,
+        "database": endpoint.database,
+        "ssl": _asyncpg_ssl(params),
+    }
+    timeout = params.pop("connect_timeout", None)
+    if timeout is not None:
+        kwargs["timeout"] = float(timeout)
+    elif connect_timeout is not None:
+        kwargs["timeout"] = float(connect_timeout)
+    if "application_name" in params:
+        server_settings["application_name"] = params.pop("application_name")
+    if "target_session_attrs" in params:
+        kwargs["target_session_attrs"] = params.pop("target_session_attrs")
+    if "passfile" in params:
+        kwargs["passfile"] = params.pop("passfile")
+    for key in [k for k in params if k in _LIBPQ_ONLY]:
+        params.pop(key)
+    if params:
+        if endpoint.transaction_pooler:
+            raise UnsupportedStartupParameterError(
+                f"The connection parameter(s) {', '.join(sorted(params))} would be sent to the "
+                f"pooled endpoint {endpoint.display_host} as startup parameters, which a "
+                "transaction pooler rejects. Remove them, or use the direct endpoint."
+            )
+        server_settings.update(params)
+    if server_settings:
+        kwargs["server_settings"] = server_settings
+    if endpoint.transaction_pooler:
+        kwargs["statement_cache_size"] = 0
+    return kwargs
+
+
+def _libpq_version() -> int:
+    return libpq_version()
+
+
+def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
+    if not endpoint.is_neon:
+        return
+    mode = params.get("sslmode", "").lower()
+    if not mode:
+        params["sslmode"] = "require"
+    elif mode in _WEAK_SSLMODES:
+        raise InsecureConnectionError(
+            f"sslmode={mode} is set for the Neon host {endpoint.host} (from {endpoint.source}), "
+            "but Neon requires TLS. Use sslmode=require, or sslmode=verify-full with "
+            "sslrootcert=system to also verify the certificate."
+        )
+
+
+def _split_options(options: str) -> tuple[list[str], list[str]]:
+    """Split libpq ``options`` into Neon proxy options and real startup options."""
+    try:
+        tokens = shlex.split(options)
+    except ValueError:
+        tokens = options.split()
+    neon: list[str] = []
+    startup: list[str] = []
+    for token in tokens:
+        (neon if token.split("=", 1)[0] in _NEON_OPTION_KEYS else startup).append(token)
+    return neon, startup
+
+
+def _refuse_startup_options(endpoint: Endpoint, startup_options: list[str]) -> None:
+    if startup_options and endpoint.transaction_pooler:
+        raise UnsupportedStartupParameterError(
+            f"The startup parameter 'options' ({_describe(startup_options)}) is set "
+            f"for the pooled endpoint {endpoint.display_host} (from {endpoint.source}). A "
+            "transaction pooler rejects it ('unsupported startup parameter') or leaks it "
+            "between clients. Use the direct endpoint for session settings, run SET LOCAL "
+            "inside each transaction, or set it on the role: ALTER ROLE ... SET ..."
+        )
+
+
+def _describe(tokens: list[str]) -> str:
+    names = list(_settings_from_options(tokens))
+    return ", ".join(f"-c {name}" for name in names) if names else "custom options"
+
+
+def _settings_from_options(tokens: list[str]) -> dict[str, str]:
+    """``-c name=value`` / ``--name=value`` tokens as a settings dict."""
+    settings: dict[str, str] = {}
+    it = iter(tokens)
+    for token in it:
+        if token == "-c":
+            token = next(it, "")
+        elif token.startswith(("-c", "--")):
+            token = token[2:]
+        key, sep, value = token.partition("=")
+        if sep:
+            settings[key.replace("-", "_")] = value
+    return settings
+
+
+def _asyncpg_ssl(params: dict[str, str]) -> Any:
+    mode = params.pop("sslmode", "prefer").lower()
+    rootcert = params.pop("sslrootcert", None)
+    cert = params.pop("sslcert", None)
+    key = params.pop("sslkey", None)
+    if not (rootcert or cert) or mode in _WEAK_SSLMODES:
+        return mode
+    # asyncpg reads no certificate paths from keyword arguments: build the context here.
+    if rootcert == "system":
+        context = ssl.create_default_context()
+        mode = "verify-full"
+    else:
+        context = ssl.create_default_context(cafile=rootcert) if rootcert else ssl.create_default_context()
+    if cert:
+        context.load_cert_chain(cert, key)
+    if mode == "require" and not rootcert:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode in ("require", "verify-ca"):
+        context.check_hostname = False  # libpq: require + a root cert means verify-ca
+    return context

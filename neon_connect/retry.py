@@ -1,0 +1,190 @@
+"""Retry the connect step while a suspended Neon compute wakes up.
+
+Only connecting is retried, only on errors that a waking compute or a busy pooler produce,
+with exponential backoff and jitter, within a bounded total time. Authentication errors,
+unknown databases or roles, and anything after a query was sent are never retried. The last
+error is re-raised unchanged (callers keep catching what they catch), with a note naming
+the endpoint kind and host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .endpoints import Endpoint
+from .urls import MASK
+
+__all__ = ["DEFAULT_RETRY", "NO_RETRY", "RetryPolicy", "is_transient"]
+
+logger = logging.getLogger("neon_connect")
+T = TypeVar("T")
+
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P03", "08000", "08001", "08006"})
+_PERMANENT_SQLSTATES = frozenset({"28000", "28P01", "3D000", "42501", "08P01", "0A000"})
+_PERMANENT_TEXT = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects",
+    "ssl required",
+    "does not support ssl",
+    "channel binding",
+    "endpoint id is not specified",
+    "unsupported startup parameter",
+    "permission denied",
+    "invalid connection option",
+    "invalid dsn",
+)
+_TRANSIENT_TEXT = (
+    "connection refused",
+    "connection reset",
+    "timeout expired",
+    "timed out",
+    "server closed the connection unexpectedly",
+    "could not receive data from server",
+    "ssl syscall error",
+    "eof detected",
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "terminating connection due to administrator command",
+    "couldn't connect to compute node",
+    "failed to connect to the compute node",
+    "could not connect to compute node",
+    "no more connections allowed",
+)
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` (raised while connecting) is worth another attempt."""
+    text = str(exc).lower()
+    if any(fragment in text for fragment in _PERMANENT_TEXT):
+        return False
+    if any(fragment in text for fragment in _TRANSIENT_TEXT):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _PERMANENT_SQLSTATES:
+        return False
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often to retry a connect.
+
+    ``timeout`` bounds the total time spent across attempts (seconds); 0 turns retrying off.
+    """
+
+    timeout: float = 15.0
+    initial_delay: float = 0.1
+    max_delay: float = 2.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "initial_delay", "max_delay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetryPolicy.{name} must be >= 0")
+        if self.multiplier < 1:
+            raise ValueError("RetryPolicy.multiplier must be >= 1")
+
+    def delays(self) -> Iterator[float]:
+        """Backoff delays with "equal jitter": half fixed, half random."""
+        delay = self.initial_delay
+        while True:
+            yield delay / 2 + random.uniform(0, delay / 2)
+            delay = min(delay * self.multiplier, self.max_delay)
+
+    def call(self, connect: Callable[[], T], *, endpoint: Endpoint) -> T:
+        """Run ``connect()``, retrying transient failures."""
+        start = time.monotonic()
+        delays = self.delays()
+        attempt = 1
+        while True:
+            try:
+                return connect()
+            except Exception as exc:
+                delay = self._next_delay(exc, delays, start, attempt, endpoint)
+            time.sleep(delay)
+            attempt += 1
+
+    async def acall(self, connect: Callable[[], Awaitable[T]], *, endpoint: Endpoint) -> T:
+        """The async twin of :meth:`call`."""
+        start = time.monotonic()
+        delays = self.delays()
+        attempt = 1
+        while True:
+            try:
+                return await connect()
+            except Exception as exc:
+                delay = self._next_delay(exc, delays, start, attempt, endpoint)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _next_delay(
+        self,
+        exc: Exception,
+        delays: Iterator[float],
+        start: float,
+        attempt: int,
+        endpoint: Endpoint,
+    ) -> float:
+        """The delay before the next attempt, or re-raise ``exc`` with a note."""
+        elapsed = time.monotonic() - start
+        delay = next(delays)
+        if not is_transient(exc) or elapsed + delay > self.timeout:
+            _scrub(exc, endpoint)
+            where = f"the {endpoint.kind} endpoint {endpoint.display_host}"
+            if attempt > 1:
+                note = f"neon-connect: could not connect to {where} ({attempt} attempts in {elapsed:.1f}s)"
+            else:
+                note = f"neon-connect: could not connect to {where}"
+            if endpoint.is_neon and "authentication failed" in str(exc).lower():
+                note += "; check that user, password and host come from one Neon connection string"
+            _add_note(exc, note)
+            raise exc
+        logger.warning(
+            "neon-connect: connecting to the %s endpoint %s failed (%s); retry %d in %.2fs",
+            endpoint.kind,
+            endpoint.display_host,
+            _summary(exc, endpoint),
+            attempt,
+            delay,
+        )
+        return delay
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(timeout=0)
+
+
+def _summary(exc: BaseException, endpoint: Endpoint) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[-1].strip()
+    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return text.replace(endpoint.password, MASK) if endpoint.password else text
+
+
+def _scrub(exc: BaseException, endpoint: Endpoint) -> None:
+    """Drivers do not echo passwords, but make sure of it."""
+    if endpoint.password and any(endpoint.password in str(arg) for arg in exc.args):
+        exc.args = tuple(str(arg).replace(endpoint.password, MASK) for arg in exc.args)
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
