@@ -19,7 +19,9 @@ __all__ = ["main"]
 
 
 def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    local = sub.add_parser("local", help="run a local stand-in for Neon's pooled and direct endpoints")
+    local = sub.add_parser(
+        "local", help="run a local stand-in for Neon's pooled and direct endpoints"
+    )
     actions = local.add_subparsers(dest="action", required=True, metavar="{up,env,status,down}")
     for name, text in (
         ("up", "start PostgreSQL + PgBouncer and print export lines"),
@@ -30,9 +32,14 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         p = actions.add_parser(name, help=text)
         p.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default: {DEFAULT_DIR})")
         if name == "up":
-            p.add_argument("--pool-size", type=int, default=5, help="PgBouncer default_pool_size (default: 5)")
             p.add_argument(
-                "--max-connections", type=int, default=100, help="PostgreSQL max_connections (default: 100)"
+                "--pool-size", type=int, default=5, help="PgBouncer default_pool_size (default: 5)"
+            )
+            p.add_argument(
+                "--max-connections",
+                type=int,
+                default=100,
+                help="PostgreSQL max_connections (default: 100)",
             )
             p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
             p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
@@ -79,28 +86,42 @@ def _local(args: argparse.Namespace) -> int:
         )
         was_running = local.status()["running"]
         state = local.up()
-        print(("already running" if was_running else "started") + f" in {local.directory}", file=sys.stderr)
+        print(
+            ("already running" if was_running else "started") + f" in {local.directory}",
+            file=sys.stderr,
+        )
         print(state.describe(), end="", file=sys.stderr)
         print(state.export_lines(), end="")
         return 0
     local = LocalNeon(args.dir)
     if args.action == "env":
-        state = local.state()
-        if state is None or not local.status()["running"]:
-            print(f"neon-connect: nothing runs in {local.directory}; run: neon-connect local up", file=sys.stderr)
+        saved = local.state()
+        if saved is None or not local.status()["running"]:
+            print(
+                f"neon-connect: nothing runs in {local.directory}; run: neon-connect local up",
+                file=sys.stderr,
+            )
             return 1
-        print(state.export_lines(), end="")
+        print(saved.export_lines(), end="")
         return 0
     if args.action == "status":
         status = local.status()
         if args.json:
             print(json.dumps(status, indent=2))
         elif status["running"]:
-            print(f"running in {status['directory']}\npooled: {status['pooled']}\ndirect: {status['direct']}")
+            print(
+                f"running in {status['directory']}\npooled: {status['pooled']}\ndirect: {status['direct']}"
+            )
         else:
             parts = [name for name in ("postgres", "pgbouncer") if status[name]]
-            print(f"not running in {status['directory']}" + (f" (only {', '.join(parts)} is up)" if parts else ""))
+            print(
+                f"not running in {status['directory']}"
+                + (f" (only {', '.join(parts)} is up)" if parts else "")
+            )
         return 0 if status["running"] else 3
     removed = local.down()
-    print(("stopped and removed " if removed else "nothing to stop in ") + str(local.directory), file=sys.stderr)
+    print(
+        ("stopped and removed " if removed else "nothing to stop in ") + str(local.directory),
+        file=sys.stderr,
+    )
     return 0

@@ -42,7 +42,9 @@ def run_demo() -> int:
         for endpoint in (endpoints.app, endpoints.session()):
             before = _pooler_xacts(state.admin_url)
             with psycopg.connect(**psycopg_params(endpoint)) as conn:
-                port, tls = conn.execute("SELECT inet_server_port(), current_setting('ssl')").fetchone()  # type: ignore[misc]
+                port, tls = conn.execute(
+                    "SELECT inet_server_port(), current_setting('ssl')"
+                ).fetchone()  # type: ignore[misc]
                 conn.commit()
             via_pooler = _pooler_xacts(state.admin_url) - before
             route = "through PgBouncer" if via_pooler else "straight to PostgreSQL"

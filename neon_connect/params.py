@@ -89,8 +89,10 @@ def libpq_params(
     _refuse_startup_options(endpoint, startup_options)
     if "channel_binding" in params and version < 130000:
         params.pop("channel_binding")  # libpq < 13 rejects the keyword outright
-    if endpoint.is_neon and version < 140000 and not any(
-        opt.startswith("endpoint=") for opt in neon_options
+    if (
+        endpoint.is_neon
+        and version < 140000
+        and not any(opt.startswith("endpoint=") for opt in neon_options)
     ):
         neon_options.append(f"endpoint={endpoint.endpoint_id}")  # no SNI before libpq 14
     options = " ".join([*neon_options, *startup_options])
@@ -252,7 +254,11 @@ def _asyncpg_ssl(params: dict[str, str]) -> Any:
         context = ssl.create_default_context()
         mode = "verify-full"
     else:
-        context = ssl.create_default_context(cafile=rootcert) if rootcert else ssl.create_default_context()
+        context = (
+            ssl.create_default_context(cafile=rootcert)
+            if rootcert
+            else ssl.create_default_context()
+        )
     if cert:
         context.load_cert_chain(cert, key)
     if mode == "require" and not rootcert:

@@ -86,7 +86,9 @@ def resolve(
         libpq_vars=libpq_vars,
     )
     direct_hint = (
-        "pass direct_url" if url is not None else f"set {direct_vars[0] if direct_vars else 'a direct URL'}"
+        "pass direct_url"
+        if url is not None
+        else f"set {direct_vars[0] if direct_vars else 'a direct URL'}"
     )
     if app.parsed.host and (
         parse_neon_host(app.parsed.host) or (direct and parse_neon_host(direct.parsed.host))
@@ -111,7 +113,9 @@ def _find_sources(
     if url is not None:
         app = _Candidate(parse_url(url, name="the url argument"), "url argument")
         if direct_url is not None:
-            direct = _Candidate(parse_url(direct_url, name="the direct_url argument"), "direct_url argument")
+            direct = _Candidate(
+                parse_url(direct_url, name="the direct_url argument"), "direct_url argument"
+            )
         return app, direct
 
     def from_var(name: str) -> _Candidate | None:
@@ -126,7 +130,9 @@ def _find_sources(
         app = _from_libpq_vars(environ, "PGHOST")
 
     if direct_url is not None:
-        direct = _Candidate(parse_url(direct_url, name="the direct_url argument"), "direct_url argument")
+        direct = _Candidate(
+            parse_url(direct_url, name="the direct_url argument"), "direct_url argument"
+        )
     else:
         names = list(direct_vars)
         if pooled_first is not None:

@@ -184,7 +184,6 @@ def _scrub(exc: BaseException, endpoint: Endpoint) -> None:
 
 
 def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+    # BaseException.add_note is 3.11+; on 3.10 set the attribute it would set.
+    notes = [*getattr(exc, "__notes__", []), note]
+    setattr(exc, "__notes__", notes)  # noqa: B010

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import main
+from neon_connect.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["local", *sys.argv[1:]], prog="python -m neon_connect.local"))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ..errors import NeonConnectError
+from neon_connect.errors import NeonConnectError
 
 __all__ = ["StandInError"]
 

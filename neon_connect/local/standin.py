@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..urls import build_url, mask_url
+from neon_connect.urls import build_url, mask_url
+
 from .binaries import Binaries, find_binaries
 from .errors import StandInError
 
@@ -66,7 +67,9 @@ class StandInState:
             f"directory={self.directory!r})"
         )
 
-    def _url(self, port: int, *, user: str = OWNER, password: str | None = None, db: str = DATABASE) -> str:
+    def _url(
+        self, port: int, *, user: str = OWNER, password: str | None = None, db: str = DATABASE
+    ) -> str:
         return build_url(
             host=HOST,
             port=port,
@@ -89,7 +92,9 @@ class StandInState:
     @property
     def superuser_url(self) -> str:
         """A superuser on PostgreSQL itself, for fault injection in tests."""
-        return self._url(self.pg_port, user=SUPERUSER, password=self.superuser_password, db="postgres")
+        return self._url(
+            self.pg_port, user=SUPERUSER, password=self.superuser_password, db="postgres"
+        )
 
     @property
     def admin_url(self) -> str:
@@ -152,7 +157,12 @@ class LocalNeon:
     def status(self) -> dict[str, Any]:
         state = self.state()
         if state is None:
-            return {"running": False, "postgres": False, "pgbouncer": False, "directory": str(self.directory)}
+            return {
+                "running": False,
+                "postgres": False,
+                "pgbouncer": False,
+                "directory": str(self.directory),
+            }
         pg = _alive(_postgres_pid(state)) and _port_open(state.pg_port)
         bouncer = _alive(_pgbouncer_pid(state)) and _port_open(state.pooler_port)
         return {
@@ -377,7 +387,7 @@ class LocalNeon:
         if _alive(bouncer):
             _terminate(bouncer)
         pg = _postgres_pid(state)
-        if _alive(pg):
+        if pg is not None and _alive(pg):
             with contextlib.suppress(OSError):
                 os.kill(pg, signal.SIGINT)  # fast shutdown: disconnect clients, then stop
             if not _wait_dead(pg, 15):
@@ -404,7 +414,9 @@ def _unprivileged_user() -> str | None:
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    raise StandInError("running as root but there is no 'postgres' or 'nobody' user to run the servers")
+    raise StandInError(
+        "running as root but there is no 'postgres' or 'nobody' user to run the servers"
+    )
 
 
 def _as_user(run_as: str | None) -> dict[str, Any]:
@@ -468,7 +480,9 @@ def _run(
 
 
 def _version(binary: Path) -> str:
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=False
+    ).stdout
     words = out.splitlines()[0].split() if out else []
     return next((w for w in words if w[:1].isdigit()), "unknown")
 
@@ -553,7 +567,9 @@ def _terminate(pid: int | None) -> None:
 
 
 @contextlib.contextmanager
-def running(directory: str | os.PathLike[str] | None = None, **options: Any) -> Iterator[StandInState]:
+def running(
+    directory: str | os.PathLike[str] | None = None, **options: Any
+) -> Iterator[StandInState]:
     """Start a stand-in in ``directory`` (a new temporary folder by default) and stop it after."""
     if directory is None:
         parent = Path(tempfile.mkdtemp(prefix="neon-local-"))

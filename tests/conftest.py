@@ -1,0 +1,4 @@
+from __future__ import annotations
+
+SECRET = "npg_S3cr3t-P4ss"
+"""A password tests plant in URLs and then look for in every message."""

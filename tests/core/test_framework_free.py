@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_the_core_imports_neither_framework():
+    code = (
+        "import sys, neon_connect, neon_connect.local, neon_connect.cli;"
+        "bad = [m for m in ('django', 'sqlalchemy', 'alembic', 'asyncpg') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

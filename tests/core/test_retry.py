@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+import pytest
+
+from neon_connect import RetryPolicy, is_transient, resolve
+from tests.conftest import SECRET
+
+ENDPOINT = resolve(
+    f"postgresql://u:{SECRET}@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
+).app
+FAST = RetryPolicy(timeout=2.0, initial_delay=0.01, max_delay=0.05)
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (
+            psycopg.OperationalError(
+                'connection to server at "h", port 5432 failed: Connection refused'
+            ),
+            True,
+        ),
+        (psycopg.OperationalError("connection failed: timeout expired"), True),
+        (psycopg.OperationalError("ERROR: Couldn't connect to compute node"), True),
+        (
+            psycopg.OperationalError(
+                "connection failed: ERROR: Failed to connect to the compute node"
+            ),
+            True,
+        ),
+        (psycopg.OperationalError("FATAL: the database system is starting up"), True),
+        (
+            psycopg.OperationalError("FATAL: terminating connection due to administrator command"),
+            True,
+        ),
+        (psycopg.OperationalError("ERROR: no more connections allowed (max_client_conn)"), True),
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError(), True),
+        (asyncio.TimeoutError(), True),
+        (psycopg.OperationalError('FATAL: password authentication failed for user "u"'), False),
+        (psycopg.OperationalError('FATAL: database "nope" does not exist'), False),
+        (psycopg.OperationalError('FATAL: role "nope" does not exist'), False),
+        (psycopg.OperationalError("ERROR: Endpoint ID is not specified"), False),
+        (psycopg.OperationalError("FATAL: unsupported startup parameter: options"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_classification(exc, transient):
+    assert is_transient(exc) is transient
+
+
+def test_retries_transient_errors_then_succeeds(caplog):
+    calls = []
+
+    def connect():
+        calls.append(1)
+        if len(calls) < 3:
+            raise psycopg.OperationalError("connection failed: Connection refused")
+        return "conn"
+
+    with caplog.at_level(logging.WARNING, logger="neon_connect"):
+        assert FAST.call(connect, endpoint=ENDPOINT) == "conn"
+    assert len(calls) == 3
+    assert len(caplog.records) == 2
+    assert "pooled endpoint ep-cool-darkness-123456-pooler" in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_never_retries_authentication_errors():
+    calls = []
+
+    def connect():
+        calls.append(1)
+        raise psycopg.OperationalError(
+            f'FATAL: password authentication failed for user "u" ({SECRET})'
+        )
+
+    with pytest.raises(psycopg.OperationalError) as info:
+        FAST.call(connect, endpoint=ENDPOINT)
+    assert len(calls) == 1
+    notes = "\n".join(info.value.__notes__)
+    assert "pooled endpoint ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech:5432" in notes
+    assert "one Neon connection string" in notes
+    assert SECRET not in str(info.value)
+
+
+def test_total_time_is_bounded_and_the_last_error_names_the_endpoint():
+    policy = RetryPolicy(timeout=0.3, initial_delay=0.02, max_delay=0.05)
+    calls = []
+
+    def connect():
+        calls.append(1)
+        raise psycopg.OperationalError("connection failed: Connection refused")
+
+    with pytest.raises(psycopg.OperationalError) as info:
+        policy.call(connect, endpoint=ENDPOINT)
+    assert 3 <= len(calls) <= 30
+    assert "attempts" in info.value.__notes__[-1]
+
+
+def test_zero_timeout_turns_retrying_off():
+    calls = []
+
+    def connect():
+        calls.append(1)
+        raise psycopg.OperationalError("Connection refused")
+
+    with pytest.raises(psycopg.OperationalError):
+        RetryPolicy(timeout=0).call(connect, endpoint=ENDPOINT)
+    assert len(calls) == 1
+
+
+async def test_async_retry():
+    calls = []
+
+    async def connect():
+        calls.append(1)
+        if len(calls) < 2:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return "conn"
+
+    assert await FAST.acall(connect, endpoint=ENDPOINT) == "conn"
+    assert len(calls) == 2
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(ValueError, match="timeout"):
+        RetryPolicy(timeout=-1)
+    with pytest.raises(ValueError, match="multiplier"):
+        RetryPolicy(multiplier=0.5)

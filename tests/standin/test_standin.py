@@ -1,0 +1,162 @@
+"""The stand-in itself: TLS + SCRAM only, really pooled, and robust to restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from neon_connect.local import LocalNeon, StandInError
+from neon_connect.local.standin import _pgbouncer_pid
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("which", ["pooled_url", "direct_url"])
+def test_tls_and_scram_only(neon_local, which):
+    url = getattr(neon_local, which)
+    with psycopg.connect(url) as conn:
+        assert conn.info.pgconn.ssl_in_use
+    with pytest.raises(psycopg.OperationalError, match="SSL required|no encryption"):
+        psycopg.connect(url.replace("sslmode=require", "sslmode=disable"))
+    wrong = url.replace(neon_local.state.password, SECRET)
+    with pytest.raises(psycopg.OperationalError, match="(password|SASL) authentication failed"):
+        psycopg.connect(wrong)
+
+
+def test_scram_is_the_password_method(neon_local):
+    with neon_local.superuser() as su:
+        row = su.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'neondb_owner'"
+        ).fetchone()
+    assert row[0].startswith("SCRAM-SHA-256$")
+
+
+def test_pooled_queries_pass_through_pgbouncer_and_direct_ones_do_not(neon_local):
+    before = neon_local.pooler_transactions()
+    with psycopg.connect(neon_local.direct_url) as conn:
+        conn.execute("SELECT 1")
+    assert neon_local.pooler_transactions() == before
+    with psycopg.connect(neon_local.pooled_url) as conn:
+        conn.execute("SELECT 1")
+    assert neon_local.pooler_transactions() > before
+
+
+def test_many_clients_share_the_pool(neon_local):
+    clients = 4 * neon_local.pool_size + 2
+    barrier = threading.Barrier(clients)
+    pids: set[int] = set()
+    errors: list[BaseException] = []
+
+    def client():
+        try:
+            with psycopg.connect(neon_local.pooled_url, autocommit=True) as conn:
+                barrier.wait(timeout=20)
+                for _ in range(5):
+                    pids.add(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(pids) <= neon_local.pool_size
+    servers = [s for s in neon_local.show("SERVERS") if s["database"] == "neondb"]
+    assert len(servers) <= neon_local.pool_size
+
+
+def test_admin_console_pause_and_resume(neon_local):
+    with neon_local.admin() as admin:
+        admin.execute("PAUSE neondb")
+        admin.execute("RESUME neondb")
+    assert any(p["database"] == "neondb" for p in neon_local.show("POOLS"))
+
+
+def test_up_twice_down_and_recovery_from_a_killed_pair(tmp_path):
+    folder = tmp_path / "state"
+    os.chmod(tmp_path, 0o755)
+    local = LocalNeon(folder, pool_size=2, max_connections=20)
+    first = local.up()
+    try:
+        assert local.up() == first  # a second up does not start a second pair
+        with psycopg.connect(first.pooled_url) as conn:
+            conn.execute("SELECT 1")
+        os.kill(_pgbouncer_pid(first), signal.SIGKILL)  # a killed run leaves the folder behind
+        assert not local.status()["running"]
+        second = local.up()
+        assert second.password != first.password
+        with psycopg.connect(second.pooled_url) as conn:
+            conn.execute("SELECT 1")
+    finally:
+        assert local.down()
+    assert not folder.exists()
+    assert local.status() == {
+        "running": False,
+        "postgres": False,
+        "pgbouncer": False,
+        "directory": str(folder),
+    }
+
+
+def test_busy_port_is_one_clear_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(
+            StandInError,
+            match=f"port {port} on 127.0.0.1 is busy; choose another with --pooler-port",
+        ):
+            LocalNeon(tmp_path / "x", pooler_port=port).up()
+
+
+def test_missing_binaries_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEON_LOCAL_PGBOUNCER", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    with pytest.raises(
+        StandInError, match="missing PgBouncer.*apt-get install -y postgresql pgbouncer"
+    ):
+        LocalNeon(tmp_path / "x").up()
+
+
+def test_cli_round_trip_masks_passwords_except_exports(tmp_path):
+    cli = [sys.executable, "-m", "neon_connect.local"]
+    os.chmod(tmp_path, 0o755)
+    folder = str(tmp_path / "cli")
+    up = subprocess.run(
+        [*cli, "up", "--dir", folder, "--pool-size", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+        )
+        assert set(exports) == {"DATABASE_URL", "DATABASE_URL_UNPOOLED"}
+        password = exports["DATABASE_URL"].split(":")[2].split("@")[0]
+        assert password not in up.stderr
+        status = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+        assert (
+            status.returncode == 0 and "running" in status.stdout and password not in status.stdout
+        )
+        env = subprocess.run([*cli, "env", "--dir", folder], capture_output=True, text=True)
+        assert env.stdout == up.stdout
+    finally:
+        down = subprocess.run([*cli, "down", "--dir", folder], capture_output=True, text=True)
+    assert down.returncode == 0
+    status = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+    assert status.returncode == 3 and "not running" in status.stdout
