@@ -1,0 +1,25 @@
+"""neon_django: pooled for traffic, direct for migrations and sessions, no double pooling.
+
+INSTALLED_APPS = ["neon_django", ...]          # first, so its command overrides win
+DATABASES = {"default": neon_django.config()}  # reads the environment via neon_connect
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import config
+
+if TYPE_CHECKING:
+    from .routing import direct
+
+__all__ = ["config", "direct"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: settings.py imports this package before Django is set up.
+    if name == "direct":
+        from .routing import direct
+
+        return direct
+    raise AttributeError(f"module 'neon_django' has no attribute {name!r}")

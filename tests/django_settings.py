@@ -1,7 +1,63 @@
-"""Placeholder until the Django adapter lands."""
+"""Django settings for the test suite: every alias points at the local stand-in.
+
+The stand-in's URLs are passed explicitly (never the developer's own DATABASE_URL), and
+handed to subprocesses through NEON_TESTS_STANDIN so they share the same pair.
+"""
 
 from __future__ import annotations
 
-SECRET_KEY = "tests"
-INSTALLED_APPS: list[str] = []
+import json
+import os
+
+import neon_django
+
+if "NEON_TESTS_STANDIN" not in os.environ:
+    from neon_connect.pytest_plugin import local_standin
+
+    os.environ["NEON_TESTS_STANDIN"] = json.dumps(local_standin().env())
+STANDIN: dict[str, str] = json.loads(os.environ["NEON_TESTS_STANDIN"])
+_test_name = os.environ.get("NEON_TESTS_TEST_DB")
+
+SECRET_KEY = "neon-connect-tests"
+DEBUG = False
 USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.djangoapp.urls"
+MIDDLEWARE: list[str] = []
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "neon_django",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.postgres",
+    "tests.djangoapp",
+]
+NEON_DIRECT_COMMANDS = ["neon_probe"]
+
+DATABASES = {
+    "default": neon_django.config(
+        env=STANDIN, test_options={"NAME": _test_name} if _test_name else None
+    ),
+    # psycopg's server-side binding with prepares asked for: config() keeps them off at the pooler
+    "binding": neon_django.config(
+        env=STANDIN, options={"server_side_binding": True, "prepare_threshold": 1}
+    ),
+    # persistent connections with health checks
+    "persistent": neon_django.config(env=STANDIN, conn_max_age=60),
+}
+
+if os.environ.get("NEON_TESTS_MODE") == "plain":
+    # What teams write by hand today: Django's own backend on the pooled URL.
+    import dj_database_url
+
+    DATABASES = {"default": dict(dj_database_url.parse(STANDIN["DATABASE_URL"]))}
+    if _test_name:
+        DATABASES["default"]["TEST"] = {"NAME": _test_name}
+else:
+    import dj_database_url
+
+    # The same, as a second alias sharing the test database, for side-by-side failures.
+    handwritten = dict(dj_database_url.parse(STANDIN["DATABASE_URL"]))
+    handwritten["OPTIONS"].update(server_side_binding=True, prepare_threshold=1)
+    handwritten["TEST"] = {"MIRROR": "default"}
+    DATABASES["handwritten"] = handwritten  # type: ignore[assignment]

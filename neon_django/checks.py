@@ -1,0 +1,198 @@
+"""System checks (``manage.py check``) for Neon connection settings.
+
+Every id is listed in :data:`CHECK_IDS`; messages name the setting, hints give the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from neon_connect import parse_neon_host
+
+from .conf import BUILTIN_DIRECT_COMMANDS, conf
+from .config import ENGINE, NEON_SUSPEND_SECONDS
+
+__all__ = ["CHECK_IDS", "check_app_order", "check_databases", "check_direct_commands"]
+
+CHECK_IDS: dict[str, str] = {
+    "neon_django.E001": "an app listed above neon_django overrides a command it routes direct",
+    "neon_django.E002": "pooled endpoint without DISABLE_SERVER_SIDE_CURSORS",
+    "neon_django.E003": "pooled endpoint with psycopg prepared statements on",
+    "neon_django.E004": "client-side pool (OPTIONS['pool']) on a pooled endpoint",
+    "neon_django.E005": "sslmode weaker than 'require' on a Neon host",
+    "neon_django.E006": "startup options or assume_role on a pooled endpoint",
+    "neon_django.W001": "CONN_MAX_AGE of 300 s or more on Neon without CONN_HEALTH_CHECKS",
+    "neon_django.W002": "no direct endpoint known for a pooled endpoint",
+    "neon_django.W003": "Django's own engine on a Neon pooler: migrations would go through it",
+    "neon_django.W004": "NEON_DIRECT_COMMANDS names a command Django does not know",
+}
+_WEAK_SSLMODES = ("disable", "allow", "prefer")
+
+
+def _pooled(db: dict[str, Any]) -> bool:
+    neon = db.get("NEON") or {}
+    if neon:
+        return bool(neon.get("TRANSACTION_POOLER"))
+    host = parse_neon_host(str(db.get("HOST") or ""))
+    return bool(host and host.pooled)
+
+
+def _ours(db: dict[str, Any]) -> bool:
+    return db.get("ENGINE") == ENGINE
+
+
+def check_databases(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Check every alias in ``settings.DATABASES`` that points at Neon or at a pooler."""
+    messages: list[CheckMessage] = []
+    for alias, db in settings.DATABASES.items():
+        messages += _check_alias(alias, db)
+    return messages
+
+
+def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
+    name = f"DATABASES[{alias!r}]"
+    options = db.get("OPTIONS") or {}
+    neon_host = parse_neon_host(str(db.get("HOST") or ""))
+    pooled = _pooled(db)
+    out: list[CheckMessage] = []
+    if pooled:
+        if not db.get("DISABLE_SERVER_SIDE_CURSORS") and not _ours(db):
+            out.append(
+                Error(
+                    f"{name} uses a pooled endpoint with server-side cursors on.",
+                    hint=f"Set {name}['DISABLE_SERVER_SIDE_CURSORS'] = True, or use neon_django.config().",
+                    obj=name,
+                    id="neon_django.E002",
+                )
+            )
+        if options.get("prepare_threshold") is not None and not _ours(db):
+            out.append(
+                Error(
+                    f"{name}['OPTIONS']['prepare_threshold'] turns prepares on at a pooler.",
+                    hint=f"Set {name}['OPTIONS']['prepare_threshold'] = None, or use neon_django.config().",
+                    obj=name,
+                    id="neon_django.E003",
+                )
+            )
+        if options.get("pool"):
+            out.append(
+                Error(
+                    f"{name}['OPTIONS']['pool'] pools clients on top of PgBouncer.",
+                    hint=f"Remove {name}['OPTIONS']['pool']: the pooled endpoint already pools.",
+                    obj=name,
+                    id="neon_django.E004",
+                )
+            )
+        if "-c" in str(options.get("options") or "") or options.get("assume_role"):
+            out.append(
+                Error(
+                    f"{name}['OPTIONS'] sets session state that a transaction pooler rejects.",
+                    hint="Remove OPTIONS['options'] / ['assume_role']; use ALTER ROLE ... SET, "
+                    "SET LOCAL, or neon_django.direct().",
+                    obj=name,
+                    id="neon_django.E006",
+                )
+            )
+        neon = db.get("NEON") or {}
+        if neon and not neon.get("DIRECT_KNOWN"):
+            out.append(
+                Warning(
+                    f"{name} has no direct endpoint: migrations would use the pooler.",
+                    hint="Set DATABASE_URL_UNPOOLED to the PostgreSQL server behind the pooler.",
+                    obj=name,
+                    id="neon_django.W002",
+                )
+            )
+        if neon_host and not _ours(db):
+            out.append(
+                Warning(
+                    f"{name} points Django's own engine at a Neon pooler.",
+                    hint=f"Use {name} = neon_django.config() so migrations run on the direct endpoint.",
+                    obj=name,
+                    id="neon_django.W003",
+                )
+            )
+    if neon_host:
+        mode = str(options.get("sslmode") or "").lower()
+        if mode in _WEAK_SSLMODES:
+            out.append(
+                Error(
+                    f"{name}['OPTIONS']['sslmode'] is {mode!r}; Neon requires TLS.",
+                    hint=f"Set {name}['OPTIONS']['sslmode'] = 'require' (or 'verify-full').",
+                    obj=name,
+                    id="neon_django.E005",
+                )
+            )
+        max_age = db.get("CONN_MAX_AGE", 0)
+        if (max_age is None or max_age >= NEON_SUSPEND_SECONDS) and not db.get(
+            "CONN_HEALTH_CHECKS"
+        ):
+            out.append(
+                Warning(
+                    f"{name}['CONN_MAX_AGE'] outlives Neon's 5-minute suspend.",
+                    hint=f"Set {name}['CONN_HEALTH_CHECKS'] = True, or CONN_MAX_AGE below 300.",
+                    obj=name,
+                    id="neon_django.W001",
+                )
+            )
+    return out
+
+
+def check_app_order(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Django runs the first listed app's command: ours must come before other overrides."""
+    from .routing import _provides
+
+    out: list[CheckMessage] = []
+    for command in BUILTIN_DIRECT_COMMANDS:
+        for app_config in apps.get_app_configs():
+            if app_config.name == "neon_django":
+                break
+            if _provides(app_config.name, command):
+                out.append(
+                    Error(
+                        f"INSTALLED_APPS lists {app_config.name!r}, which overrides "
+                        f"{command!r}, above 'neon_django'.",
+                        hint=f"Move 'neon_django' above {app_config.name!r} in INSTALLED_APPS, so "
+                        f"'{command}' runs on the direct endpoint.",
+                        obj="INSTALLED_APPS",
+                        id="neon_django.E001",
+                    )
+                )
+                break
+    return out
+
+
+def check_direct_commands(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    from django.core.management import get_commands
+
+    known = get_commands()
+    return [
+        Warning(
+            f"NEON_DIRECT_COMMANDS names {name!r}, which is not a command.",
+            hint="Check the spelling, or add the app that provides it to INSTALLED_APPS.",
+            obj="NEON_DIRECT_COMMANDS",
+            id="neon_django.W004",
+        )
+        for name in conf.NEON_DIRECT_COMMANDS
+        if name not in known
+    ]

@@ -1,0 +1,213 @@
+"""``neon_django.config()``: one ``DATABASES`` alias that knows both endpoints.
+
+The alias connects to the pooled endpoint; the direct endpoint rides along in
+``settings.DATABASES[alias]["NEON"]["DIRECT"]`` (Django ignores unknown keys), so pooled and
+direct traffic share one alias, one set of models and one test database. The backend
+(``neon_django.backend``) picks the endpoint each time it connects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from neon_connect import (
+    APP_VARS,
+    DIRECT_VARS,
+    POOLED_VARS,
+    ConfigurationError,
+    DoublePoolingError,
+    Endpoint,
+    UnsupportedStartupParameterError,
+    libpq_params,
+    resolve,
+)
+
+__all__ = ["ENGINE", "NEON_SUSPEND_SECONDS", "config"]
+
+ENGINE = "neon_django.backend"
+NEON_SUSPEND_SECONDS = 5 * 60
+"""Neon suspends an idle compute (and closes its connections) after 5 minutes by default."""
+MAX_CONN_AGE = 4 * 60
+"""Persistent connections to Neon are recycled before the suspend can kill them."""
+_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
+
+
+def _is_psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+def config(
+    url: str | None = None,
+    *,
+    direct_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    use_pooler: bool = True,
+    conn_max_age: int | None = 0,
+    conn_health_checks: bool | None = None,
+    pool: bool | dict[str, Any] = False,
+    options: Mapping[str, Any] | None = None,
+    test_options: dict[str, Any] | None = None,
+    pooler_prepared_statements: bool = False,
+    retry_timeout: float = 15.0,
+    app_vars: Sequence[str] = APP_VARS,
+    direct_vars: Sequence[str] = DIRECT_VARS,
+    pooled_vars: Sequence[str] = POOLED_VARS,
+) -> dict[str, Any]:
+    """Return a ``DATABASES`` entry for Neon, read from the environment unless ``url`` is given.
+
+    Behind a transaction pooler: server-side cursors off, psycopg's automatic prepares off
+    (unless ``pooler_prepared_statements=True`` declares that the pooler tracks them, as
+    Neon's PgBouncer >= 1.22 does), no client pool, and ``CONN_MAX_AGE`` 0 by default.
+    ``conn_max_age`` > 0 keeps connections to the pooler, capped below Neon's 5-minute
+    suspend, with health checks on. ``pool`` (Django 5.1+) is only allowed when the app
+    endpoint is direct. ``options`` are extra ``OPTIONS``; ``retry_timeout`` bounds the
+    cold-start retry (0 turns it off).
+
+    Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password.
+    """
+    try:
+        endpoints = resolve(
+            url,
+            direct_url=direct_url,
+            env=env,
+            use_pooler=use_pooler,
+            app_vars=app_vars,
+            direct_vars=direct_vars,
+            pooled_vars=pooled_vars,
+        )
+        app = endpoints.app
+        user_options = dict(options or {})
+        _check_user_options(app, user_options, pool=pool, conn_max_age=conn_max_age)
+        app_options = _options(app, user_options, prepared=pooler_prepared_statements)
+        direct = endpoints.direct
+        direct_settings = None
+        if direct is not None and direct is not app:
+            direct_settings = {
+                **_connection_settings(direct, _options(direct, user_options, prepared=True)),
+                "SOURCE": direct.source,
+            }
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+    if retry_timeout < 0:
+        raise ImproperlyConfigured("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
+    max_age = _conn_max_age(app, conn_max_age)
+    health = conn_health_checks if conn_health_checks is not None else max_age != 0
+    if pool:
+        app_options["pool"] = _pool_options(pool)
+
+    settings: dict[str, Any] = dict(
+        dj_database_url.parse(
+            app.url(reveal_password=True),
+            engine=ENGINE,
+            conn_max_age=max_age,
+            conn_health_checks=health,
+            disable_server_side_cursors=app.transaction_pooler,
+            test_options=test_options,
+        )
+    )
+    settings.update(_connection_settings(app, app_options))
+    settings["ENGINE"] = ENGINE
+    settings["NEON"] = {
+        "ENDPOINT_KIND": app.kind,
+        "TRANSACTION_POOLER": app.transaction_pooler,
+        "IS_NEON": endpoints.is_neon,
+        "ENDPOINT_ID": endpoints.endpoint_id,
+        "REGION": endpoints.region,
+        "SOURCE": app.source,
+        "DIRECT": direct_settings,
+        "DIRECT_KNOWN": direct is not None,
+        "PREPARED_STATEMENTS": pooler_prepared_statements,
+        "RETRY_TIMEOUT": retry_timeout,
+    }
+    return settings
+
+
+def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "NAME": endpoint.database or "",
+        "USER": endpoint.user or "",
+        "PASSWORD": endpoint.password or "",
+        "HOST": endpoint.host,
+        "PORT": str(endpoint.port),
+        "OPTIONS": options,
+    }
+
+
+def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool) -> dict[str, Any]:
+    """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
+    params = {k: v for k, v in libpq_params(endpoint).items() if k not in _CONNECTION_KEYS}
+    options: dict[str, Any] = {**params, **user_options}
+    if endpoint.transaction_pooler:
+        options.pop("pool", None)
+        if _is_psycopg3() and not prepared:
+            options["prepare_threshold"] = None
+    elif "pool" in options:
+        options.pop("pool")  # passed separately (see config); never copied to the direct twin
+    return options
+
+
+def _check_user_options(
+    app: Endpoint, options: dict[str, Any], *, pool: bool | dict[str, Any], conn_max_age: int | None
+) -> None:
+    if "pool" in options:
+        raise ConfigurationError(
+            "Pass the client pool as neon_django.config(pool=...), not in options."
+        )
+    if app.transaction_pooler:
+        if pool:
+            raise DoublePoolingError(
+                f"neon_django.config(pool=...) asks for a client-side pool on the pooled endpoint "
+                f"{app.display_host}. That is double pooling: each process would hold idle "
+                "connections that PgBouncer could give to others. Drop pool= (PgBouncer already "
+                "pools), or use it with a direct endpoint (use_pooler=False)."
+            )
+        startup = options.get("options")
+        if startup and "-c" in str(startup):
+            raise UnsupportedStartupParameterError(
+                f"OPTIONS['options'] sets startup parameters on the pooled endpoint {app.display_host}; "
+                "a transaction pooler rejects them. Use SET LOCAL inside a transaction, "
+                "ALTER ROLE ... SET ..., or neon_django.direct() for session settings."
+            )
+        if options.get("assume_role"):
+            raise UnsupportedStartupParameterError(
+                "OPTIONS['assume_role'] runs SET ROLE per connection, which leaks between clients "
+                "behind a transaction pooler. Grant the role to the user instead, or connect as it."
+            )
+    if pool and conn_max_age not in (0, None):
+        raise ConfigurationError(
+            "neon_django.config(pool=...) needs conn_max_age=0: Django's pool keeps the connections."
+        )
+    if pool:
+        import django
+
+        if django.VERSION < (5, 1):
+            raise ConfigurationError("neon_django.config(pool=...) needs Django 5.1 or later.")
+
+
+def _conn_max_age(app: Endpoint, conn_max_age: int | None) -> int | None:
+    if conn_max_age is not None and conn_max_age < 0:
+        raise ConfigurationError(
+            "neon_django.config(conn_max_age=...) must be >= 0 seconds or None."
+        )
+    if app.is_neon and (conn_max_age is None or conn_max_age > MAX_CONN_AGE):
+        return MAX_CONN_AGE
+    return conn_max_age
+
+
+def _pool_options(pool: bool | dict[str, Any]) -> dict[str, Any]:
+    """Django's psycopg pool, tuned for Neon: check connections and drop idle ones early."""
+    options: dict[str, Any] = dict(pool) if isinstance(pool, dict) else {}
+    try:
+        from psycopg_pool import ConnectionPool
+    except ImportError:  # Django reports the missing package when the pool is opened
+        return options
+    options.setdefault("check", ConnectionPool.check_connection)
+    options.setdefault("max_idle", 120.0)  # well below Neon's 5-minute suspend
+    return options

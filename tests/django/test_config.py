@@ -1,0 +1,127 @@
+"""neon_django.config(): the settings it produces, and its errors."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+import neon_django
+from tests.conftest import SECRET
+
+POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
+URL = f"postgresql://neondb_owner:{SECRET}@{POOLED}/neondb?sslmode=require&channel_binding=require"
+
+
+def test_pooled_neon_alias():
+    db = neon_django.config(URL)
+    assert db["ENGINE"] == "neon_django.backend"
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        POOLED,
+        "5432",
+        "neondb",
+        "neondb_owner",
+        SECRET,
+    )
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert db["CONN_MAX_AGE"] == 0 and db["CONN_HEALTH_CHECKS"] is False
+    assert db["OPTIONS"]["prepare_threshold"] is None
+    assert db["OPTIONS"]["sslmode"] == "require" and db["OPTIONS"]["channel_binding"] == "require"
+    assert db["OPTIONS"]["connect_timeout"] == "10"
+    assert "pool" not in db["OPTIONS"]
+    direct = db["NEON"]["DIRECT"]
+    assert (direct["HOST"], direct["SOURCE"]) == (DIRECT, "derived from url argument")
+    assert "prepare_threshold" not in direct["OPTIONS"]
+    assert db["NEON"]["ENDPOINT_ID"] == "ep-cool-darkness-123456"
+
+
+def test_env_and_custom_variable_names():
+    db = neon_django.config(env={"MY_DB": URL}, app_vars=["MY_DB"])
+    assert db["HOST"] == POOLED and db["NEON"]["SOURCE"] == "MY_DB"
+
+
+def test_conn_max_age_is_capped_below_the_suspend_and_health_checked():
+    db = neon_django.config(URL, conn_max_age=600)
+    assert db["CONN_MAX_AGE"] == 240 and db["CONN_HEALTH_CHECKS"] is True
+    assert neon_django.config(URL, conn_max_age=None)["CONN_MAX_AGE"] == 240
+    assert neon_django.config(URL, conn_max_age=60)["CONN_MAX_AGE"] == 60
+    plain = neon_django.config("postgresql://u:p@db.internal/app", conn_max_age=None)
+    assert plain["CONN_MAX_AGE"] is None  # no suspend to outlive off Neon
+
+
+def test_user_prepare_threshold_is_overridden_on_the_pooler_unless_declared():
+    assert (
+        neon_django.config(URL, options={"prepare_threshold": 5})["OPTIONS"]["prepare_threshold"]
+        is None
+    )
+    declared = neon_django.config(
+        URL, options={"prepare_threshold": 5}, pooler_prepared_statements=True
+    )
+    assert declared["OPTIONS"]["prepare_threshold"] == 5
+
+
+def test_pool_is_refused_on_the_pooler_and_tuned_on_a_direct_endpoint():
+    with pytest.raises(ImproperlyConfigured, match="double pooling") as info:
+        neon_django.config(URL, pool=True)
+    assert SECRET not in str(info.value)
+    db = neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False, pool={"max_size": 4})
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is False
+    assert db["OPTIONS"]["pool"]["max_size"] == 4 and db["OPTIONS"]["pool"]["max_idle"] == 120.0
+    assert callable(db["OPTIONS"]["pool"]["check"])
+    assert db["NEON"]["DIRECT"] is None  # one endpoint for both roles
+    with pytest.raises(ImproperlyConfigured, match="conn_max_age=0"):
+        neon_django.config(
+            URL.replace(POOLED, DIRECT), use_pooler=False, pool=True, conn_max_age=60
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"options": "-c search_path=app"}, "SET LOCAL"), ({"assume_role": "reader"}, "SET ROLE")],
+)
+def test_session_state_on_the_pooler_is_refused(options, match):
+    with pytest.raises(ImproperlyConfigured, match=match):
+        neon_django.config(URL, options=options)
+
+
+def test_url_startup_options_on_the_pooler_are_refused():
+    with pytest.raises(ImproperlyConfigured, match="'options'"):
+        neon_django.config(URL + "&options=-c%20search_path%3Dapp")
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"DATABASE_URL": f"postgresql://u:{SECRET}/x@{POOLED}/neondb"}, ["DATABASE_URL"]),
+        ({"DATABASE_URL": f"postgresql://u:{SECRET} @{POOLED}/neondb"}, ["DATABASE_URL"]),
+        ({"DATABASE_URL": f"postgresql://u:{SECRET}"}, ["DATABASE_URL"]),
+        ({"DATABASE_URL": f"mysql://u:{SECRET}@h/db"}, ["DATABASE_URL"]),
+        (
+            {"DATABASE_URL": URL.replace("sslmode=require", "sslmode=disable")},
+            ["sslmode=disable", "DATABASE_URL"],
+        ),
+        ({}, ["DATABASE_URL", "DATABASE_URL_UNPOOLED", "PGHOST"]),
+    ],
+)
+def test_bad_database_url_values(env, names):
+    with pytest.raises(ImproperlyConfigured) as info:
+        neon_django.config(env=env)
+    for name in names:
+        assert name in str(info.value)
+    assert SECRET not in str(info.value) and SECRET[:6] not in str(info.value)
+
+
+def test_non_neon_pair_and_pgbouncer_marker():
+    db = neon_django.config(
+        env={
+            "DATABASE_URL": "postgresql://u:p@bouncer:6432/app",
+            "DATABASE_URL_UNPOOLED": "postgresql://u:p@pg/app",
+        }
+    )
+    assert db["DISABLE_SERVER_SIDE_CURSORS"] is True and db["NEON"]["DIRECT"]["HOST"] == "pg"
+    marked = neon_django.config("postgresql://u:p@bouncer:6432/app?pgbouncer=true")
+    assert marked["NEON"]["DIRECT_KNOWN"] is False and "pgbouncer" not in marked["OPTIONS"]
+    lone = neon_django.config("postgresql://u:p@db.internal/app")
+    assert (
+        lone["DISABLE_SERVER_SIDE_CURSORS"] is False and "prepare_threshold" not in lone["OPTIONS"]
+    )

@@ -1,0 +1,237 @@
+"""Which endpoint served what, proven from the servers' side."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command, get_commands, load_command_class
+from django.db import connection, connections, transaction
+from django.db.models.signals import pre_migrate
+from django.db.transaction import TransactionManagementError
+from django.test import AsyncClient, Client
+
+import neon_django
+from tests.djangoapp.evidence import route
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _django(*args, env=None, timeout=120):
+    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.django_settings", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_run_pooled_sync_and_async(neon_local):
+    before = neon_local.pooler_transactions(connection.settings_dict["NAME"])
+    sync = Client().get("/items/").json()
+    after_sync = neon_local.pooler_transactions(connection.settings_dict["NAME"])
+    asynchronous = Client().get("/items-async/").json()
+    assert sync["direct"] is False and sync["server_port"] == neon_local.state.pg_port
+    assert after_sync > before
+    assert asynchronous["direct"] is False and asynchronous["count"] == sync["count"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_view_under_asgi_is_pooled_like_a_sync_one():
+    response = await AsyncClient().get("/items-async/")
+    assert response.status_code == 200
+    assert response.json()["direct"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_call_command_migrate_runs_direct_then_traffic_is_pooled_again():
+    seen = []
+
+    def record(*, using, **kwargs):
+        seen.append(route(connections[using]))
+
+    pre_migrate.connect(record)
+    try:
+        call_command("migrate", verbosity=0)
+    finally:
+        pre_migrate.disconnect(record)
+    assert seen and all(s["direct"] for s in seen)
+    assert route(connection)["direct"] is False
+
+
+def test_manage_py_migrate_in_a_subprocess_runs_direct(tmp_path, neon_local):
+    evidence = tmp_path / "evidence.jsonl"
+    before = neon_local.pooler_transactions("neondb")
+    result = _django("migrate", "--noinput", env={"NEON_TESTS_EVIDENCE": str(evidence)})
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in evidence.read_text().splitlines()]
+    assert rows and all(r["direct"] for r in rows)
+    # PgBouncer forwarded nothing for it
+    assert neon_local.pooler_transactions("neondb") == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_direct_commands_setting_routes_a_third_party_command():
+    out = StringIO()
+    call_command("neon_probe", stdout=out)
+    assert json.loads(out.getvalue())["direct"] is True
+    assert route(connection)["direct"] is False
+    result = _django("neon_probe")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["direct"] is True
+
+
+def test_overridden_commands_wrap_django_and_say_so():
+    for name in (
+        "migrate",
+        "makemigrations",
+        "sqlmigrate",
+        "squashmigrations",
+        "flush",
+        "createcachetable",
+        "dbshell",
+    ):
+        assert get_commands()[name] == "neon_django"
+        command = load_command_class("neon_django", name)
+        assert command.neon_runs_direct
+        assert "runs on the direct endpoint" in command.create_parser("manage.py", name).description
+
+
+def test_dbshell_opens_psql_on_the_direct_endpoint(neon_local):
+    before = neon_local.pooler_transactions("neondb")
+    result = _django("dbshell", "--", "-tAc", "SELECT inet_server_port(), current_setting('ssl')")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{neon_local.state.pg_port}|on"
+    assert neon_local.pooler_transactions("neondb") == before
+
+
+def test_test_database_creation_and_teardown_run_direct(neon_local, tmp_path):
+    """Django's test runner in a subprocess: create, migrate, run, drop, all without PgBouncer."""
+    evidence = tmp_path / "evidence.jsonl"
+    name = "test_neon_runner"
+    before = {r["database"]: int(r["total_xact_count"]) for r in neon_local.show("STATS")}
+    result = _django(
+        "test", "tests.django.runner_probe", "--noinput", "-v", "2",
+        env={"NEON_TESTS_EVIDENCE": str(evidence), "NEON_TESTS_TEST_DB": name},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in evidence.read_text().splitlines()]
+    assert rows and all(r["direct"] for r in rows)  # migrate during creation
+    after = {r["database"]: int(r["total_xact_count"]) for r in neon_local.show("STATS")}
+    assert after.get("postgres", 0) == before.get("postgres", 0)  # CREATE/DROP DATABASE not pooled
+    assert after.get(name, 0) > 0  # the tests themselves ran through the pooler
+    with neon_local.superuser() as su:
+        assert (
+            su.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0]
+            == 0
+        )
+
+
+def test_plain_django_test_runner_through_the_pooler_fails_teardown(neon_local):
+    """The control: Django's own backend on the pooled URL cannot drop its test database."""
+    name = "test_neon_plain"
+    result = _django(
+        "test", "tests.django.runner_probe", "--noinput",
+        env={"NEON_TESTS_MODE": "plain", "NEON_TESTS_TEST_DB": name},
+    )  # fmt: skip
+    assert "is being accessed by other users" in result.stderr
+    with neon_local.superuser() as su:
+        su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_direct_block_and_nesting():
+    assert route(connection)["direct"] is False
+    with neon_django.direct():
+        assert route(connection)["direct"] is True
+        with neon_django.direct():
+            assert route(connection)["direct"] is True
+        assert route(connection)["direct"] is True
+    assert route(connection)["direct"] is False
+
+    @neon_django.direct()
+    def decorated():
+        return route(connection)["direct"]
+
+    assert decorated() is True
+    assert route(connection)["direct"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_direct_refuses_to_switch_inside_a_transaction():
+    with (
+        transaction.atomic(),
+        pytest.raises(TransactionManagementError, match="inside a transaction"),
+    ):
+        neon_django.direct().__enter__()
+    with (
+        neon_django.direct(),
+        pytest.raises(TransactionManagementError, match="leave"),
+        transaction.atomic(),
+    ):
+        neon_django.direct().__exit__(None, None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_direct_is_isolated_to_the_thread():
+    entered, checked = threading.Event(), threading.Event()
+    other: dict[str, bool] = {}
+
+    def other_thread():
+        entered.wait(10)
+        other["direct"] = route(connections["default"])["direct"]
+        connections.close_all()
+        checked.set()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    with neon_django.direct():
+        assert route(connection)["direct"] is True
+        entered.set()
+        checked.wait(10)
+    t.join()
+    assert other == {"direct": False}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_session_features_inside_direct(neon_local):
+    """LISTEN/NOTIFY and a session advisory lock, held across transactions, need direct()."""
+    with neon_django.direct(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(777)")
+        cursor.execute("LISTEN neon_test")
+        cursor.execute("SELECT pg_notify('neon_test', 'hello')")
+        notes = list(connection.connection.notifies(timeout=2, stop_after=1))
+        assert [n.payload for n in notes] == ["hello"]
+        cursor.execute("SELECT pg_advisory_unlock(777)")
+        assert cursor.fetchone()[0] is True
+    with neon_local.superuser() as su:
+        assert (
+            su.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+            == 0
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_session_feature_migration_applied_and_left_no_lock(neon_local):
+    """0002 (atomic=False: SET, advisory lock, CREATE INDEX CONCURRENTLY, unlock) ran at setup."""
+    with neon_local.superuser() as su:  # pg_locks is cluster-wide for advisory locks
+        assert (
+            su.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+            == 0
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'item_name_idx'"
+        )
+        assert cursor.fetchone() == (True,)
