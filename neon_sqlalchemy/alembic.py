@@ -1,0 +1,115 @@
+"""Alembic on the direct endpoint, with a stock ``env.py`` and one added line::
+
+    config = context.config
+    neon_sqlalchemy.alembic.configure(config)   # <- the one line
+
+``configure`` points ``sqlalchemy.url`` at the direct endpoint (from the environment via
+``neon_connect``), so ``upgrade``, ``downgrade``, ``current``, ``check`` and offline ``--sql``
+all use it; online runs also get cold-start retry and an advisory lock that makes a second
+concurrent ``alembic upgrade`` wait for the first and then find nothing to do.
+
+``neon-connect alembic-init DIR`` writes a new Alembic directory with that line in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
+from neon_connect.urls import build_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["configure", "direct_url", "init"]
+
+_PLACEHOLDER = "driver://user:pass@localhost/dbname"
+_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
+ENV_LINE = "neon_sqlalchemy.alembic.configure(config)"
+
+
+def direct_url(
+    config: Config | None = None,
+    *,
+    url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    lock: bool = True,
+) -> str:
+    """The direct endpoint as a ``postgresql+psycopg://`` URL with its connection parameters.
+
+    Source: ``url``, else the environment, else a real ``sqlalchemy.url`` in alembic.ini.
+    """
+    try:
+        endpoints = resolve(url, env=env)
+    except MissingURLError:
+        ini_url = config.get_main_option("sqlalchemy.url") if config is not None else None
+        if not ini_url or ini_url == _PLACEHOLDER:
+            raise
+        endpoints = resolve(ini_url)
+    endpoint = endpoints.session()
+    params = {
+        k: str(v)
+        for k, v in psycopg_params(endpoint).items()
+        if k not in _CONNECTION_KEYS and v is not None
+    }
+    if lock:
+        params.update(plugin="neon_connect", neon_migration_lock="1")
+    return build_url(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=endpoint.user,
+        password=endpoint.password,
+        database=endpoint.database,
+        params=params,
+        scheme="postgresql+psycopg",
+    )
+
+
+def configure(
+    config: Config,
+    *,
+    url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    lock: bool = True,
+) -> str:
+    """Point ``config``'s ``sqlalchemy.url`` at the direct endpoint; returns it (unescaped).
+
+    ``%`` is doubled before ``set_main_option``, whose ConfigParser interpolation would
+    otherwise choke on percent-encoded passwords.
+    """
+    try:
+        value = direct_url(config, url=url, env=env, lock=lock)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"Alembic: {exc}") from None
+    config.set_main_option("sqlalchemy.url", value.replace("%", "%%"))
+    return value
+
+
+def init(
+    directory: str | Path, *, ini: str | Path = "alembic.ini", template: str = "generic"
+) -> Path:
+    """Run ``alembic init`` (``generic`` or ``async``) and add the one line to its ``env.py``."""
+    from alembic import command
+    from alembic.config import Config
+
+    command.init(Config(str(ini)), str(directory), template=template)
+    env_py = Path(directory) / "env.py"
+    text = env_py.read_text()
+    anchor = "config = context.config\n"
+    if anchor not in text:  # pragma: no cover - Alembic's templates all have it
+        raise ConfigurationError(
+            f"{env_py} has no line {anchor.strip()!r}; add {ENV_LINE} after it."
+        )
+    text = text.replace(
+        anchor,
+        anchor
+        + "\n# neon-connect: run every Alembic command on the direct (non-pooled) endpoint.\n"
+        + ENV_LINE
+        + "\n",
+        1,
+    )
+    text = "import neon_sqlalchemy.alembic\n" + text
+    env_py.write_text(text)
+    return env_py

@@ -1,0 +1,220 @@
+"""``create_engine()`` and ``create_async_engine()`` for Neon's pooled and direct endpoints."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import sqlalchemy
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
+from sqlalchemy.pool import NullPool
+
+from neon_connect import (
+    DEFAULT_RETRY,
+    DoublePoolingError,
+    Endpoint,
+    RetryPolicy,
+    asyncpg_params,
+    psycopg_params,
+    resolve,
+)
+
+from .events import add_retry, dispose_after_fork
+
+__all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
+
+Driver = Literal["psycopg", "psycopg2", "asyncpg"]
+POOL_RECYCLE = 4 * 60
+"""Below Neon's 5-minute suspend, so a pooled connection is never older than the compute's patience."""
+_POOL_KWARGS = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "pool_recycle")
+_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname", "database")
+
+
+class NeonClientPoolWarning(UserWarning):
+    """A client-side pool was explicitly allowed on top of a transaction pooler."""
+
+
+def endpoint_for(
+    url: str | URL | None,
+    *,
+    direct: bool,
+    env: Mapping[str, str] | None = None,
+    use_pooler: bool = True,
+) -> Endpoint:
+    """The endpoint an engine built from ``url`` (or the environment) would connect to."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    endpoints = resolve(text, env=env, use_pooler=use_pooler)
+    return endpoints.session() if direct else endpoints.app
+
+
+def _driver_from(url: str | URL | None, default: Driver) -> Driver:
+    if url is None:
+        return default
+    name = make_url(url).drivername if isinstance(url, URL) or "://" in str(url) else ""
+    driver = name.partition("+")[2]
+    return driver if driver in ("psycopg", "psycopg2", "asyncpg") else default  # type: ignore[return-value]
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+def _connect_args(
+    endpoint: Endpoint, driver: Driver, *, prepared_statements: bool
+) -> dict[str, Any]:
+    if driver == "asyncpg":
+        args = asyncpg_params(endpoint)
+    elif driver == "psycopg":
+        args = psycopg_params(endpoint, prepared_statements=prepared_statements)
+    else:
+        from neon_connect import libpq_params
+
+        args = libpq_params(endpoint)
+    return {k: v for k, v in args.items() if k not in _CONNECTION_KEYS}
+
+
+def _keep_prepares_off(
+    connect_args: dict[str, Any], endpoint: Endpoint, driver: Driver, *, declared: bool
+) -> None:
+    """Behind a transaction pooler, whatever connect_args say (unless the pooler tracks them)."""
+    if not endpoint.transaction_pooler or declared:
+        return
+    if driver == "psycopg":
+        connect_args["prepare_threshold"] = None
+    elif driver == "asyncpg":
+        # The full recipe: asyncpg's own cache off, SQLAlchemy's cache off, and names that
+        # cannot collide on a server connection another client prepared statements on.
+        connect_args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_unique_statement_name,
+        )
+
+
+def _engine_kwargs(
+    endpoint: Endpoint, kwargs: dict[str, Any], *, allow_client_pool: bool, factory: str
+) -> dict[str, Any]:
+    pool_asked = [k for k in _POOL_KWARGS if k in kwargs]
+    poolclass = kwargs.get("poolclass")
+    if poolclass is not None and poolclass is not NullPool:
+        pool_asked.append("poolclass")
+    if endpoint.transaction_pooler:
+        if not allow_client_pool:
+            if pool_asked:
+                raise DoublePoolingError(
+                    f"{factory}({', '.join(f'{k}=...' for k in pool_asked)}) asks for a client-side "
+                    f"pool on the pooled endpoint {endpoint.display_host}. That is double pooling: "
+                    "every process would hold connections PgBouncer could give to others. Drop "
+                    "the pool arguments (PgBouncer already pools), use direct=True, or pass "
+                    "allow_client_pool=True to keep a small pool anyway."
+                )
+            kwargs["poolclass"] = NullPool
+        else:
+            warnings.warn(
+                f"{factory}(allow_client_pool=True): a client pool on top of PgBouncer; keeping it "
+                "small (2) and returning connections promptly, as Neon advises.",
+                NeonClientPoolWarning,
+                stacklevel=3,
+            )
+            kwargs.setdefault("pool_size", 2)
+            kwargs.setdefault("max_overflow", 0)
+            kwargs.setdefault("pool_timeout", 10)
+            kwargs.setdefault("pool_recycle", POOL_RECYCLE)
+            kwargs.setdefault("pool_pre_ping", True)
+            kwargs.setdefault("pool_reset_on_return", "rollback")
+    elif kwargs.get("poolclass") is not NullPool:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", POOL_RECYCLE)
+    return kwargs
+
+
+def _sa_url(endpoint: Endpoint, driver: Driver) -> URL:
+    return URL.create(
+        f"postgresql+{driver}",
+        username=endpoint.user,
+        password=endpoint.password,
+        host=endpoint.host,
+        port=endpoint.port,
+        database=endpoint.database,
+    )
+
+
+def create_engine(
+    url: str | URL | None = None,
+    *,
+    direct: bool = False,
+    allow_client_pool: bool = False,
+    prepared_statements: bool = False,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    env: Mapping[str, str] | None = None,
+    use_pooler: bool = True,
+    **kwargs: Any,
+) -> Engine:
+    """A sync engine on the pooled endpoint (default) or the direct one (``direct=True``).
+
+    Pooled: ``NullPool`` (PgBouncer pools; a client pool on top is refused unless
+    ``allow_client_pool=True``) and psycopg's automatic prepares off (unless
+    ``prepared_statements=True`` declares the pooler tracks them). Direct: a normal pool
+    with ``pool_pre_ping`` and ``pool_recycle`` below Neon's suspend. Other keyword
+    arguments go to ``sqlalchemy.create_engine``; ``connect_args`` are merged.
+    """
+    endpoint = endpoint_for(url, direct=direct, env=env, use_pooler=use_pooler)
+    driver = _driver_from(url, "psycopg")
+    if driver == "asyncpg":
+        driver = "psycopg"  # a sync engine cannot use asyncpg
+    connect_args = {
+        **_connect_args(endpoint, driver, prepared_statements=prepared_statements),
+        **kwargs.pop("connect_args", {}),
+    }
+    _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
+    engine_kwargs = _engine_kwargs(
+        endpoint, kwargs, allow_client_pool=allow_client_pool, factory="create_engine"
+    )
+    engine = sqlalchemy.create_engine(
+        _sa_url(endpoint, driver), connect_args=connect_args, **engine_kwargs
+    )
+    add_retry(engine, endpoint, retry)
+    dispose_after_fork(engine)
+    return engine
+
+
+def create_async_engine(
+    url: str | URL | None = None,
+    *,
+    direct: bool = False,
+    driver: Literal["psycopg", "asyncpg"] | None = None,
+    allow_client_pool: bool = False,
+    prepared_statements: bool = False,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    env: Mapping[str, str] | None = None,
+    use_pooler: bool = True,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """The async twin of :func:`create_engine`, with psycopg (default) or asyncpg.
+
+    With asyncpg on the pooled endpoint: ``NullPool``, both statement caches off and unique
+    prepared-statement names; Neon URL parameters are translated (``sslmode`` becomes
+    ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
+    """
+    endpoint = endpoint_for(url, direct=direct, env=env, use_pooler=use_pooler)
+    chosen: Driver = driver or _driver_from(url, "psycopg")
+    if chosen == "psycopg2":
+        chosen = "psycopg"
+    connect_args = {
+        **_connect_args(endpoint, chosen, prepared_statements=prepared_statements),
+        **kwargs.pop("connect_args", {}),
+    }
+    _keep_prepares_off(connect_args, endpoint, chosen, declared=prepared_statements)
+    engine_kwargs = _engine_kwargs(
+        endpoint, kwargs, allow_client_pool=allow_client_pool, factory="create_async_engine"
+    )
+    engine = _sa_create_async_engine(
+        _sa_url(endpoint, chosen), connect_args=connect_args, **engine_kwargs
+    )
+    add_retry(engine.sync_engine, endpoint, retry)
+    dispose_after_fork(engine.sync_engine)
+    return engine

@@ -1,0 +1,50 @@
+"""A SQLAlchemy ``CreateEnginePlugin`` so engines built from a URL string get our behaviour.
+
+Alembic's stock ``env.py`` builds its engine with ``engine_from_config()`` from the
+``sqlalchemy.url`` option. :func:`neon_sqlalchemy.alembic.configure` sets that option to the
+direct endpoint with ``?plugin=neon_connect`` (registered under the ``sqlalchemy.plugins``
+entry point), and this plugin then adds cold-start retry and, with ``neon_migration_lock=1``,
+the advisory lock that makes concurrent migration runs wait for each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.pool import Pool
+
+from neon_connect import DEFAULT_RETRY, resolve
+
+from .events import MIGRATION_LOCK_KEY, add_migration_lock, add_retry
+
+__all__ = ["NeonPlugin"]
+
+_LOCK_PARAM = "neon_migration_lock"
+_TRUE = ("1", "true", "yes", "on")
+
+
+class NeonPlugin:
+    """Loaded by SQLAlchemy for URLs with ``?plugin=neon_connect``."""
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        self.lock = str(url.query.get(_LOCK_PARAM, "")).lower() in _TRUE
+
+    def update_url(self, url: URL) -> URL:
+        return url.difference_update_query([_LOCK_PARAM, "plugin"])
+
+    def handle_dialect_kwargs(
+        self, dialect_cls: type[Dialect], dialect_args: dict[str, Any]
+    ) -> None:
+        """Nothing to change here."""
+
+    def handle_pool_kwargs(self, pool_cls: type[Pool], pool_args: dict[str, Any]) -> None:
+        """Nothing to change here."""
+
+    def engine_created(self, engine: Engine) -> None:
+        endpoint = resolve(make_url(engine.url).render_as_string(hide_password=False)).app
+        add_retry(engine, endpoint, DEFAULT_RETRY)
+        if self.lock:
+            add_migration_lock(engine, MIGRATION_LOCK_KEY)

@@ -1,0 +1,316 @@
+"""neon_sqlalchemy engines against the stand-in; every failure first shown with a plain engine."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import re
+import warnings
+
+import psycopg.errors
+import pytest
+import sqlalchemy
+from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
+from sqlalchemy.pool import NullPool, QueuePool
+
+import neon_sqlalchemy
+from neon_connect import DoublePoolingError, InvalidURLError, NoDirectEndpointError
+from tests.conftest import SECRET
+
+pytestmark = pytest.mark.integration
+QUERY = text("SELECT count(*) FROM pg_class WHERE relname LIKE :p AND relpages >= :n")
+PREPARE_ERRORS = (
+    psycopg.errors.DuplicatePreparedStatement,
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.ProtocolViolation,
+)
+
+
+def _psycopg_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://")
+
+
+def _same_statement_on_several_backends(engine, neon_local):
+    """Run one statement often on two connections while another client takes their backends."""
+    errors = []
+
+    def run(conn, times):
+        for i in range(times):
+            try:
+                conn.execute(QUERY, {"p": "pg_%", "n": i % 2}).scalar()
+            except exc.DBAPIError as e:
+                errors.append(e.orig)
+
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as a,
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as b,
+    ):
+        run(a, 8)  # prepared on the backend A used
+        with neon_local.hold_server_connection():  # that backend is now busy elsewhere
+            run(a, 4)
+            run(b, 8)
+        run(a, 4)
+        run(b, 4)
+    return errors
+
+
+def test_psycopg_prepared_statements_fail_with_a_plain_engine(neon_local):
+    plain = sqlalchemy.create_engine(_psycopg_url(neon_local.pooled_url))
+    try:
+        errors = _same_statement_on_several_backends(plain, neon_local)
+    finally:
+        plain.dispose()
+    assert errors and all(isinstance(e, PREPARE_ERRORS) for e in errors), errors
+    assert any("_pg3_" in str(e) for e in errors)
+
+
+def test_psycopg_prepared_statements_never_fail_with_ours(neon_local):
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    try:
+        assert isinstance(engine.pool, NullPool)
+        assert _same_statement_on_several_backends(engine, neon_local) == []
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.prepare_threshold is None
+    finally:
+        engine.dispose()
+
+
+async def _fifty_tasks(engine):
+    errors = []
+
+    async def task():
+        for i in range(10):
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(QUERY, {"p": "pg_%", "n": i % 2})
+                    await conn.commit()
+            except exc.DBAPIError as e:
+                errors.append(e.orig)
+
+    await asyncio.gather(*(task() for _ in range(50)))
+    await engine.dispose()
+    return errors
+
+
+async def test_asyncpg_statements_fail_with_a_plain_engine(neon_local):
+    url = neon_local.pooled_url.replace("postgresql://", "postgresql+asyncpg://").replace(
+        "?sslmode=require", ""
+    )
+    plain = sa_create_async_engine(url, connect_args={"ssl": "require"})
+    errors = await _fifty_tasks(plain)
+    assert errors
+    assert any("__asyncpg_stmt_" in str(e) for e in errors), {str(e)[:120] for e in errors}
+
+
+async def test_asyncpg_statements_never_fail_with_ours(neon_local):
+    engine = neon_sqlalchemy.create_async_engine(
+        env=neon_local.env(), driver="asyncpg", pool_pre_ping=True
+    )
+    assert isinstance(engine.sync_engine.pool, NullPool)
+    assert await _fifty_tasks(engine) == []
+
+
+async def test_neon_console_url_breaks_plain_asyncpg_and_works_with_ours(neon_local):
+    console = neon_local.pooled_url + "&channel_binding=require"
+    plain = sa_create_async_engine(console.replace("postgresql://", "postgresql+asyncpg://"))
+    with pytest.raises(TypeError, match="sslmode|channel_binding"):
+        async with plain.connect():
+            pass
+    await plain.dispose()
+    ours = neon_sqlalchemy.create_async_engine(
+        console.replace("postgresql://", "postgresql+asyncpg://")
+    )
+    async with ours.connect() as conn:
+        assert (await conn.execute(text("SELECT current_setting('ssl')"))).scalar() == "on"
+    await ours.dispose()
+
+
+async def test_async_psycopg_engine_pooled_and_direct(neon_local):
+    for direct in (False, True):
+        engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), direct=direct)
+        before = neon_local.pooler_transactions()
+        async with engine.connect() as conn:
+            assert (
+                await conn.execute(text("SELECT inet_server_port()"))
+            ).scalar() == neon_local.state.pg_port
+            await conn.commit()
+        await engine.dispose()
+        assert (neon_local.pooler_transactions() > before) is not direct
+
+
+def test_direct_engine_pre_pings_and_recycles_and_survives_a_killed_connection(neon_local):
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env(), direct=True)
+    try:
+        assert isinstance(engine.pool, QueuePool)
+        assert engine.pool._pre_ping is True and 0 < engine.pool._recycle < 300
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            assert (
+                conn.connection.dbapi_connection.prepare_threshold == 5
+            )  # prepares allowed direct
+        with neon_local.superuser() as su:  # the connection now sits idle in the client pool
+            su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
+
+
+def test_without_pre_ping_the_killed_connection_is_handed_out(neon_local):
+    engine = sqlalchemy.create_engine(_psycopg_url(neon_local.direct_url))
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with neon_local.superuser() as su:
+            su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with (
+            pytest.raises(
+                exc.OperationalError,
+                match="terminating connection|server closed|consuming input failed",
+            ),
+            engine.connect() as conn,
+        ):
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+
+
+def _child_query(engine, queue):
+    try:
+        with engine.connect() as conn:
+            for _ in range(20):
+                conn.execute(text("SELECT count(*) FROM pg_class")).scalar()
+        queue.put("ok")
+    except Exception as e:  # reported to the parent
+        queue.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a threaded test process
+def test_engine_used_before_fork_is_safe_in_children(neon_local):
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env(), direct=True)
+    try:
+        with engine.connect() as conn:  # the parent holds a pooled, open TLS connection
+            conn.execute(text("SELECT 1"))
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        children = [ctx.Process(target=_child_query, args=(engine, queue)) for _ in range(4)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+        results = [queue.get(timeout=5) for _ in children]
+        assert results == ["ok"] * 4, results
+        with engine.connect() as conn:  # and the parent's own connection still works
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_client_pool_on_the_pooler_is_refused_unless_allowed(neon_local):
+    for kwargs in ({"pool_size": 5}, {"poolclass": QueuePool}, {"max_overflow": 2}):
+        with pytest.raises(DoublePoolingError, match="double pooling") as info:
+            neon_sqlalchemy.create_engine(env=neon_local.env(), **kwargs)
+        assert neon_local.state.password not in str(info.value)
+    with pytest.warns(neon_sqlalchemy.NeonClientPoolWarning):
+        engine = neon_sqlalchemy.create_engine(env=neon_local.env(), allow_client_pool=True)
+    try:
+        assert isinstance(engine.pool, QueuePool) and engine.pool.size() == 2
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.prepare_threshold is None
+    finally:
+        engine.dispose()
+
+
+def test_kwargs_pass_through_and_connect_args_merge(neon_local):
+    engine = neon_sqlalchemy.create_engine(
+        sqlalchemy.engine.make_url(_psycopg_url(neon_local.pooled_url)),
+        echo=False,
+        isolation_level="REPEATABLE READ",
+        connect_args={"application_name": "neon-tests"},
+    )
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT current_setting('application_name'), current_setting('transaction_isolation')"
+                )
+            ).one()
+        assert tuple(row) == ("neon-tests", "repeatable read")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "match"),
+    [
+        (f"postgresql://u:{SECRET}/x@h/db", InvalidURLError, "unquoted"),
+        (f"mysql://u:{SECRET}@h/db", InvalidURLError, "scheme 'mysql'"),
+        (
+            f"postgresql://u:{SECRET}@ep-a-1-pooler.us-east-2.aws.neon.tech/db?sslmode=disable",
+            ValueError,
+            "sslmode=disable",
+        ),
+    ],
+)
+def test_bad_urls_raise_our_error_without_the_password(url, error, match):
+    with pytest.raises(error, match=match) as info:
+        neon_sqlalchemy.create_engine(url)
+    assert SECRET not in str(info.value)
+
+
+def test_direct_needs_a_known_direct_endpoint():
+    with pytest.raises(NoDirectEndpointError, match="pass direct_url"):
+        neon_sqlalchemy.create_engine(
+            "postgresql://u:p@bouncer:6432/db?pgbouncer=true", direct=True
+        )
+
+
+def test_retry_waits_out_a_paused_pooler(neon_local):
+    import threading
+
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    with neon_local.admin() as admin:
+        admin.execute("PAUSE neondb")
+        timer = threading.Timer(1.0, lambda: admin.execute("RESUME neondb"))
+        timer.start()
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+        finally:
+            timer.join()
+    engine.dispose()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refused = neon_sqlalchemy.create_engine(
+            "postgresql://u:p@127.0.0.1:1/db",
+            retry=neon_sqlalchemy.engines.RetryPolicy(timeout=0.3, initial_delay=0.05),
+        )
+        with pytest.raises(exc.OperationalError) as info:
+            refused.connect()
+    assert "direct endpoint 127.0.0.1:1" in "\n".join(getattr(info.value.orig, "__notes__", []))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_plain_engine_shares_its_socket_with_forked_children(neon_local):
+    """The control: a plain engine's pooled TLS connection, inherited by four children."""
+    engine = sqlalchemy.create_engine(_psycopg_url(neon_local.direct_url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        children = [ctx.Process(target=_child_query, args=(engine, queue)) for _ in range(4)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+        results = [queue.get(timeout=5) for _ in children]
+    finally:
+        engine.dispose()
+    failures = [r for r in results if r != "ok"]
+    assert failures, results
+    assert all(
+        re.search(r"SSL|bad record mac|decryption|EOF|unexpected|lost synchronization|closed", f)
+        for f in failures
+    ), failures
