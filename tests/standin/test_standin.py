@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from neon_connect.local import LocalNeon, StandInError
-from neon_connect.local.standin import _pgbouncer_pid
+from neon_connect.local.standin import _pgbouncer_pid, _wait_dead
 from tests.conftest import SECRET
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,9 @@ def test_up_twice_down_and_recovery_from_a_killed_pair(tmp_path):
         assert local.up() == first  # a second up does not start a second pair
         with psycopg.connect(first.pooled_url) as conn:
             conn.execute("SELECT 1")
-        os.kill(_pgbouncer_pid(first), signal.SIGKILL)  # a killed run leaves the folder behind
+        victim = _pgbouncer_pid(first)
+        os.kill(victim, signal.SIGKILL)  # a killed run leaves the folder behind
+        assert _wait_dead(victim, 10)
         assert not local.status()["running"]
         second = local.up()
         assert second.password != first.password
