@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
-	$(BIN)/neon-connect demo
+	$(BIN)/python example_projects/demo.py
 
 test: lint typecheck pytest
 

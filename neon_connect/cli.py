@@ -54,7 +54,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _local_parser(sub)
-    sub.add_parser("demo", help="the end-to-end demo against the local stand-in")
+    check = sub.add_parser(
+        "check", help="resolve the environment, connect to each endpoint, flag pitfalls"
+    )
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument("--no-connect", action="store_true", help="only resolve; do not connect")
+    check.add_argument("--url", help="the app URL (default: from the environment)")
+    check.add_argument("--direct-url", help="the direct URL (default: from the environment)")
+    alembic = sub.add_parser(
+        "alembic-init", help="create an Alembic directory whose env.py runs on the direct endpoint"
+    )
+    alembic.add_argument("directory")
+    alembic.add_argument(
+        "--ini", default="alembic.ini", help="the alembic.ini to write (default: alembic.ini)"
+    )
+    alembic.add_argument(
+        "--async", dest="use_async", action="store_true", help="use Alembic's async template"
+    )
     return parser
 
 
@@ -63,16 +79,35 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     try:
         if args.command == "local":
             return _local(args)
-        if args.command == "demo":
-            from .demo import run_demo
+        if args.command == "check":
+            return _check(args)
+        if args.command == "alembic-init":
+            from neon_sqlalchemy.alembic import init
 
-            return run_demo()
+            env_py = init(
+                args.directory, ini=args.ini, template="async" if args.use_async else "generic"
+            )
+            print(
+                f"wrote {env_py}: it runs every Alembic command on the direct endpoint",
+                file=sys.stderr,
+            )
+            return 0
     except NeonConnectError as exc:
         print(f"neon-connect: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import run_check
+
+    report = run_check(args.url, direct_url=args.direct_url, connect=not args.no_connect)
+    print(report.to_json() if args.json else report.to_text())
+    if not report.configured:
+        return 2
+    return 0 if report.ok else 1
 
 
 def _local(args: argparse.Namespace) -> int:

@@ -205,7 +205,7 @@ def build_url(
     if user:
         auth = quote(user, safe="")
         if password:
-            auth += ":" + quote(password, safe="")
+            auth += ":" + (password if password == MASK else quote(password, safe=""))
         auth += "@"
     hostpart = f"[{host}]" if ":" in host and "," not in host else host
     url = f"{scheme}://{auth}{hostpart}"

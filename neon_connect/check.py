@@ -1,0 +1,353 @@
+"""``neon-connect check``: resolve the environment as the adapters would, connect, and flag pitfalls.
+
+Every finding carries the exact fix. Nothing printed ever contains a password.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .endpoints import Endpoint, Endpoints
+from .errors import ConfigurationError, MissingURLError
+from .params import libpq_version, psycopg_params
+from .resolve import resolve
+
+__all__ = ["EndpointReport", "Finding", "Report", "run_check"]
+
+Level = Literal["error", "warning", "info"]
+
+
+@dataclass
+class Finding:
+    level: Level
+    message: str
+    fix: str
+
+
+@dataclass
+class EndpointReport:
+    role: str
+    kind: str
+    url: str
+    source: str
+    transaction_pooler: bool
+    connected: bool = False
+    error: str | None = None
+    tls: str | None = None
+    server_version: str | None = None
+    connect_ms: float | None = None
+    round_trip_ms: float | None = None
+    max_connections: int | None = None
+    behaves_as_transaction_pooler: bool | None = None
+
+
+@dataclass
+class Report:
+    configured: bool
+    is_neon: bool = False
+    endpoint_id: str | None = None
+    region: str | None = None
+    libpq_version: int = 0
+    endpoints: list[EndpointReport] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.configured and not any(f.level == "error" for f in self.findings)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "ok": self.ok}, indent=2)
+
+    def to_text(self) -> str:
+        if not self.configured:
+            return "\n".join(
+                f"{f.level.upper()}: {f.message}\n  fix: {f.fix}" for f in self.findings
+            )
+        lines = []
+        if self.is_neon:
+            lines.append(
+                f"Neon endpoint {self.endpoint_id} in {self.region or 'an unknown region'}"
+            )
+        lines.append(
+            f"libpq {_libpq_text(self.libpq_version)} (SNI {'yes' if self.libpq_version >= 140000 else 'no'})"
+        )
+        rows = [("", *(e.role for e in self.endpoints))]
+        for label, attr in (
+            ("url", "url"),
+            ("from", "source"),
+            ("kind", "kind"),
+            ("connected", "connected"),
+            ("TLS", "tls"),
+            ("server", "server_version"),
+            ("connect ms", "connect_ms"),
+            ("round trip ms", "round_trip_ms"),
+            ("max_connections", "max_connections"),
+            ("transaction pooler", "behaves_as_transaction_pooler"),
+            ("error", "error"),
+        ):
+            values = [getattr(e, attr) for e in self.endpoints]
+            if all(v is None for v in values):
+                continue
+            rows.append((label, *("-" if v is None else _fmt(v) for v in values)))
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append(
+                "  ".join(
+                    str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
+        for finding in self.findings:
+            lines.append(f"{finding.level.upper()}: {finding.message}\n  fix: {finding.fix}")
+        lines.append("OK" if self.ok else "PROBLEMS FOUND")
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _libpq_text(version: int) -> str:
+    return f"{version // 10000}.{version % 10000}" if version else "unknown"
+
+
+def run_check(
+    url: str | None = None,
+    *,
+    direct_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    connect: bool = True,
+    timeout: int = 10,
+) -> Report:
+    """Resolve, connect to each endpoint and collect findings."""
+    try:
+        endpoints = resolve(url, direct_url=direct_url, env=env)
+    except MissingURLError as exc:
+        return Report(
+            configured=False,
+            findings=[
+                Finding(
+                    "error",
+                    str(exc).split(". Set ")[0] + ".",
+                    "export DATABASE_URL='<your Neon connection string>'",
+                )
+            ],
+        )
+    except ConfigurationError as exc:
+        return Report(
+            configured=True,
+            findings=[Finding("error", str(exc), "correct the variable named above")],
+        )
+    version = libpq_version()
+    report = Report(
+        configured=True,
+        is_neon=endpoints.is_neon,
+        endpoint_id=endpoints.endpoint_id,
+        region=endpoints.region,
+        libpq_version=version,
+    )
+    roles: list[tuple[str, Endpoint]] = [("app", endpoints.app)]
+    if endpoints.direct is not None and endpoints.direct is not endpoints.app:
+        roles.append(("direct", endpoints.direct))
+    for role, endpoint in roles:
+        entry = EndpointReport(
+            role=role,
+            kind=endpoint.kind,
+            url=endpoint.url(),
+            source=endpoint.source,
+            transaction_pooler=endpoint.transaction_pooler,
+        )
+        report.endpoints.append(entry)
+        try:
+            params = psycopg_params(endpoint, connect_timeout=timeout)
+        except ConfigurationError as exc:
+            entry.error = str(exc)
+            continue
+        if connect:
+            _probe(entry, endpoint, params)
+    report.findings = _findings(endpoints, report, version)
+    return report
+
+
+def _probe(entry: EndpointReport, endpoint: Endpoint, params: dict[str, Any]) -> None:
+    import psycopg
+
+    timeout = int(params.get("connect_timeout") or 10)
+    started = time.perf_counter()
+    try:
+        conn = psycopg.connect(**params, autocommit=True)
+    except psycopg.Error as exc:
+        entry.error = _first_line(exc, endpoint)
+        return
+    with conn:
+        entry.connect_ms = (time.perf_counter() - started) * 1000
+        entry.connected = True
+        entry.tls = _tls_version(endpoint, timeout) if conn.pgconn.ssl_in_use else "none"
+        entry.server_version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
+        trips = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            conn.execute("SELECT 1")
+            trips.append((time.perf_counter() - t0) * 1000)
+        entry.round_trip_ms = statistics.median(trips)
+        entry.max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+        if endpoint.transaction_pooler:
+            entry.behaves_as_transaction_pooler = _moves_between_backends(conn, params)
+
+
+def _tls_version(endpoint: Endpoint, timeout: int) -> str | None:
+    """The TLS version the endpoint itself negotiates (PgBouncer's, not the hop behind it).
+
+    A PostgreSQL SSLRequest, then a handshake: only the version is read; nothing is sent.
+    """
+    import socket
+    import ssl
+    import struct
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
+            raw.sendall(struct.pack("!ii", 8, 80877103))
+            if raw.recv(1) != b"S":
+                return "none"
+            with context.wrap_socket(raw, server_hostname=endpoint.host) as tls:
+                return tls.version()
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def _moves_between_backends(conn: Any, params: dict[str, Any]) -> bool:
+    """A transaction pooler hands our next statement to another backend while one is held."""
+    import psycopg
+
+    first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(**params) as holder:
+        holder.execute("SELECT pg_backend_pid()")  # opens a transaction: holds a backend
+        result: list[int] = []
+        worker = threading.Thread(
+            target=lambda: result.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        )
+        worker.start()
+        worker.join(3)  # with a pool of one, our query waits for the holder
+        holder.rollback()
+    worker.join(10)
+    if not result:  # it had to wait for the holder: a transaction pool of one
+        return True
+    return bool(result[0] != first)
+
+
+def _first_line(exc: BaseException, endpoint: Endpoint) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.replace(endpoint.password, "****") if endpoint.password else text
+
+
+def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Finding]:
+    out: list[Finding] = []
+    app, direct = endpoints.app, endpoints.direct
+    if app.transaction_pooler and direct is None:
+        out.append(
+            Finding(
+                "error",
+                "Migrations would run through the pooler: no direct endpoint is known.",
+                "export DATABASE_URL_UNPOOLED='<the PostgreSQL server behind the pooler>'",
+            )
+        )
+    if endpoints.is_neon and not app.transaction_pooler:
+        out.append(
+            Finding(
+                "warning",
+                "Ordinary traffic uses the direct Neon endpoint (limited by max_connections).",
+                "use the -pooler connection string, or drop use_pooler=False",
+            )
+        )
+    if endpoints.is_neon and version and version < 140000:
+        out.append(
+            Finding(
+                "warning",
+                f"libpq {_libpq_text(version)} has no SNI; neon-connect adds options=endpoint=<id> for you.",
+                "pip install 'psycopg[binary]' to get a bundled modern libpq",
+            )
+        )
+    for role, endpoint in (("app", app), ("direct", direct)):
+        if endpoint is None:
+            continue
+        mode = endpoint.params.get("sslmode", "")
+        if not endpoints.is_neon and mode in ("", "disable", "allow", "prefer"):
+            out.append(
+                Finding(
+                    "warning",
+                    f"The {role} endpoint does not require TLS (sslmode={mode or 'unset'}).",
+                    f"add sslmode=require to {endpoint.source}",
+                )
+            )
+        if (
+            "connect_timeout" in endpoint.params
+            and int(endpoint.params["connect_timeout"] or 0) < 5
+        ):
+            out.append(
+                Finding(
+                    "warning",
+                    f"connect_timeout={endpoint.params['connect_timeout']} is shorter than a Neon cold start.",
+                    f"raise connect_timeout in {endpoint.source} to 10 or more",
+                )
+            )
+    for entry in report.endpoints:
+        if entry.error:
+            out.append(
+                Finding("error", f"The {entry.role} endpoint: {entry.error}", _fix_for(entry.error))
+            )
+        elif entry.connected and entry.tls == "none" and endpoints.is_neon:
+            out.append(
+                Finding(
+                    "error",
+                    f"The {entry.role} endpoint is connected without TLS.",
+                    "set sslmode=require",
+                )
+            )
+        if entry.behaves_as_transaction_pooler is False:
+            out.append(
+                Finding(
+                    "warning",
+                    f"The {entry.role} endpoint kept us on one backend: it may not be a transaction pooler.",
+                    "if it is plain Postgres, set only DATABASE_URL (one URL means no pooler)",
+                )
+            )
+    return out
+
+
+_FIXES = (
+    (
+        "unsupported startup parameter",
+        "remove options=-c ... from the pooled URL; use SET LOCAL or the direct URL",
+    ),
+    ("'options'", "remove options=-c ... from the pooled URL; use SET LOCAL or the direct URL"),
+    ("sslmode=", "use sslmode=require (or verify-full with sslrootcert=system)"),
+    (
+        "endpoint id is not specified",
+        "upgrade libpq (pip install 'psycopg[binary]') or add options=endpoint%3D<id>",
+    ),
+    ("authentication failed", "copy user, password and host from one Neon connection string"),
+    ("does not exist", "check the database and role names in the connection string"),
+    (
+        "channel binding",
+        "drop channel_binding=require for poolers that do not offer SCRAM-SHA-256-PLUS",
+    ),
+    ("timeout", "raise connect_timeout (a suspended compute takes a moment to wake)"),
+    ("connection refused", "check host and port; is the server running?"),
+)
+
+
+def _fix_for(error: str) -> str:
+    lowered = error.lower()
+    return next((fix for needle, fix in _FIXES if needle in lowered), "see the error above")

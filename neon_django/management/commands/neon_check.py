@@ -1,0 +1,68 @@
+"""``manage.py neon_check``: ``neon-connect check`` for a Django alias, plus our system checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import run_checks
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from neon_connect.check import Finding, Level, run_check
+from neon_connect.urls import build_url
+
+_LIBPQ_ONLY = (
+    "prepare_threshold",
+    "cursor_factory",
+    "context",
+    "server_side_binding",
+    "pool",
+    "assume_role",
+    "isolation_level",
+)
+
+
+def _url(settings: dict[str, Any]) -> str:
+    options = {
+        k: str(v)
+        for k, v in (settings.get("OPTIONS") or {}).items()
+        if k not in _LIBPQ_ONLY and v is not None
+    }
+    return build_url(
+        host=settings["HOST"],
+        port=int(settings.get("PORT") or 5432),
+        user=settings.get("USER") or None,
+        password=settings.get("PASSWORD") or None,
+        database=settings.get("NAME") or None,
+        params=options,
+    )
+
+
+class Command(BaseCommand):
+    help = "Connect to the alias's pooled and direct endpoints and flag Neon pitfalls."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="the alias to check")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def handle(self, *args: Any, database: str, json: bool, **options: Any) -> None:
+        settings = connections[database].settings_dict
+        if not settings.get("HOST"):
+            raise CommandError(f"DATABASES[{database!r}] has no HOST: use neon_django.config().")
+        direct = (settings.get("NEON") or {}).get("DIRECT")
+        app_url = _url(settings)
+        if direct is None and (settings.get("NEON") or {}).get("TRANSACTION_POOLER"):
+            app_url += ("&" if "?" in app_url else "?") + "pgbouncer=true"
+        report = run_check(
+            app_url, direct_url=_url({**settings, **direct}) if direct else None, env={}
+        )
+        for message in run_checks():
+            if message.id and message.id.startswith("neon_django."):
+                level: Level = "error" if message.is_serious() else "warning"
+                report.findings.append(
+                    Finding(level, f"{message.id}: {message.msg}", message.hint or "")
+                )
+        self.stdout.write(report.to_json() if json else report.to_text())
+        if not report.ok:
+            raise CommandError("neon_check found problems (see above).")

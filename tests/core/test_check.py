@@ -1,0 +1,123 @@
+"""neon-connect check and manage.py neon_check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neon_connect.check import run_check
+from tests.conftest import SECRET
+
+ROOT = Path(__file__).resolve().parents[2]
+POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+
+
+def _cli(*args, env):
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "POSTGRES_URL", "PG", "DIRECT_URL"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "neon_connect.cli_main", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.integration
+def test_check_against_the_stand_in(neon_local):
+    report = run_check(env=neon_local.env())
+    assert report.ok
+    app, direct = report.endpoints
+    assert (app.kind, app.source, app.connected, app.behaves_as_transaction_pooler) == (
+        "pooled",
+        "DATABASE_URL",
+        True,
+        True,
+    )
+    assert (direct.kind, direct.source, direct.connected) == (
+        "direct",
+        "DATABASE_URL_UNPOOLED",
+        True,
+    )
+    assert app.tls and app.tls.startswith("TLS") and direct.tls and direct.tls.startswith("TLS")
+    assert app.max_connections == direct.max_connections == 60
+    assert app.server_version and app.connect_ms and app.round_trip_ms is not None
+
+
+@pytest.mark.integration
+def test_cli_table_and_json_never_show_the_password(neon_local):
+    table = _cli("check", env=neon_local.env())
+    assert table.returncode == 0, table.stderr
+    assert "transaction pooler" in table.stdout and "OK" in table.stdout
+    data = json.loads(_cli("check", "--json", env=neon_local.env()).stdout)
+    assert data["ok"] is True and len(data["endpoints"]) == 2
+    for text in (table.stdout, table.stderr, json.dumps(data)):
+        assert neon_local.state.password not in text
+
+
+def test_nothing_configured_is_clear():
+    result = _cli("check", env={})
+    assert result.returncode == 2
+    assert (
+        "No database connection string found" in result.stdout and "DATABASE_URL" in result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        (
+            {"DATABASE_URL": f"postgresql://u:{SECRET}@bouncer:6432/db?pgbouncer=true"},
+            "Migrations would run through the pooler",
+        ),
+        (
+            {"DATABASE_URL": f"postgresql://u:{SECRET}@{POOLED}/db?options=-c%20search_path%3Dx"},
+            "'options'",
+        ),
+        (
+            {"DATABASE_URL": f"postgresql://u:{SECRET}@{POOLED}/db?sslmode=disable"},
+            "Neon requires TLS",
+        ),
+        (
+            {"DATABASE_URL": f"postgresql://u:{SECRET}@db.internal/db?connect_timeout=2"},
+            "shorter than a Neon cold start",
+        ),
+        ({"DATABASE_URL": f"postgresql://u:{SECRET}@db.internal/db"}, "does not require TLS"),
+    ],
+)
+def test_pitfalls_are_flagged_with_a_fix(env, fragment):
+    result = _cli("check", "--no-connect", env=env)
+    assert fragment in result.stdout
+    assert "fix:" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_a_refused_endpoint_is_an_error_with_a_fix():
+    result = _cli(
+        "check", env={"DATABASE_URL": f"postgresql://u:{SECRET}@127.0.0.1:1/db?connect_timeout=5"}
+    )
+    assert result.returncode == 1
+    assert "connection refused" in result.stdout.lower() and "check host and port" in result.stdout
+    assert SECRET not in result.stdout
+
+
+@pytest.mark.integration
+def test_manage_py_neon_check(neon_local):
+    env = {**os.environ, **neon_local.env(), "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "neon_check", "--json"],
+        cwd=ROOT / "example_projects" / "django_app", env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] and [e["kind"] for e in data["endpoints"]] == ["pooled", "direct"]
+    assert neon_local.state.password not in result.stdout
