@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest system-deps clean
+.PHONY: demo test bench lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
 
 test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_connections.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
