@@ -15,15 +15,20 @@ from .endpoints import Endpoint
 from .errors import InsecureConnectionError, UnsupportedStartupParameterError
 
 __all__ = [
+    "CONNECTION_KEYS",
     "DEFAULT_CONNECT_TIMEOUT",
+    "WEAK_SSLMODES",
     "asyncpg_params",
+    "connection_options",
     "libpq_params",
     "libpq_version",
     "psycopg_params",
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 10
-_WEAK_SSLMODES = ("disable", "allow", "prefer")
+WEAK_SSLMODES = ("disable", "allow", "prefer")
+"""``sslmode`` values that let a connection fall back to plain TCP: refused for Neon."""
+CONNECTION_KEYS = frozenset({"host", "port", "user", "password", "dbname", "database"})
 _NEON_OPTION_KEYS = ("endpoint", "project")  # read by Neon's proxy, never reach PgBouncer
 # libpq settings that only shape the client side; asyncpg has no use for them.
 _LIBPQ_ONLY = frozenset(
@@ -180,6 +185,11 @@ def asyncpg_params(
     return kwargs
 
 
+def connection_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Driver parameters minus where to connect and as whom (for ``OPTIONS``/``connect_args``)."""
+    return {k: v for k, v in params.items() if k not in CONNECTION_KEYS}
+
+
 def _libpq_version() -> int:
     return libpq_version()
 
@@ -190,7 +200,7 @@ def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
     mode = params.get("sslmode", "").lower()
     if not mode:
         params["sslmode"] = "require"
-    elif mode in _WEAK_SSLMODES:
+    elif mode in WEAK_SSLMODES:
         raise InsecureConnectionError(
             f"sslmode={mode} is set for the Neon host {endpoint.host} (from {endpoint.source}), "
             "but Neon requires TLS. Use sslmode=require, or sslmode=verify-full with "
@@ -247,7 +257,7 @@ def _asyncpg_ssl(params: dict[str, str]) -> Any:
     rootcert = params.pop("sslrootcert", None)
     cert = params.pop("sslcert", None)
     key = params.pop("sslkey", None)
-    if not (rootcert or cert) or mode in _WEAK_SSLMODES:
+    if not (rootcert or cert) or mode in WEAK_SSLMODES:
         return mode
     # asyncpg reads no certificate paths from keyword arguments: build the context here.
     if rootcert == "system":

@@ -13,9 +13,11 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from neon_connect import parse_neon_host
+from neon_connect.limits import SUSPEND_SECONDS
+from neon_connect.params import WEAK_SSLMODES
 
 from .conf import BUILTIN_DIRECT_COMMANDS, conf
-from .config import ENGINE, NEON_SUSPEND_SECONDS
+from .config import ENGINE
 
 __all__ = ["CHECK_IDS", "check_app_order", "check_databases", "check_direct_commands"]
 
@@ -31,7 +33,6 @@ CHECK_IDS: dict[str, str] = {
     "neon_django.W003": "Django's own engine on a Neon pooler: migrations would go through it",
     "neon_django.W004": "NEON_DIRECT_COMMANDS names a command Django does not know",
 }
-_WEAK_SSLMODES = ("disable", "allow", "prefer")
 
 
 def _pooled(db: dict[str, Any]) -> bool:
@@ -124,7 +125,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
             )
     if neon_host:
         mode = str(options.get("sslmode") or "").lower()
-        if mode in _WEAK_SSLMODES:
+        if mode in WEAK_SSLMODES:
             out.append(
                 Error(
                     f"{name}['OPTIONS']['sslmode'] is {mode!r}; Neon requires TLS.",
@@ -134,9 +135,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                 )
             )
         max_age = db.get("CONN_MAX_AGE", 0)
-        if (max_age is None or max_age >= NEON_SUSPEND_SECONDS) and not db.get(
-            "CONN_HEALTH_CHECKS"
-        ):
+        if (max_age is None or max_age >= SUSPEND_SECONDS) and not db.get("CONN_HEALTH_CHECKS"):
             out.append(
                 Warning(
                     f"{name}['CONN_MAX_AGE'] outlives Neon's 5-minute suspend.",

@@ -25,15 +25,12 @@ from neon_connect import (
     libpq_params,
     resolve,
 )
+from neon_connect.limits import MAX_CONNECTION_AGE
+from neon_connect.params import connection_options
 
-__all__ = ["ENGINE", "NEON_SUSPEND_SECONDS", "config"]
+__all__ = ["ENGINE", "config"]
 
 ENGINE = "neon_django.backend"
-NEON_SUSPEND_SECONDS = 5 * 60
-"""Neon suspends an idle compute (and closes its connections) after 5 minutes by default."""
-MAX_CONN_AGE = 4 * 60
-"""Persistent connections to Neon are recycled before the suspend can kill them."""
-_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
 
 
 def _is_psycopg3() -> bool:
@@ -142,7 +139,7 @@ def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[st
 
 def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool) -> dict[str, Any]:
     """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
-    params = {k: v for k, v in libpq_params(endpoint).items() if k not in _CONNECTION_KEYS}
+    params = connection_options(libpq_params(endpoint))
     options: dict[str, Any] = {**params, **user_options}
     if endpoint.transaction_pooler:
         options.pop("pool", None)
@@ -196,8 +193,8 @@ def _conn_max_age(app: Endpoint, conn_max_age: int | None) -> int | None:
         raise ConfigurationError(
             "neon_django.config(conn_max_age=...) must be >= 0 seconds or None."
         )
-    if app.is_neon and (conn_max_age is None or conn_max_age > MAX_CONN_AGE):
-        return MAX_CONN_AGE
+    if app.is_neon and (conn_max_age is None or conn_max_age > MAX_CONNECTION_AGE):
+        return MAX_CONNECTION_AGE
     return conn_max_age
 
 

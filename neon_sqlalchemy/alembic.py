@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
+from neon_connect.params import connection_options
 from neon_connect.urls import build_url
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["configure", "direct_url", "init"]
 
 _PLACEHOLDER = "driver://user:pass@localhost/dbname"
-_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
 ENV_LINE = "neon_sqlalchemy.alembic.configure(config)"
 
 
@@ -50,9 +50,7 @@ def direct_url(
         endpoints = resolve(ini_url)
     endpoint = endpoints.session()
     params = {
-        k: str(v)
-        for k, v in psycopg_params(endpoint).items()
-        if k not in _CONNECTION_KEYS and v is not None
+        k: str(v) for k, v in connection_options(psycopg_params(endpoint)).items() if v is not None
     }
     if lock:
         params.update(plugin="neon_connect", neon_migration_lock="1")

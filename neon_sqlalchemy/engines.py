@@ -22,16 +22,15 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
+from neon_connect.limits import MAX_CONNECTION_AGE
+from neon_connect.params import connection_options
 
 from .events import add_retry, dispose_after_fork
 
 __all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
 Driver = Literal["psycopg", "psycopg2", "asyncpg"]
-POOL_RECYCLE = 4 * 60
-"""Below Neon's 5-minute suspend, so a pooled connection is never older than the compute's patience."""
 _POOL_KWARGS = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "pool_recycle")
-_CONNECTION_KEYS = ("host", "port", "user", "password", "dbname", "database")
 
 
 class NeonClientPoolWarning(UserWarning):
@@ -74,7 +73,7 @@ def _connect_args(
         from neon_connect import libpq_params
 
         args = libpq_params(endpoint)
-    return {k: v for k, v in args.items() if k not in _CONNECTION_KEYS}
+    return connection_options(args)
 
 
 def _keep_prepares_off(
@@ -123,12 +122,12 @@ def _engine_kwargs(
             kwargs.setdefault("pool_size", 2)
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 10)
-            kwargs.setdefault("pool_recycle", POOL_RECYCLE)
+            kwargs.setdefault("pool_recycle", MAX_CONNECTION_AGE)
             kwargs.setdefault("pool_pre_ping", True)
             kwargs.setdefault("pool_reset_on_return", "rollback")
     elif kwargs.get("poolclass") is not NullPool:
         kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("pool_recycle", POOL_RECYCLE)
+        kwargs.setdefault("pool_recycle", MAX_CONNECTION_AGE)
     return kwargs
 
 
@@ -141,6 +140,32 @@ def _sa_url(endpoint: Endpoint, driver: Driver) -> URL:
         port=endpoint.port,
         database=endpoint.database,
     )
+
+
+def _arguments(
+    endpoint: Endpoint,
+    driver: Driver,
+    kwargs: dict[str, Any],
+    *,
+    allow_client_pool: bool,
+    prepared_statements: bool,
+    factory: str,
+) -> tuple[URL, dict[str, Any]]:
+    """The URL and keyword arguments for SQLAlchemy's own factory (shared by sync and async)."""
+    connect_args = {
+        **_connect_args(endpoint, driver, prepared_statements=prepared_statements),
+        **kwargs.pop("connect_args", {}),
+    }
+    _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
+    engine_kwargs = _engine_kwargs(
+        endpoint, kwargs, allow_client_pool=allow_client_pool, factory=factory
+    )
+    return _sa_url(endpoint, driver), {"connect_args": connect_args, **engine_kwargs}
+
+
+def _finish(engine: Engine, endpoint: Endpoint, retry: RetryPolicy) -> None:
+    add_retry(engine, endpoint, retry)
+    dispose_after_fork(engine)
 
 
 def create_engine(
@@ -166,19 +191,16 @@ def create_engine(
     driver = _driver_from(url, "psycopg")
     if driver == "asyncpg":
         driver = "psycopg"  # a sync engine cannot use asyncpg
-    connect_args = {
-        **_connect_args(endpoint, driver, prepared_statements=prepared_statements),
-        **kwargs.pop("connect_args", {}),
-    }
-    _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
-    engine_kwargs = _engine_kwargs(
-        endpoint, kwargs, allow_client_pool=allow_client_pool, factory="create_engine"
+    sa_url, arguments = _arguments(
+        endpoint,
+        driver,
+        kwargs,
+        allow_client_pool=allow_client_pool,
+        prepared_statements=prepared_statements,
+        factory="create_engine",
     )
-    engine = sqlalchemy.create_engine(
-        _sa_url(endpoint, driver), connect_args=connect_args, **engine_kwargs
-    )
-    add_retry(engine, endpoint, retry)
-    dispose_after_fork(engine)
+    engine = sqlalchemy.create_engine(sa_url, **arguments)
+    _finish(engine, endpoint, retry)
     return engine
 
 
@@ -203,18 +225,15 @@ def create_async_engine(
     endpoint = endpoint_for(url, direct=direct, env=env, use_pooler=use_pooler)
     chosen: Driver = driver or _driver_from(url, "psycopg")
     if chosen == "psycopg2":
-        chosen = "psycopg"
-    connect_args = {
-        **_connect_args(endpoint, chosen, prepared_statements=prepared_statements),
-        **kwargs.pop("connect_args", {}),
-    }
-    _keep_prepares_off(connect_args, endpoint, chosen, declared=prepared_statements)
-    engine_kwargs = _engine_kwargs(
-        endpoint, kwargs, allow_client_pool=allow_client_pool, factory="create_async_engine"
+        chosen = "psycopg"  # psycopg2 has no async mode
+    sa_url, arguments = _arguments(
+        endpoint,
+        chosen,
+        kwargs,
+        allow_client_pool=allow_client_pool,
+        prepared_statements=prepared_statements,
+        factory="create_async_engine",
     )
-    engine = _sa_create_async_engine(
-        _sa_url(endpoint, chosen), connect_args=connect_args, **engine_kwargs
-    )
-    add_retry(engine.sync_engine, endpoint, retry)
-    dispose_after_fork(engine.sync_engine)
+    engine = _sa_create_async_engine(sa_url, **arguments)
+    _finish(engine.sync_engine, endpoint, retry)
     return engine

@@ -176,6 +176,20 @@ def test_without_pre_ping_the_killed_connection_is_handed_out(neon_local):
         engine.dispose()
 
 
+def _use_then_fork(engine, children=4):
+    """Use ``engine`` in the parent, then in forked children; return what each child saw."""
+    with engine.connect() as conn:  # the parent holds a pooled, open TLS connection
+        conn.execute(text("SELECT 1"))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    processes = [ctx.Process(target=_child_query, args=(engine, queue)) for _ in range(children)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    return [queue.get(timeout=5) for _ in processes]
+
+
 def _child_query(engine, queue):
     try:
         with engine.connect() as conn:
@@ -190,16 +204,7 @@ def _child_query(engine, queue):
 def test_engine_used_before_fork_is_safe_in_children(neon_local):
     engine = neon_sqlalchemy.create_engine(env=neon_local.env(), direct=True)
     try:
-        with engine.connect() as conn:  # the parent holds a pooled, open TLS connection
-            conn.execute(text("SELECT 1"))
-        ctx = multiprocessing.get_context("fork")
-        queue = ctx.Queue()
-        children = [ctx.Process(target=_child_query, args=(engine, queue)) for _ in range(4)]
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(60)
-        results = [queue.get(timeout=5) for _ in children]
+        results = _use_then_fork(engine)
         assert results == ["ok"] * 4, results
         with engine.connect() as conn:  # and the parent's own connection still works
             assert conn.execute(text("SELECT 1")).scalar() == 1
@@ -296,16 +301,7 @@ def test_plain_engine_shares_its_socket_with_forked_children(neon_local):
     """The control: a plain engine's pooled TLS connection, inherited by four children."""
     engine = sqlalchemy.create_engine(_psycopg_url(neon_local.direct_url))
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        ctx = multiprocessing.get_context("fork")
-        queue = ctx.Queue()
-        children = [ctx.Process(target=_child_query, args=(engine, queue)) for _ in range(4)]
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(60)
-        results = [queue.get(timeout=5) for _ in children]
+        results = _use_then_fork(engine)
     finally:
         engine.dispose()
     failures = [r for r in results if r != "ok"]
