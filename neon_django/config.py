@@ -49,6 +49,7 @@ def config(
     conn_health_checks: bool | None = None,
     pool: bool | dict[str, Any] = False,
     options: Mapping[str, Any] | None = None,
+    ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
     pooler_prepared_statements: bool = False,
     retry_timeout: float = 15.0,
@@ -63,7 +64,8 @@ def config(
     Neon's PgBouncer >= 1.22 does), no client pool, and ``CONN_MAX_AGE`` 0 by default.
     ``conn_max_age`` > 0 keeps connections to the pooler, capped below Neon's 5-minute
     suspend, with health checks on. ``pool`` (Django 5.1+) is only allowed when the app
-    endpoint is direct. ``options`` are extra ``OPTIONS``; ``retry_timeout`` bounds the
+    endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
+    ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
     cold-start retry (0 turns it off).
 
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password.
@@ -80,6 +82,8 @@ def config(
         )
         app = endpoints.app
         user_options = dict(options or {})
+        if ssl_require and "sslmode" not in app.params:
+            user_options.setdefault("sslmode", "require")
         _check_user_options(app, user_options, pool=pool, conn_max_age=conn_max_age)
         app_options = _options(app, user_options, prepared=pooler_prepared_statements)
         direct = endpoints.direct
@@ -141,6 +145,8 @@ def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool
     """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
     params = connection_options(libpq_params(endpoint))
     options: dict[str, Any] = {**params, **user_options}
+    if not _is_psycopg3():
+        options.pop("prepare_threshold", None)  # psycopg 3 only; psycopg2 never prepares
     if endpoint.transaction_pooler:
         options.pop("pool", None)
         if _is_psycopg3() and not prepared:

@@ -111,6 +111,20 @@ def test_bad_database_url_values(env, names):
     assert SECRET not in str(info.value) and SECRET[:6] not in str(info.value)
 
 
+def test_ssl_require_like_dj_database_url():
+    assert (
+        neon_django.config("postgresql://u:p@db.internal/app", ssl_require=True)["OPTIONS"][
+            "sslmode"
+        ]
+        == "require"
+    )
+    assert "sslmode" not in neon_django.config("postgresql://u:p@db.internal/app")["OPTIONS"]
+    kept = neon_django.config(
+        "postgresql://u:p@db.internal/app?sslmode=verify-full", ssl_require=True
+    )
+    assert kept["OPTIONS"]["sslmode"] == "verify-full"
+
+
 def test_non_neon_pair_and_pgbouncer_marker():
     db = neon_django.config(
         env={

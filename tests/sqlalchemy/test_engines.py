@@ -296,7 +296,7 @@ def test_retry_waits_out_a_paused_pooler(neon_local):
     assert "direct endpoint 127.0.0.1:1" in "\n".join(getattr(info.value.orig, "__notes__", []))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a threaded test process
 def test_plain_engine_shares_its_socket_with_forked_children(neon_local):
     """The control: a plain engine's pooled TLS connection, inherited by four children."""
     engine = sqlalchemy.create_engine(_psycopg_url(neon_local.direct_url))
