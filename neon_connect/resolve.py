@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
 from .errors import MissingURLError
 from .hosts import parse_neon_host
-from .urls import ParsedURL, parse_url
+from .urls import ParsedURL, parse_port, parse_url
 
 __all__ = ["APP_VARS", "DIRECT_VARS", "POOLED_VARS", "resolve"]
 
@@ -157,7 +157,7 @@ def _from_libpq_vars(environ: Mapping[str, str], host_var: str) -> _Candidate | 
     if not host:
         return None
     port = environ.get("PGPORT", "").strip()
-    text_port = parse_url(f"postgresql://h:{port}/", name="PGPORT").port if port else None
+    text_port = parse_port(port, "PGPORT") if port else None
     params = {param: environ[var] for var, param in _PG_PARAMS.items() if environ.get(var)}
     parsed = ParsedURL(
         host=host,

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from .errors import InvalidURLError
 
-__all__ = ["MASK", "ParsedURL", "mask_url", "parse_url"]
+__all__ = ["MASK", "ParsedURL", "mask_url", "parse_port", "parse_url"]
 
 MASK = "****"
 _SCHEMES = ("postgres", "postgresql")
@@ -89,7 +89,7 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
     # libpq also accepts the connection's own parts as query parameters.
     host = params.pop("host", None) or host
     if "port" in params:
-        port = _parse_port(params.pop("port"), name)
+        port = parse_port(params.pop("port"), name)
     user_value = params.pop("user", None) or (unquote(user) if user else None)
     password_value = params.pop("password", None) or (unquote(password) if colon else None)
     database = params.pop("dbname", None) or database
@@ -116,16 +116,16 @@ def _split_hostport(hostport: str, name: str) -> tuple[str | None, int | None]:
         host, after = hostport[1:close], hostport[close + 1 :]
         if after and not after.startswith(":"):
             raise InvalidURLError(f"{name} has text after its IPv6 host address.")
-        return unquote(host) or None, _parse_port(after[1:], name) if after else None
+        return unquote(host) or None, parse_port(after[1:], name) if after else None
     host, colon, port = hostport.rpartition(":")
     if not colon:
         return unquote(hostport) or None, None
     if "," in port:  # multi-host lists such as h1:5432,h2:5432 are kept as libpq sees them
         return unquote(hostport), None
-    return unquote(host) or None, _parse_port(port, name)
+    return unquote(host) or None, parse_port(port, name)
 
 
-def _parse_port(port: str, name: str) -> int | None:
+def parse_port(port: str, name: str) -> int | None:
     if port == "":
         return None
     if not port.isdigit() or not 0 < int(port) < 65536:
@@ -153,7 +153,7 @@ def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
         raise InvalidURLError(f"{name} has no host: add host=<name> to the connection string.")
     return ParsedURL(
         host=host,
-        port=_parse_port(port, name) if port else None,
+        port=parse_port(port, name) if port else None,
         user=values.pop("user", None),
         password=values.pop("password", None),
         database=values.pop("dbname", None),

@@ -96,7 +96,7 @@ def add_migration_lock(engine: Engine, key: int = MIGRATION_LOCK_KEY) -> None:
             return
         try:
             cursor = dbapi_connection.cursor()
-            cursor.execute("SELECT pg_advisory_unlock_all()")
+            cursor.execute(f"SELECT pg_advisory_unlock({int(key)})")  # ours only, not the user's
             cursor.close()
             dbapi_connection.commit()
         except Exception:  # the connection may be broken; closing it releases the lock anyway

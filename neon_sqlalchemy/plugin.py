@@ -13,17 +13,22 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.engine.url import make_url
 from sqlalchemy.pool import Pool
 
-from neon_connect import DEFAULT_RETRY, resolve
+from neon_connect import DEFAULT_RETRY, Endpoint, resolve
 
 from .events import MIGRATION_LOCK_KEY, add_migration_lock, add_retry
 
-__all__ = ["NeonPlugin"]
+__all__ = ["NeonPlugin", "endpoint_of"]
 
 _LOCK_PARAM = "neon_migration_lock"
 _TRUE = ("1", "true", "yes", "on")
+
+
+def endpoint_of(url: URL) -> Endpoint:
+    """The endpoint ``url`` names, as it is: Alembic's URL is the direct one, never swapped
+    for its pooled twin (which would mislabel retry logs and error notes)."""
+    return resolve(url.render_as_string(hide_password=False), use_pooler=False).app
 
 
 class NeonPlugin:
@@ -44,7 +49,6 @@ class NeonPlugin:
         """Nothing to change here."""
 
     def engine_created(self, engine: Engine) -> None:
-        endpoint = resolve(make_url(engine.url).render_as_string(hide_password=False)).app
-        add_retry(engine, endpoint, DEFAULT_RETRY)
+        add_retry(engine, endpoint_of(engine.url), DEFAULT_RETRY)
         if self.lock:
             add_migration_lock(engine, MIGRATION_LOCK_KEY)

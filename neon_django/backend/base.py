@@ -35,7 +35,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @property
     def neon(self) -> dict[str, Any]:
-        return dict(self.settings_dict.get("NEON") or {})
+        """The ``NEON`` entry that ``neon_django.config()`` put in the settings (read live)."""
+        neon: dict[str, Any] = self.settings_dict.get("NEON") or {}
+        return neon
 
     @property
     def neon_wants_direct(self) -> bool:

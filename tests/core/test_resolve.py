@@ -223,3 +223,11 @@ def test_endpoints_are_immutable():
         endpoint.host = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         endpoint.params["sslmode"] = "disable"  # type: ignore[index]
+
+
+def test_a_bad_pgport_names_the_variable():
+    from neon_connect import InvalidURLError
+
+    with pytest.raises(InvalidURLError, match="PGPORT"):
+        resolve(env={"PGHOST": "db.internal", "PGPORT": "54x2", "PGPASSWORD": SECRET})
+    assert resolve(env={"PGHOST": "db.internal", "PGPORT": "6543"}).app.port == 6543

@@ -219,6 +219,26 @@ def test_async_template_runs_direct(tmp_path, neon_local, db):
     assert neon_local.pooler_transactions(name) == 0
 
 
+def test_the_plugin_labels_the_endpoint_it_really_connects_to():
+    from sqlalchemy.engine import make_url
+
+    from neon_sqlalchemy.plugin import endpoint_of
+
+    direct = endpoint_of(
+        make_url("postgresql+psycopg://u:p@ep-cool-darkness-123456.us-east-2.aws.neon.tech/db")
+    )
+    assert (direct.kind, direct.host) == (
+        "direct",
+        "ep-cool-darkness-123456.us-east-2.aws.neon.tech",
+    )
+    pooled = endpoint_of(
+        make_url(
+            "postgresql+psycopg://u:p@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/db"
+        )
+    )
+    assert pooled.kind == "pooled"
+
+
 def test_no_url_anywhere_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigurationError, match="Alembic: No database connection string found"):
         neon_alembic.configure(Config(), env={})
