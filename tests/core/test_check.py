@@ -120,4 +120,8 @@ def test_manage_py_neon_check(neon_local):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["ok"] and [e["kind"] for e in data["endpoints"]] == ["pooled", "direct"]
+    assert [e["source"] for e in data["endpoints"]] == [
+        "DATABASES['default']",
+        "DATABASES['default']['NEON']['DIRECT']",
+    ]
     assert neon_local.state.password not in result.stdout

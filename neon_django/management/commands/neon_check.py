@@ -57,6 +57,12 @@ class Command(BaseCommand):
         report = run_check(
             app_url, direct_url=_url({**settings, **direct}) if direct else None, env={}
         )
+        labels = {
+            "app": f"DATABASES[{database!r}]",
+            "direct": f"DATABASES[{database!r}]['NEON']['DIRECT']",
+        }
+        for entry in report.endpoints:
+            entry.source = labels.get(entry.role, entry.source)
         for message in run_checks():
             if message.id and message.id.startswith("neon_django."):
                 level: Level = "error" if message.is_serious() else "warning"
