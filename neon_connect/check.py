@@ -249,7 +249,7 @@ def _moves_between_backends(conn: Any, params: dict[str, Any]) -> bool:
 
 def _first_line(exc: BaseException, endpoint: Endpoint) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.replace(endpoint.password, "****") if endpoint.password else text
+    return endpoint.mask_secret(text)
 
 
 def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Finding]:

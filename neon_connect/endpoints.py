@@ -61,6 +61,10 @@ class Endpoint:
         """``host:port``: what logs and errors show."""
         return f"{self.host}:{self.port}"
 
+    def mask_secret(self, text: str) -> str:
+        """``text`` (an error message, say) with this endpoint's password masked."""
+        return text.replace(self.password, MASK) if self.password else text
+
     def url(self, *, reveal_password: bool = False, scheme: str = "postgresql") -> str:
         """This endpoint as a URL; the password is masked unless ``reveal_password``."""
         password = self.password if reveal_password else (MASK if self.password else None)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .endpoints import Endpoint
-from .urls import MASK
 
 __all__ = ["DEFAULT_RETRY", "NO_RETRY", "RetryPolicy", "is_transient"]
 
@@ -173,14 +172,15 @@ NO_RETRY = RetryPolicy(timeout=0)
 
 def _summary(exc: BaseException, endpoint: Endpoint) -> str:
     first_line = (str(exc).strip().splitlines() or [""])[-1].strip()
-    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
-    return text.replace(endpoint.password, MASK) if endpoint.password else text
+    return endpoint.mask_secret(
+        f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    )
 
 
 def _scrub(exc: BaseException, endpoint: Endpoint) -> None:
     """Drivers do not echo passwords, but make sure of it."""
     if endpoint.password and any(endpoint.password in str(arg) for arg in exc.args):
-        exc.args = tuple(str(arg).replace(endpoint.password, MASK) for arg in exc.args)
+        exc.args = tuple(endpoint.mask_secret(str(arg)) for arg in exc.args)
 
 
 def _add_note(exc: BaseException, note: str) -> None:

@@ -11,7 +11,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from neon_connect.check import Finding, Level, run_check
 from neon_connect.urls import build_url
 
-_LIBPQ_ONLY = (
+# Django and psycopg settings kept in OPTIONS that are not libpq connection parameters.
+_NOT_LIBPQ_OPTIONS = (
     "prepare_threshold",
     "cursor_factory",
     "context",
@@ -26,7 +27,7 @@ def _url(settings: dict[str, Any]) -> str:
     options = {
         k: str(v)
         for k, v in (settings.get("OPTIONS") or {}).items()
-        if k not in _LIBPQ_ONLY and v is not None
+        if k not in _NOT_LIBPQ_OPTIONS and v is not None
     }
     return build_url(
         host=settings["HOST"],
