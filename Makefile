@@ -4,12 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck pytest system-deps clean
+.PHONY: demo test matrix bench lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
 
 test: lint typecheck pytest
+
+# Every interpreter pyenv has, on PATH for nox; a missing one fails the session by name.
+empty :=
+space := $(empty) $(empty)
+PYENV_BINS := $(subst $(space),:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3]*/bin))
+
+matrix: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$(PYENV_BINS):$$PATH" UV_PYTHON_DOWNLOADS=never $(BIN)/nox $(NOX_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_connections.py
@@ -35,4 +43,4 @@ $(STAMP): pyproject.toml scripts/ensure-system-deps
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .neon-local .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .nox .neon-local .mypy_cache .ruff_cache .pytest_cache

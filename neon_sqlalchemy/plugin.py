@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import URL, Engine
-from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.pool import Pool
+from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 
 from neon_connect import DEFAULT_RETRY, Endpoint, resolve
 
@@ -31,22 +29,15 @@ def endpoint_of(url: URL) -> Endpoint:
     return resolve(url.render_as_string(hide_password=False), use_pooler=False).app
 
 
-class NeonPlugin:
+class NeonPlugin(CreateEnginePlugin):
     """Loaded by SQLAlchemy for URLs with ``?plugin=neon_connect``."""
 
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
         self.lock = str(url.query.get(_LOCK_PARAM, "")).lower() in _TRUE
 
     def update_url(self, url: URL) -> URL:
         return url.difference_update_query([_LOCK_PARAM, "plugin"])
-
-    def handle_dialect_kwargs(
-        self, dialect_cls: type[Dialect], dialect_args: dict[str, Any]
-    ) -> None:
-        """Nothing to change here."""
-
-    def handle_pool_kwargs(self, pool_cls: type[Pool], pool_args: dict[str, Any]) -> None:
-        """Nothing to change here."""
 
     def engine_created(self, engine: Engine) -> None:
         add_retry(engine, endpoint_of(engine.url), DEFAULT_RETRY)
