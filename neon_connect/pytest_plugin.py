@@ -106,6 +106,15 @@ class NeonLocal:
             int(r["total_xact_count"]) for r in self.show("STATS") if r["database"] == database
         )
 
+    def prepared_statement_binds(self, database: str = "neondb") -> int:
+        """How many Binds of named (prepared) statements PgBouncer has seen for ``database``:
+        proof that prepares really happen. Only PgBouncer >= 1.22 counts them (0 before)."""
+        return sum(
+            int(r.get("total_bind_count", 0))
+            for r in self.show("STATS")
+            if r["database"] == database
+        )
+
     def activity(self, database: str | None = None) -> list[dict[str, Any]]:
         """``pg_stat_activity`` client backends, seen by the superuser."""
         with self.superuser() as su, su.cursor() as cur:
