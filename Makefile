@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck pytest system-deps clean
+.PHONY: demo test bench bench-prepared lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
@@ -13,6 +13,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_connections.py
+
+# Prepared statements on PgBouncer >= 1.22: round trips and time per query, on and off.
+bench-prepared: $(STAMP)
+	$(BIN)/python benchmarks/bench_prepared.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
