@@ -16,7 +16,8 @@ bench: $(STAMP)
 
 # Prepared statements on PgBouncer >= 1.22: round trips and time per query, on and off.
 bench-prepared: $(STAMP)
-	$(BIN)/python benchmarks/bench_prepared.py
+	$(BIN)/python benchmarks/bench_prepared.py --query join
+	$(BIN)/python benchmarks/bench_prepared.py --query lookup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

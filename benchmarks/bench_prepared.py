@@ -1,6 +1,7 @@
 """Prepared statements through the pooler: round trips and time per query, on and off.
 
-    .venv/bin/python benchmarks/bench_prepared.py [--queries 400] [--rounds 5] [--pgbouncer PATH]
+    .venv/bin/python benchmarks/bench_prepared.py [--query join|lookup] [--queries 150]
+        [--rounds 15] [--rtt-ms 1] [--pgbouncer PATH]
 
 Runs on the local stand-in with PgBouncer >= 1.22 and Neon's ``max_prepared_statements=1000``
 (unless ``--pgbouncer`` picks another), for psycopg, asyncpg and Django, each with prepares
@@ -8,8 +9,8 @@ off (what neon-connect does on a pooled endpoint today) and on:
 
 - **round trips per query**: counted by a TCP proxy between the client and PgBouncer that
   counts each time the client speaks again after the server answered;
-- **time per query**: one kept connection, the same parametrised catalog query with changing
-  parameters, straight to PgBouncer (no proxy); medians of per-round means, scenarios
+- **time per query**: one kept connection, the same parametrised query with changing
+  parameters (``join``: planning dominates; ``lookup``: little to plan), straight to PgBouncer (no proxy); medians of per-round means, scenarios
   interleaved round by round so a noisy neighbour slows them all alike;
 - **at Neon's distance**: time per query + round trips x ``--rtt-ms`` (the client-to-pooler
   round trip, 1 ms by default: an app in the same region).
@@ -36,14 +37,18 @@ from neon_connect import asyncpg_params, psycopg_params, resolve
 from neon_connect.local import running
 from neon_connect.local.standin import StandInState
 
-QUERY = (
-    "SELECT c.relname, n.nspname, count(a.attname) FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_attribute a ON a.attrelid = c.oid "
-    "WHERE c.relname LIKE {p1} AND a.attnum > {p2} GROUP BY 1, 2 ORDER BY 1 LIMIT 5"
-)
-PSYCOPG_QUERY = QUERY.format(p1="%s", p2="%s")
-ASYNCPG_QUERY = QUERY.format(p1="$1", p2="$2")
+QUERIES = {
+    # planning dominates: three catalog tables joined, grouped, sorted
+    "join": (
+        "SELECT c.relname, n.nspname, count(a.attname) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relname LIKE {p1} AND a.attnum > {p2} GROUP BY 1, 2 ORDER BY 1 LIMIT 5"
+    ),
+    # a typical ORM lookup by key: little to plan
+    "lookup": "SELECT relname, relpages FROM pg_class WHERE relname LIKE {p1} AND relnatts > {p2}",
+}
+PSYCOPG_QUERY = ASYNCPG_QUERY = ""  # set by --query
 
 
 class CountingProxy:
@@ -189,17 +194,22 @@ def _setup_django() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--queries", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--rtt-ms", type=float, default=1.0)
     parser.add_argument("--pgbouncer", help="PgBouncer binary (default: the newest >= 1.22)")
+    parser.add_argument("--query", choices=sorted(QUERIES), default="join")
     args = parser.parse_args()
+    global PSYCOPG_QUERY, ASYNCPG_QUERY
+    PSYCOPG_QUERY = QUERIES[args.query].format(p1="%s", p2="%s")
+    ASYNCPG_QUERY = QUERIES[args.query].format(p1="$1", p2="$2")
     _setup_django()
     with running(pool_size=5, pgbouncer=args.pgbouncer) as state:
         print(
             f"PgBouncer {state.pgbouncer_version} (max_prepared_statements "
             f"{state.max_prepared_statements}), PostgreSQL {state.pg_version}, "
-            f"libpq {psycopg.pq.version()}; {args.queries} queries x {args.rounds} rounds",
+            f"libpq {psycopg.pq.version()}; query {args.query!r}: "
+            f"{args.queries} queries x {args.rounds} rounds",
             file=sys.stderr,
         )
         scenarios = [
