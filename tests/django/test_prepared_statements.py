@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connections
+from django.db import connections, utils
 
 from tests.django.test_failures_reproduced import PREPARE_ERRORS, _hammer
 
@@ -19,11 +19,14 @@ def test_pooler_prepared_statements_true(neon_local):
     assert settings_dict["OPTIONS"]["prepare_threshold"] == 1
     database = settings_dict["NAME"]  # the test database
     binds = neon_local.prepared_statement_binds(database)
-    errors = _hammer("prepared")
     if neon_local.tracks_prepared_statements:
-        assert errors == []
+        assert _hammer("prepared") == []
         assert neon_local.prepared_statement_binds(database) > binds
     else:
+        try:
+            errors = _hammer("prepared")
+        except utils.Error as exc:  # even its first INSERT can land on a backend with _pg3_0
+            errors = [exc.__cause__ or exc]
         assert errors, "PgBouncer 1.18 does not track prepared statements: they collide"
         assert all(isinstance(e, PREPARE_ERRORS) for e in errors), {type(e) for e in errors}
         assert any("_pg3_" in str(e) for e in errors)
