@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test matrix bench lint typecheck pytest system-deps clean
+.PHONY: demo test matrix bench bench-prepared lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
@@ -21,6 +21,11 @@ matrix: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_connections.py
+
+# Prepared statements on PgBouncer >= 1.22: round trips and time per query, on and off.
+bench-prepared: $(STAMP)
+	$(BIN)/python benchmarks/bench_prepared.py --query join
+	$(BIN)/python benchmarks/bench_prepared.py --query lookup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

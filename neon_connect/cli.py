@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import NeonConnectError
-from .local import DEFAULT_DIR, LocalNeon
+from .local import DEFAULT_DIR
 
 __all__ = ["main"]
 
@@ -44,6 +44,12 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             )
             p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
             p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
+            p.add_argument(
+                "--pgbouncer",
+                metavar="PATH",
+                help="PgBouncer binary (default: $NEON_LOCAL_PGBOUNCER, else the newest >= 1.22 "
+                "found; scripts/ensure-system-deps builds one)",
+            )
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -115,6 +121,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    from .local.standin import LocalNeon
+
     if args.action == "up":
         local = LocalNeon(
             args.dir,
@@ -122,6 +130,7 @@ def _local(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             pg_port=args.pg_port,
             pooler_port=args.pooler_port,
+            pgbouncer=args.pgbouncer,
         )
         was_running = local.status()["running"]
         state = local.up()
@@ -149,7 +158,10 @@ def _local(args: argparse.Namespace) -> int:
             print(json.dumps(status, indent=2))
         elif status["running"]:
             print(
-                f"running in {status['directory']}\npooled: {status['pooled']}\ndirect: {status['direct']}"
+                f"running in {status['directory']}\n"
+                f"pooled: {status['pooled']} (PgBouncer {status['pgbouncer_version']}, "
+                f"max_prepared_statements {status['max_prepared_statements']})\n"
+                f"direct: {status['direct']} (PostgreSQL {status['postgres_version']})"
             )
         else:
             parts = [name for name in ("postgres", "pgbouncer") if status[name]]

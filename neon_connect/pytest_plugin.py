@@ -4,13 +4,25 @@
 and stops it at the end. Settings modules that need the URLs at import time (Django's) can
 call :func:`local_standin` directly: the first caller starts the pair, later ones share it.
 
-ini options: ``neon_local_pool_size`` (PgBouncer ``default_pool_size``, default 3, at least 2
-so two clients can be forced onto different server connections) and
-``neon_local_max_connections`` (default 60).
+Registered for every pytest run (entry point ``pytest11``) but lazy: until something asks for
+the stand-in it imports nothing more, starts nothing and prints nothing. Its header line (or,
+when a test started it later, a summary line) names the PostgreSQL and PgBouncer versions.
+
+ini options, read with ``config.getini`` as soon as pytest has read its ini file (so they also
+reach a settings module that starts the stand-in while pytest-django loads it); a
+``NEON_LOCAL_*`` environment variable of the same name overrides each:
+
+- ``neon_local_pool_size``: PgBouncer ``default_pool_size`` (default 3, at least 2 so two
+  clients can be forced onto different server connections);
+- ``neon_local_max_connections``: PostgreSQL ``max_connections`` (default 60);
+- ``neon_local_pgbouncer``: the PgBouncer binary (default: the newest >= 1.22 found, see
+  ``neon_connect.local.binaries``); ``NEON_LOCAL_PGBOUNCER=/usr/sbin/pgbouncer`` runs a whole
+  session on Debian 12's 1.18, the old pooler.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator
@@ -19,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .local.standin import StandInState, running
-
 if TYPE_CHECKING:
     import psycopg
+
+    from .local.standin import StandInState
 
 __all__ = ["NeonLocal", "local_standin", "neon_local"]
 
@@ -47,6 +59,23 @@ class NeonLocal:
     @property
     def pool_size(self) -> int:
         return self.state.pool_size
+
+    @property
+    def pgbouncer_version(self) -> str:
+        return self.state.pgbouncer_version
+
+    @property
+    def tracks_prepared_statements(self) -> bool:
+        """Whether the pooler runs with ``max_prepared_statements`` > 0 (PgBouncer >= 1.22),
+        so protocol-level prepared statements survive switching server connections."""
+        return self.state.max_prepared_statements > 0
+
+    def describe(self) -> str:
+        """``PostgreSQL 15.x, PgBouncer 1.24.1 (max_prepared_statements 1000)``."""
+        return (
+            f"PostgreSQL {self.state.pg_version}, PgBouncer {self.state.pgbouncer_version} "
+            f"(max_prepared_statements {self.state.max_prepared_statements})"
+        )
 
     def env(self) -> dict[str, str]:
         """``DATABASE_URL`` (pooled) and ``DATABASE_URL_UNPOOLED`` (direct)."""
@@ -75,6 +104,15 @@ class NeonLocal:
         """How many transactions PgBouncer has forwarded for ``database`` so far."""
         return sum(
             int(r["total_xact_count"]) for r in self.show("STATS") if r["database"] == database
+        )
+
+    def prepared_statement_binds(self, database: str = "neondb") -> int:
+        """How many Binds of named (prepared) statements PgBouncer has seen for ``database``:
+        proof that prepares really happen. Only PgBouncer >= 1.22 counts them (0 before)."""
+        return sum(
+            int(r.get("total_bind_count", 0))
+            for r in self.show("STATS")
+            if r["database"] == database
         )
 
     def activity(self, database: str | None = None) -> list[dict[str, Any]]:
@@ -107,18 +145,61 @@ class NeonLocal:
 
 _session: contextlib.ExitStack | None = None
 _current: NeonLocal | None = None
+_config: pytest.Config | None = None
+_OPTIONS = {
+    # ini name: (environment variable, default, help)
+    "neon_local_pool_size": (
+        "NEON_LOCAL_POOL_SIZE",
+        str(_DEFAULT_POOL_SIZE),
+        "PgBouncer default_pool_size of the stand-in",
+    ),
+    "neon_local_max_connections": (
+        "NEON_LOCAL_MAX_CONNECTIONS",
+        str(_DEFAULT_MAX_CONNECTIONS),
+        "PostgreSQL max_connections of the stand-in",
+    ),
+    "neon_local_pgbouncer": (
+        "NEON_LOCAL_PGBOUNCER",
+        "",
+        "PgBouncer binary of the stand-in (default: the newest >= 1.22 found)",
+    ),
+}
+
+
+def _option(name: str) -> str:
+    """An option's value: its environment variable, else the ini value, else the default."""
+    env, default, _ = _OPTIONS[name]
+    if os.environ.get(env):
+        return os.environ[env]
+    if _config is not None:
+        return str(_config.getini(name) or default)
+    return default
+
+
+def _int_option(name: str) -> int:
+    value = _option(name)
+    try:
+        return int(value)
+    except ValueError:
+        env = _OPTIONS[name][0]
+        raise ValueError(f"{name} (or {env}) must be a whole number, got {value!r}") from None
 
 
 def local_standin() -> NeonLocal:
     """The stand-in of this process, started on first call and stopped when pytest ends."""
     global _session, _current
     if _current is None:
-        pool_size = int(os.environ.get("NEON_LOCAL_POOL_SIZE", _DEFAULT_POOL_SIZE))
-        max_connections = int(
-            os.environ.get("NEON_LOCAL_MAX_CONNECTIONS", _DEFAULT_MAX_CONNECTIONS)
-        )
+        from .local.standin import running
+
         stack = contextlib.ExitStack()
-        state = stack.enter_context(running(pool_size=pool_size, max_connections=max_connections))
+        state = stack.enter_context(
+            running(
+                pool_size=_int_option("neon_local_pool_size"),
+                max_connections=_int_option("neon_local_max_connections"),
+                pgbouncer=_option("neon_local_pgbouncer") or None,
+            )
+        )
+        atexit.register(_stop)  # a settings module may start it outside any pytest run
         _session, _current = stack, NeonLocal(state)
     return _current
 
@@ -131,42 +212,43 @@ def _stop() -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(
-        "neon_local_pool_size",
-        "PgBouncer default_pool_size of the stand-in",
-        default=str(_DEFAULT_POOL_SIZE),
-    )
-    parser.addini(
-        "neon_local_max_connections",
-        "PostgreSQL max_connections of the stand-in",
-        default=str(_DEFAULT_MAX_CONNECTIONS),
-    )
+    for name, (_, default, help_text) in _OPTIONS.items():
+        parser.addini(name, help_text, default=default)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Remember the config before pytest-django imports a settings module that may start us."""
+    global _config
+    _config = early_config
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("NEON_LOCAL_POOL_SIZE", str(config.getini("neon_local_pool_size")))
-    os.environ.setdefault(
-        "NEON_LOCAL_MAX_CONNECTIONS", str(config.getini("neon_local_max_connections"))
-    )
+    global _config
+    _config = config
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    global _config
     _stop()
+    _config = None
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    from .local.binaries import find_binaries
-    from .local.errors import StandInError
-    from .local.standin import _version
+_IN_HEADER = pytest.StashKey[bool]()
 
-    try:
-        binaries = find_binaries()
-    except StandInError as exc:
-        return f"neon-connect stand-in: {exc}"
-    return (
-        f"neon-connect stand-in: PostgreSQL {_version(binaries.postgres)}, "
-        f"PgBouncer {_version(binaries.pgbouncer)}"
-    )
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Names the versions when the stand-in already runs (a settings module started it)."""
+    if _current is None:
+        return None
+    config.stash[_IN_HEADER] = True
+    return f"neon-connect stand-in: {_current.describe()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Names the versions at the end when a test, not a settings module, started the stand-in."""
+    if _current is not None and not terminalreporter.config.stash.get(_IN_HEADER, False):
+        terminalreporter.write_line(f"neon-connect stand-in: {_current.describe()}")
 
 
 @pytest.fixture(scope="session")

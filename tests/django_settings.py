@@ -61,3 +61,10 @@ else:
     handwritten["OPTIONS"].update(server_side_binding=True, prepare_threshold=1)
     handwritten["TEST"] = {"MIRROR": "default"}
     DATABASES["handwritten"] = handwritten  # type: ignore[assignment]
+    # The same prepares, declared safe: for poolers that track them (PgBouncer >= 1.22).
+    DATABASES["prepared"] = neon_django.config(
+        env=STANDIN,
+        options={"server_side_binding": True, "prepare_threshold": 1},
+        pooler_prepared_statements=True,
+    )
+    DATABASES["prepared"]["TEST"] = {"MIRROR": "default"}

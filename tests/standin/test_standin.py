@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from neon_connect.local import LocalNeon, StandInError
-from neon_connect.local.standin import _pgbouncer_pid, _wait_dead
+from neon_connect.local.processes import wait_dead as _wait_dead
+from neon_connect.local.standin import _pgbouncer_pid
 from tests.conftest import SECRET
 
 pytestmark = pytest.mark.integration
@@ -126,9 +127,10 @@ def test_busy_port_is_one_clear_line(tmp_path):
 def test_missing_binaries_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("NEON_LOCAL_PGBOUNCER", "")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    monkeypatch.setenv("NEON_CONNECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
     with pytest.raises(
-        StandInError, match="missing PgBouncer.*apt-get install -y postgresql pgbouncer"
+        StandInError, match="missing .*PgBouncer.*apt-get install -y postgresql pgbouncer"
     ):
         LocalNeon(tmp_path / "x").up()
 

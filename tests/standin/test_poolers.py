@@ -1,0 +1,100 @@
+"""Which PgBouncer the stand-in runs, and Neon's settings on it.
+
+The default is a PgBouncer >= 1.22 with ``max_prepared_statements=1000`` (what Neon runs);
+``--pgbouncer`` / ``NEON_LOCAL_PGBOUNCER`` pick another, e.g. Debian 12's 1.18, which gets the
+same file without the settings it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neon_connect.local import LocalNeon, StandInError
+from neon_connect.local.binaries import NEON_PGBOUNCER, find_binaries, parse_version, version_of
+from neon_connect.local.configs import max_prepared_statements, pgbouncer_ini
+
+OLD_POOLER = "/usr/sbin/pgbouncer"  # Debian 12's PgBouncer 1.18 (apt package pgbouncer)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1.24.1", (1, 24, 1)), ("1.18.0", (1, 18, 0)), ("1.22", (1, 22)), ("unknown", ())],
+)
+def test_parse_version(text, expected):
+    assert parse_version(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "tracked"), [("1.18.0", 0), ("1.22.0", 1000), ("1.24.1", 1000)]
+)
+def test_neon_settings_only_where_pgbouncer_knows_them(tmp_path, version, tracked):
+    ini = pgbouncer_ini(
+        runtime=tmp_path,
+        pg_port=5432,
+        listen_port=6432,
+        owner="neondb_owner",
+        pool_size=3,
+        prepared_statements=max_prepared_statements(version),
+    )
+    assert "pool_mode = transaction\n" in ini
+    assert "max_client_conn = 10000\n" in ini and "query_wait_timeout = 120\n" in ini
+    assert ("max_prepared_statements = 1000\n" in ini) is bool(tracked)
+
+
+def test_default_pgbouncer_is_one_neon_runs(monkeypatch):
+    """What ``make test`` runs on: scripts/ensure-system-deps provides a PgBouncer >= 1.22."""
+    monkeypatch.delenv("NEON_LOCAL_PGBOUNCER", raising=False)
+    assert parse_version(version_of(find_binaries().pgbouncer)) >= NEON_PGBOUNCER
+
+
+def test_running_pooler_has_neons_settings(neon_local):
+    config = {row["key"]: row["value"] for row in neon_local.show("CONFIG")}
+    assert config["pool_mode"] == "transaction"
+    assert config["max_client_conn"] == "10000"
+    assert config["query_wait_timeout"] == "120"
+    assert config["default_pool_size"] == str(neon_local.pool_size)
+    if neon_local.tracks_prepared_statements:
+        assert parse_version(neon_local.pgbouncer_version) >= NEON_PGBOUNCER
+        assert config["max_prepared_statements"] == "1000"
+    else:
+        assert parse_version(neon_local.pgbouncer_version) < NEON_PGBOUNCER
+        assert "max_prepared_statements" not in config
+
+
+def test_a_pgbouncer_that_is_not_there_is_one_clear_line(tmp_path):
+    with pytest.raises(StandInError, match="NEON_LOCAL_PGBOUNCER.*not an executable file"):
+        LocalNeon(tmp_path / "x", pgbouncer=tmp_path / "no-pgbouncer").up()
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_up_with_the_old_pooler_names_its_version(tmp_path):
+    cli = [sys.executable, "-m", "neon_connect.local"]
+    os.chmod(tmp_path, 0o755)
+    folder = str(tmp_path / "old")
+    up = subprocess.run(
+        [*cli, "up", "--dir", folder, "--pool-size", "2", "--pgbouncer", OLD_POOLER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "PgBouncer 1.18" in up.stderr and "max_prepared_statements 0" in up.stderr
+        text = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+        assert "(PgBouncer 1.18" in text.stdout and "(PostgreSQL " in text.stdout
+        status = json.loads(
+            subprocess.run(
+                [*cli, "status", "--dir", folder, "--json"], capture_output=True, text=True
+            ).stdout
+        )
+        assert status["running"] and status["max_prepared_statements"] == 0
+        assert status["pgbouncer_version"] == version_of(
+            find_binaries(pgbouncer=OLD_POOLER).pgbouncer
+        )
+    finally:
+        subprocess.run([*cli, "down", "--dir", folder], capture_output=True, check=True)
