@@ -13,6 +13,7 @@ from typing import Any
 
 from .endpoints import Endpoint
 from .errors import InsecureConnectionError, UnsupportedStartupParameterError
+from .secret import SecretParams
 
 __all__ = [
     "CONNECTION_KEYS",
@@ -105,14 +106,16 @@ def libpq_params(
         params["options"] = options
     if connect_timeout is not None:
         params.setdefault("connect_timeout", str(connect_timeout))
-    return {
-        "host": endpoint.host,
-        "port": endpoint.port,
-        **({"user": endpoint.user} if endpoint.user else {}),
-        **({"password": endpoint.password} if endpoint.password else {}),
-        **({"dbname": endpoint.database} if endpoint.database else {}),
-        **params,
-    }
+    return SecretParams(
+        {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            **({"user": endpoint.user} if endpoint.user else {}),
+            **({"password": endpoint.password} if endpoint.password else {}),
+            **({"dbname": endpoint.database} if endpoint.database else {}),
+            **params,
+        }
+    )
 
 
 def psycopg_params(
@@ -149,14 +152,16 @@ def asyncpg_params(
     _neon_options, startup_options = _split_options(params.pop("options", ""))
     _refuse_startup_options(endpoint, startup_options)
     server_settings = _settings_from_options(startup_options)
-    kwargs: dict[str, Any] = {
-        "host": endpoint.host,
-        "port": endpoint.port,
-        "user": endpoint.user,
-        "password": endpoint.password,
-        "database": endpoint.database,
-        "ssl": _asyncpg_ssl(params),
-    }
+    kwargs: dict[str, Any] = SecretParams(
+        {
+            "host": endpoint.host or None,
+            "port": endpoint.port,
+            "user": endpoint.user,
+            "password": endpoint.password,
+            "database": endpoint.database,
+            "ssl": _asyncpg_ssl(params),
+        }
+    )
     timeout = params.pop("connect_timeout", None)
     if timeout is not None:
         kwargs["timeout"] = float(timeout)
@@ -187,7 +192,7 @@ def asyncpg_params(
 
 def connection_options(params: dict[str, Any]) -> dict[str, Any]:
     """Driver parameters minus where to connect and as whom (for ``OPTIONS``/``connect_args``)."""
-    return {k: v for k, v in params.items() if k not in CONNECTION_KEYS}
+    return SecretParams({k: v for k, v in params.items() if k not in CONNECTION_KEYS})
 
 
 def _libpq_version() -> int:

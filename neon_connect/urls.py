@@ -2,53 +2,151 @@
 
 Parsing never echoes the input: a malformed string is most often malformed exactly at the
 password (an unquoted ``@``, ``/`` or ``:``, a stray space, a truncated paste), so errors
-describe the problem and name the variable, and nothing else.
+describe the problem and name the variable, and nothing else. libpq is the reference: a
+string is accepted only when libpq would read it the same way, and keys and values that
+libpq would refuse at connect are refused here, when the application is configured.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from .errors import InvalidURLError
+from .secret import MASK, Secret, is_secret_key, scrubbed
 
-__all__ = ["MASK", "ParsedURL", "mask_url", "parse_port", "parse_url"]
+__all__ = [
+    "MASK",
+    "ParsedURL",
+    "check_params",
+    "libpq_keywords",
+    "mask_url",
+    "parse_port",
+    "parse_url",
+]
 
-MASK = "****"
 _SCHEMES = ("postgres", "postgresql")
 _QUOTE_HINT = "percent-encode it, e.g. urllib.parse.quote(password, safe='')"
+_OWN_KEYS = frozenset({"pgbouncer"})
+"""Query keys neon-connect reads itself and never passes to libpq (Prisma's marker)."""
+_PRISMA_KEYS = frozenset(
+    {"schema", "connection_limit", "pool_timeout", "socket_timeout", "sslaccept", "sslcert"}
+)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "load_balance_hosts": ("disable", "random"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "sslcompression": ("0", "1"),
+    "sslsni": ("0", "1"),
+}
+_INTEGERS = frozenset(
+    {
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+    }
+)
+_ASYNCPG_SSL = {
+    "true": "require",
+    "1": "require",
+    "require": "require",
+    "verify-ca": "verify-ca",
+    "verify-full": "verify-full",
+    "prefer": "prefer",
+    "allow": "allow",
+    "disable": "disable",
+    "false": "disable",
+    "0": "disable",
+}
+_PASTE_RESIDUE = "\"'`;"
+_ENV_PREFIX = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*['\"]?[A-Za-z+]+://")
+_KEYWORD_START = re.compile(r"^[A-Za-z_]+\s*=")
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,40}")
 
 
 @dataclass(frozen=True)
 class ParsedURL:
-    """The parts of a connection string, percent-decoded."""
+    """The parts of a connection string, percent-decoded. ``repr`` masks every secret."""
 
     host: str | None
     port: int | None
     user: str | None
     password: str | None = field(repr=False)
     database: str | None
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        params = {k: (MASK if is_secret_key(k) else v) for k, v in self.params.items()}
+        return (
+            f"ParsedURL(host={self.host!r}, port={self.port!r}, user={self.user!r}, "
+            f"password={MASK if self.password else None!r}, database={self.database!r}, "
+            f"params={params!r})"
+        )
 
 
-def parse_url(value: str, *, name: str = "the connection string") -> ParsedURL:
+@functools.cache
+def libpq_keywords() -> frozenset[str]:
+    """The connection keywords the installed libpq knows (its own list, via psycopg)."""
+    import psycopg
+
+    return frozenset(opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults())
+
+
+@scrubbed(InvalidURLError)
+def parse_url(value: str | Secret, *, name: str = "the connection string") -> ParsedURL:
     """Parse a ``postgresql://`` URL or a libpq ``key=value`` string.
 
     ``name`` is how errors refer to the input (a variable or argument name). Raises
-    :class:`~neon_connect.InvalidURLError`; the message never contains the input.
+    :class:`~neon_connect.InvalidURLError`; neither the message, nor its chained context,
+    nor the local variables of the frames it passes through contain the input.
     """
-    if not isinstance(value, str):
-        raise InvalidURLError(f"{name} must be a string, not {type(value).__name__}.")
-    text = value.strip()
+    given: object = value  # callers outside the typed world pass anything
+    del value
+    if isinstance(given, Secret):
+        return _parse(given, name)
+    if not isinstance(given, str):
+        raise InvalidURLError(f"{name} must be a string, not {type(given).__name__}.")
+    secret = Secret(given)
+    del given
+    return _parse(secret, name)
+
+
+def _parse(secret: Secret, name: str) -> ParsedURL:
+    text = secret.reveal()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidURLError(
+            f"{name} contains bytes that are not valid UTF-8 (often a password saved in "
+            "another encoding): set it again as UTF-8 text, percent-encoding the password."
+        ) from None
+    text = text.strip()
     if not text:
         raise InvalidURLError(f"{name} is empty: set it to a postgresql:// connection string.")
+    _refuse_paste_accidents(text, name)
     if "://" not in text:
-        if "=" in text:
+        if _KEYWORD_START.match(text):
             return _parse_keyword_dsn(text, name)
         raise InvalidURLError(
-            f"{name} is not a PostgreSQL connection string: expected "
-            "postgresql://user:password@host/dbname."
+            f"{name} has no scheme: it must start with postgresql:// "
+            "(postgresql://user:password@host/dbname)."
         )
     scheme, rest = text.split("://", 1)
     base_scheme = scheme.lower().split("+", 1)[0]
@@ -65,6 +163,33 @@ def parse_url(value: str, *, name: str = "the connection string") -> ParsedURL:
     return _parse_url_rest(rest, name)
 
 
+def _refuse_paste_accidents(text: str, name: str) -> None:
+    """Name the usual copy-and-paste mistakes instead of calling them a bad scheme."""
+    lowered = text.lower()
+    if text[0] in "'\"":
+        raise InvalidURLError(
+            f"{name} is wrapped in quotes: remove them; a shell or .env file needs "
+            "quotes around the value, not inside it."
+        )
+    if lowered.startswith("psql ") or lowered.startswith("psql\t"):
+        raise InvalidURLError(
+            f"{name} holds a psql command line: set it to the connection string alone, "
+            "without 'psql' and the quotes around the URL."
+        )
+    prefix = _ENV_PREFIX.match(text)
+    if prefix:
+        raise InvalidURLError(
+            f"{name} starts with '{prefix.group(1)}=': set it to the value after the '=' "
+            "only (the connection string itself)."
+        )
+    if lowered.startswith("jdbc:"):
+        raise InvalidURLError(
+            f"{name} is a JDBC URL: remove the 'jdbc:' prefix (postgresql://user:password@host/dbname)."
+        )
+    if text.startswith("//"):
+        raise InvalidURLError(f"{name} has no scheme: put postgresql: before the '//'.")
+
+
 def _parse_url_rest(rest: str, name: str) -> ParsedURL:
     end = len(rest)
     for sep in "/?#":
@@ -72,32 +197,45 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
         if pos != -1:
             end = min(end, pos)
     netloc, tail = rest[:end], rest[end:]
-    if "@" not in netloc and "@" in tail:
+    if "@" in tail:
+        # libpq ends the user:password part at the first '/': an '@' after it means the
+        # password has an unquoted '/', '?' or '#', and parts of it would become the host
+        # or database. Never guess.
         raise InvalidURLError(
-            f"{name}: the user name or password contains an unquoted '/', '?' or '#'; {_QUOTE_HINT}."
+            f"{name}: the user name or password contains an unquoted '/', '?' or '#' "
+            f"(there is an '@' after the host); {_QUOTE_HINT}."
         )
     userinfo, at, hostport = netloc.rpartition("@")
     if not at:
         userinfo, hostport = "", netloc
     user, colon, password = userinfo.partition(":")
-    path, _, query = tail.split("#", 1)[0].partition("?")
+    before_fragment, hash_, _ = tail.partition("#")
+    path, _, query = before_fragment.partition("?")
+    if hash_:
+        raise InvalidURLError(
+            f"{name} contains '#': a PostgreSQL URL has no fragment. If the password or "
+            f"database name contains '#', {_QUOTE_HINT}."
+        )
     host, port = _split_hostport(hostport, name)
-    params: dict[str, str] = {}
-    for key, val in parse_qsl(query, keep_blank_values=True):
-        params[key] = val
-    database = unquote(path[1:]) if path.startswith("/") and len(path) > 1 else None
+    params = _query_params(query, name)
+    raw_db = path[1:] if path.startswith("/") else ""
+    if "/" in raw_db:
+        raise InvalidURLError(
+            f"{name} has a '/' in its database name; if the database name or password "
+            f"contains '/', {_QUOTE_HINT}."
+        )
+    _refuse_residue(query or raw_db or hostport, name)
+    database = unquote(raw_db) or None
     # libpq also accepts the connection's own parts as query parameters.
-    host = params.pop("host", None) or host
+    if "host" in params:
+        host = params.pop("host") or None
+        _check_host(host, name)
     if "port" in params:
         port = parse_port(params.pop("port"), name)
     user_value = params.pop("user", None) or (unquote(user) if user else None)
     password_value = params.pop("password", None) or (unquote(password) if colon else None)
     database = params.pop("dbname", None) or database
-    if not host:
-        raise InvalidURLError(
-            f"{name} has no host name: expected postgresql://user:password@host/dbname "
-            "(was the string cut short when it was copied?)."
-        )
+    check_params(params, name)
     return ParsedURL(
         host=host,
         port=port,
@@ -108,7 +246,99 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
     )
 
 
+def _refuse_residue(last: str, name: str, chars: str = _PASTE_RESIDUE) -> None:
+    if last and last[-1] in chars:
+        raise InvalidURLError(
+            f"{name} ends with a stray {last[-1]!r} (left over from a paste, e.g. a closing "
+            "quote or a semicolon): remove it."
+        )
+
+
+def _query_params(query: str, name: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for item in query.split("&"):
+        if not item:
+            continue
+        key, eq, val = item.partition("=")
+        key = unquote(key)
+        if not eq:
+            raise InvalidURLError(
+                f"{name} has text after '?' that is not key=value. If the database name "
+                "contains '?', percent-encode it as %3F; otherwise use ?key=value&key=value."
+            )
+        if key == "ssl":  # asyncpg's spelling, often copied from its docs
+            mode = _ASYNCPG_SSL.get(unquote(val).lower())
+            if mode is None:
+                raise InvalidURLError(
+                    f"{name} sets ssl=...: libpq's key is sslmode (sslmode=require)."
+                )
+            key, val = "sslmode", mode
+            if params.get("sslmode", mode) != mode:
+                raise InvalidURLError(f"{name} sets both ssl and sslmode, to different modes.")
+        params[key] = unquote(val)
+    return params
+
+
+def check_params(params: dict[str, str], name: str) -> None:
+    """Refuse keys and values that libpq would refuse at connect (case-sensitive, as libpq)."""
+    known = libpq_keywords()
+    for key, value in params.items():
+        if key in _OWN_KEYS:
+            continue
+        if key not in known:
+            lower = key.lower()
+            shown = f"the parameter {key!r}" if _SAFE_KEY.fullmatch(key) else "a parameter"
+            if lower in known or lower in _OWN_KEYS:
+                raise InvalidURLError(
+                    f"{name} has {shown} in upper case; libpq's keywords are "
+                    f"case-sensitive: write it as {lower!r}."
+                )
+            hint = (
+                "; it is a Prisma setting, which libpq does not read: remove it"
+                if lower in _PRISMA_KEYS
+                else ": remove it or correct its spelling"
+            )
+            raise InvalidURLError(f"{name} has {shown}, which libpq does not know{hint}.")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            lower_ok = value.lower() in _CHOICES[key]
+            raise InvalidURLError(
+                f"{name} sets {key} to a value libpq does not accept"
+                + (" (values are lower case)" if lower_ok else "")
+                + f": use one of {', '.join(_CHOICES[key])}."
+            )
+        if key in _INTEGERS and not re.fullmatch(r"-?\d{1,9}", value.strip()):
+            raise InvalidURLError(f"{name} sets {key} to something that is not a whole number.")
+        if key == "sslrootcert" and value != "system" and not os.path.exists(value):
+            raise InvalidURLError(
+                f"{name} sets sslrootcert to a file that does not exist; give the path of "
+                "the CA certificate, or sslrootcert=system for the system's CAs."
+            )
+        if key in ("sslcert", "sslkey", "passfile") and value and not os.path.exists(value):
+            raise InvalidURLError(f"{name} sets {key} to a file that does not exist.")
+        if key == "hostaddr":
+            _check_host(value, name)
+    if params.get("sslmode") in ("verify-ca", "verify-full") and "sslrootcert" not in params:
+        default = os.path.expanduser(os.path.join("~", ".postgresql", "root.crt"))
+        if not os.path.exists(default) and not os.environ.get("PGSSLROOTCERT"):
+            raise InvalidURLError(
+                f"{name} sets sslmode={params['sslmode']} without sslrootcert, and libpq's "
+                "default ~/.postgresql/root.crt does not exist: add sslrootcert=system."
+            )
+
+
+def _check_host(host: str | None, name: str) -> None:
+    if host and "," in host:
+        raise InvalidURLError(
+            f"{name} lists several hosts; neon-connect needs one host per connection string "
+            "(Neon serves each endpoint from one host name)."
+        )
+
+
 def _split_hostport(hostport: str, name: str) -> tuple[str | None, int | None]:
+    if "," in hostport:
+        _check_host(hostport, name)
     if hostport.startswith("["):  # IPv6 literal
         close = hostport.find("]")
         if close == -1:
@@ -117,18 +347,21 @@ def _split_hostport(hostport: str, name: str) -> tuple[str | None, int | None]:
         if after and not after.startswith(":"):
             raise InvalidURLError(f"{name} has text after its IPv6 host address.")
         return unquote(host) or None, parse_port(after[1:], name) if after else None
+    if hostport.count(":") > 1:
+        raise InvalidURLError(
+            f"{name} has more than one ':' in its host part. An IPv6 address goes in "
+            f"brackets (postgresql://user@[::1]:5432/db); if the password contains '@', {_QUOTE_HINT}."
+        )
     host, colon, port = hostport.rpartition(":")
     if not colon:
         return unquote(hostport) or None, None
-    if "," in port:  # multi-host lists such as h1:5432,h2:5432 are kept as libpq sees them
-        return unquote(hostport), None
     return unquote(host) or None, parse_port(port, name)
 
 
 def parse_port(port: str, name: str) -> int | None:
     if port == "":
         return None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         # Never show the text: after a truncated paste or an unquoted ':' it is the password.
         raise InvalidURLError(
             f"{name} has a port that is not a number from 1 to 65535. If the password "
@@ -140,33 +373,45 @@ def parse_port(port: str, name: str) -> int | None:
 def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
     from psycopg.conninfo import conninfo_to_dict
 
+    values: dict[str, str] | None
     try:
         values = {k: str(v) for k, v in conninfo_to_dict(text).items() if v is not None}
     except Exception:
+        values = None  # the driver's message quotes the input: build ours outside `except`
+    if values is None:
         raise InvalidURLError(
-            f"{name} is not a valid key=value connection string; quote values that contain "
-            "spaces or quotes with single quotes."
-        ) from None
+            f"{name} is not a valid key=value connection string: keys must be libpq "
+            "keywords (host, port, user, password, dbname, sslmode, ...), and values "
+            "that contain spaces or quotes go in single quotes."
+        )
     port = values.pop("port", None)
-    host = values.pop("host", None) or values.pop("hostaddr", None)
-    if not host:
-        raise InvalidURLError(f"{name} has no host: add host=<name> to the connection string.")
+    host = values.pop("host", None) or None
+    _check_host(host, name)
+    if port and "," in port:
+        _check_host(port, name)
+    password = values.pop("password", None)
+    _refuse_residue(text, name, chars='"`;')
+    params = values
+    check_params(params, name)
     return ParsedURL(
         host=host,
         port=parse_port(port, name) if port else None,
-        user=values.pop("user", None),
-        password=values.pop("password", None),
-        database=values.pop("dbname", None),
-        params=values,
+        user=params.pop("user", None),
+        password=password,
+        database=params.pop("dbname", None),
+        params=params,
     )
 
 
-_KEYWORD_SECRET = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
-_QUERY_SECRET = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_SECRET_NAMES = r"(?:ssl)?password|oauth_client_secret|scram_(?:client|server)_key"
+_KEYWORD_SECRET = re.compile(
+    rf"((?<![A-Za-z_])(?:{_SECRET_NAMES})\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE
+)
+_QUERY_SECRET = re.compile(rf"([?&](?:{_SECRET_NAMES})=)[^&#]*", re.IGNORECASE)
 
 
 def mask_url(text: str) -> str:
-    """Return ``text`` with any password replaced by ``****``.
+    """Return ``text`` with any password (and other secret parameter) replaced by ``****``.
 
     Works on malformed strings too: everything between the user name and the last ``@``
     is hidden, and a string with no ``@`` keeps only what cannot be a password.
@@ -185,7 +430,7 @@ def mask_url(text: str) -> str:
         return f"{scheme}://{_QUERY_SECRET.sub(lambda m: m.group(1) + MASK, rest)}"
     userinfo, hostpart = rest[:at], rest[at + 1 :]
     user, colon, _ = userinfo.partition(":")
-    masked_user = f"{user}:{MASK}" if colon else user
+    masked_user = f"{user.split('/', 1)[0]}:{MASK}" if colon else user
     hostpart = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, hostpart)
     return f"{scheme}://{masked_user}@{hostpart}"
 
@@ -207,11 +452,14 @@ def build_url(
         if password:
             auth += ":" + (password if password == MASK else quote(password, safe=""))
         auth += "@"
-    hostpart = f"[{host}]" if ":" in host and "," not in host else host
+    hostpart = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{auth}{hostpart}"
     if port:
         url += f":{port}"
     url += "/" + quote(database, safe="") if database else "/"
     if params:
-        url += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+        url += "?" + "&".join(
+            f"{quote(k, safe='')}={v if v == MASK else quote(v, safe='')}"
+            for k, v in params.items()
+        )
     return url

@@ -117,7 +117,7 @@ def test_manage_py_neon_check(neon_local):
         [sys.executable, "manage.py", "neon_check", "--json"],
         cwd=ROOT / "example_projects" / "django_app", env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr + result.stdout
     data = json.loads(result.stdout)
     assert data["ok"] and [e["kind"] for e in data["endpoints"]] == ["pooled", "direct"]
     assert [e["source"] for e in data["endpoints"]] == [
