@@ -186,6 +186,8 @@ def _refuse_paste_accidents(text: str, name: str) -> None:
         raise InvalidURLError(
             f"{name} is a JDBC URL: remove the 'jdbc:' prefix (postgresql://user:password@host/dbname)."
         )
+    if re.match(r"(?i)postgres(?:ql)?(?:\+\w+)?:(?!//)", text):
+        raise InvalidURLError(f"{name} needs '://' after postgresql: (two slashes).")
     if text.startswith("//"):
         raise InvalidURLError(f"{name} has no scheme: put postgresql: before the '//'.")
 
@@ -452,7 +454,10 @@ def build_url(
         if password:
             auth += ":" + (password if password == MASK else quote(password, safe=""))
         auth += "@"
-    hostpart = f"[{host}]" if ":" in host else host
+    if host.startswith("/"):  # a Unix socket directory, as libpq spells it in a URL
+        hostpart = quote(host, safe="")
+    else:
+        hostpart = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{auth}{hostpart}"
     if port:
         url += f":{port}"

@@ -22,6 +22,7 @@ from neon_connect import (
     DoublePoolingError,
     Endpoint,
     Secret,
+    SecretParams,
     UnsupportedStartupParameterError,
     libpq_params,
     resolve,
@@ -155,7 +156,7 @@ def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[st
 def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool) -> dict[str, Any]:
     """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
     params = connection_options(libpq_params(endpoint))
-    options: dict[str, Any] = {**params, **user_options}
+    options: dict[str, Any] = SecretParams({**params, **user_options})
     if not _is_psycopg3():
         options.pop("prepare_threshold", None)  # psycopg 3 only; psycopg2 never prepares
     if endpoint.transaction_pooler:

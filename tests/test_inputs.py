@@ -1,0 +1,638 @@
+"""Every bad or tricky connection input, through every entry point.
+
+Each case runs through the core (``resolve()`` + driver parameters), ``neon_django.config()``,
+``neon_sqlalchemy.create_engine()`` with psycopg and psycopg2, ``create_async_engine()`` with
+psycopg and asyncpg, and ``neon-connect check --json``. For each, the outcome must be the
+expected endpoint pair or the expected error naming the variable, and no form of the
+case's secrets may appear in messages, reprs, chained contexts, notes, log records, warnings,
+CLI output, or the local variables of neon-connect's own frames in the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+import neon_django
+from neon_connect import (
+    ConfigurationError,
+    InsecureConnectionError,
+    InvalidURLError,
+    MissingURLError,
+    libpq_params,
+    resolve,
+)
+from neon_connect.cli import main as cli_main
+from neon_sqlalchemy import create_async_engine, create_engine
+
+P = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+D = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
+P2 = "ep-other-thing-654321-pooler.us-east-2.aws.neon.tech"
+D2 = "ep-other-thing-654321.us-east-2.aws.neon.tech"
+S = "Kp9Vw2Rt5Ys8"  # the password most cases plant
+ENV_VARS = (
+    "DATABASE_URL",
+    "DATABASE_URL_POOLED",
+    "DATABASE_URL_UNPOOLED",
+    "POSTGRES_URL",
+    "POSTGRES_URL_NON_POOLING",
+    "DIRECT_URL",
+    "PGHOST",
+    "PGHOST_UNPOOLED",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGCHANNELBINDING",
+    "PGAPPNAME",
+    "PGOPTIONS",
+    "PGCONNECT_TIMEOUT",
+)
+OUR_PACKAGES = re.compile(r"[/\\](neon_connect|neon_django|neon_sqlalchemy)[/\\]")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    url: str | None = None
+    direct_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    app: str | None = None
+    """The expected app host (a pair is expected when set)."""
+    direct: str | None = None
+    error: type[Exception] | None = None
+    name: str = ""
+    """The variable or argument the error must name."""
+    says: str = ""
+    """A fragment of the message that describes the problem."""
+    secrets: tuple[str, ...] = (S,)
+    allow: bool = False
+
+
+def ok(id: str, url: str | None = None, app: str = P, direct: str = D, **kw: Any) -> Case:
+    return Case(id=id, url=url, app=app, direct=direct, **kw)
+
+
+def bad(id: str, url: str | None, error: type[Exception], says: str, **kw: Any) -> Case:
+    name = kw.pop("name", "url argument")
+    return Case(id=id, url=url, error=error, name=name, says=says, **kw)
+
+
+def neon(host: str = P, query: str = "?sslmode=require", password: str = S, db: str = "neondb"):
+    return f"postgresql://neondb_owner:{password}@{host}/{db}{query}"
+
+
+URL_CASES: list[Case] = [
+    # ---- accepted, routed to the right pair
+    ok("console-pooled", neon()),
+    ok("console-direct", neon(D)),
+    ok("channel-binding", neon(query="?sslmode=require&channel_binding=require")),
+    ok("upper-case-host", neon(P.upper())),
+    ok("pooler-pooler", neon(P.replace("-pooler", "-pooler-pooler"))),
+    ok("pooler-pooler-direct-twin", neon(P.replace("-pooler", "-pooler-pooler"), "")),
+    ok(
+        "quoted-at-slash-query-hash",
+        neon(password=quote("ab@cd/ef?gh#ij" + S, safe="")),
+        secrets=("ab@cd/ef?gh#ij" + S,),
+    ),  # fmt: skip
+    ok("unquoted-at-only", neon(password=f"{S}@x"), secrets=(S,)),
+    ok("unquoted-colon", neon(password=f"{S}:x:y")),
+    ok("explicit-port", f"postgresql://neondb_owner:{S}@{P}:5432/neondb?sslmode=require"),
+    ok("postgres-scheme", neon().replace("postgresql://", "postgres://")),
+    ok("driver-scheme", neon().replace("postgresql://", "postgresql+psycopg://")),
+    ok(
+        "keyword-dsn",
+        f"host={P} user=neondb_owner password='{S} x' dbname=neondb sslmode=require",
+        secrets=(f"{S} x",),
+    ),  # fmt: skip
+    ok("unix-socket-empty-host", f"postgresql://u:{S}@/db", app="", direct=""),
+    ok(
+        "socket-dir-in-query",
+        f"postgresql:///db?host=/tmp&user=u&password={S}",
+        app="/tmp",
+        direct="/tmp",
+    ),  # fmt: skip
+    ok("ipv6-bracketed", f"postgresql://u:{S}@[::1]:5433/db", app="::1", direct="::1"),
+    ok(
+        "plain-postgres",
+        f"postgresql://u:{S}@db.internal/app",
+        app="db.internal",
+        direct="db.internal",
+    ),  # fmt: skip
+    ok("asyncpg-ssl-habit", neon(query="?ssl=require")),
+    ok("verify-full-system", neon(query="?sslmode=verify-full&sslrootcert=system")),
+    ok("endpoint-option-matches", neon(query="?options=endpoint%3Dep-cool-darkness-123456")),
+    ok("no-database-libpq-default", f"postgresql://neondb_owner:{S}@{P}?sslmode=require"),
+    ok("unicode-password-raw", neon(password="Äöü中文" + S), secrets=("Äöü中文" + S,)),
+    ok("space-password-quoted", neon(password=quote(S + " x", safe="")), secrets=(S + " x",)),
+    ok("surrounding-whitespace", "  " + neon() + "\n"),
+    ok(
+        "sslpassword-masked",
+        neon(query="?sslmode=require&sslpassword=Zc4Lm8Hq2"),
+        secrets=(S, "Zc4Lm8Hq2"),
+    ),  # fmt: skip
+    ok("password-in-query", f"postgresql://{P}/neondb?user=neondb_owner&password={S}"),
+    ok("settings-in-query", neon(query="?sslmode=require&application_name=web&connect_timeout=15")),
+    ok("pair-matching", neon(), direct_url=neon(D)),
+    ok("pair-both-direct", neon(D), direct_url=neon(D)),
+    ok("split-allowed", neon(), direct_url=neon(D2), direct=D2, allow=True),
+    # ---- secrets in the wrong place: refused, never turned into a host or a database
+    bad(
+        "at-slash-in-password",
+        neon(password="ab@cd/ef" + S),
+        InvalidURLError,
+        "percent-encode",
+        secrets=("ab@cd/ef" + S, "ef" + S),
+    ),  # fmt: skip
+    bad(
+        "at-query-in-password",
+        neon(password="ab@cd?ef" + S),
+        InvalidURLError,
+        "percent-encode",
+        secrets=("ab@cd?ef" + S, "ef" + S),
+    ),  # fmt: skip
+    bad(
+        "at-hash-in-password",
+        neon(password="ab@cd#ef" + S),
+        InvalidURLError,
+        "percent-encode",
+        secrets=("ab@cd#ef" + S, "ef" + S),
+    ),  # fmt: skip
+    bad(
+        "slash-in-password",
+        neon(password="ab/cd" + S),
+        InvalidURLError,
+        "percent-encode",
+        secrets=("cd" + S,),
+    ),  # fmt: skip
+    bad("query-in-password", neon(password=S + "?x=1"), InvalidURLError, "percent-encode"),
+    bad(
+        "upper-password-key",
+        f"postgresql://u@{P}/neondb?PASSWORD={S}",
+        InvalidURLError,
+        "'password'",
+    ),  # fmt: skip
+    bad(
+        "mixed-password-key",
+        f"postgresql://u@{P}/neondb?Password={S}",
+        InvalidURLError,
+        "case-sensitive",
+    ),  # fmt: skip
+    bad("upper-sslpassword-key", neon(query=f"?SSLPASSWORD={S}"), InvalidURLError, "sslpassword"),
+    bad("keyword-dsn-bad-option", f"user:{S}@{P} dbname=neondb", InvalidURLError, "scheme"),
+    bad(
+        "keyword-dsn-unknown-key", f"host={P} password={S} bogus=1", InvalidURLError, "key=value"
+    ),  # fmt: skip
+    bad("keyword-dsn-open-quote", f"host={P} password='{S}", InvalidURLError, "key=value"),
+    bad("space-in-password", neon(password=S + " x"), InvalidURLError, "space"),
+    bad("newline-in-password", neon(password=S + "\nx"), InvalidURLError, "space"),
+    bad("truncated-after-password", f"postgresql://u:{S}", InvalidURLError, "port"),
+    bad("port-not-number", f"postgresql://u:{S}@{P}:54x2/neondb", InvalidURLError, "port"),
+    bad("port-too-big", f"postgresql://u:{S}@{P}:99999/neondb", InvalidURLError, "port"),
+    # ---- wrong routing that used to pass silently
+    bad(
+        "pair-other-endpoint",
+        neon(),
+        ConfigurationError,
+        "different Neon endpoints",
+        direct_url=neon(D2),
+    ),  # fmt: skip
+    bad(
+        "pair-two-poolers",
+        neon(),
+        ConfigurationError,
+        "different Neon endpoints",
+        direct_url=neon(P2),
+    ),  # fmt: skip
+    bad(
+        "pair-other-database",
+        neon(),
+        ConfigurationError,
+        "different databases",
+        direct_url=neon(D, db="other"),
+    ),  # fmt: skip
+    bad(
+        "pair-plain-app-neon-direct",
+        f"postgresql://u:{S}@pgbouncer.internal/db",
+        ConfigurationError,
+        "only direct_url argument is a Neon host",
+        direct_url=neon(D),
+    ),  # fmt: skip
+    bad(
+        "pair-neon-app-plain-direct",
+        neon(),
+        ConfigurationError,
+        "only url argument is a Neon",
+        direct_url=f"postgresql://u:{S}@pg.internal/db",
+    ),  # fmt: skip
+    bad(
+        "endpoint-option-disagrees",
+        neon(query="?options=endpoint%3Dep-other-thing-654321"),
+        ConfigurationError,
+        "options=endpoint=",
+    ),  # fmt: skip
+    bad(
+        "upper-pgbouncer-key",
+        f"postgresql://u:{S}@pooler.internal/db?PGBOUNCER=true",
+        InvalidURLError,
+        "'pgbouncer'",
+    ),  # fmt: skip
+    bad("upper-sslmode-key", neon(query="?SSLMODE=require"), InvalidURLError, "'sslmode'"),
+    # ---- checked when configured
+    bad("sslmode-truncated", neon(query="?sslmode=req"), InvalidURLError, "sslmode"),
+    bad("sslmode-upper-value", neon(query="?sslmode=REQUIRE"), InvalidURLError, "lower case"),
+    bad(
+        "channel-binding-typo",
+        neon(query="?channel_binding=requir"),
+        InvalidURLError,
+        "channel_binding",
+    ),  # fmt: skip
+    bad(
+        "connect-timeout-word",
+        neon(query="?connect_timeout=ten"),
+        InvalidURLError,
+        "connect_timeout",
+    ),  # fmt: skip
+    bad(
+        "connect-timeout-unit", neon(query="?connect_timeout=10s"), InvalidURLError, "whole number"
+    ),  # fmt: skip
+    bad("unknown-key", neon(query="?foo=bar"), InvalidURLError, "'foo', which libpq"),
+    bad("prisma-key", neon(query="?schema=public"), InvalidURLError, "Prisma"),
+    bad("asyncpg-ssl-unknown", neon(query="?ssl=maybe"), InvalidURLError, "sslmode"),
+    bad("residue-double-quote-db", neon(query="") + '"', InvalidURLError, "stray"),
+    bad("residue-semicolon", neon() + ";", InvalidURLError, "stray"),
+    bad("residue-single-quote", neon() + "'", InvalidURLError, "stray"),
+    bad("question-mark-in-db", neon(db="my?db", query=""), InvalidURLError, "%3F"),
+    bad("multi-host", f"postgresql://u:{S}@h1:5432,h2:5433/db", InvalidURLError, "several hosts"),
+    bad("unbracketed-ipv6", f"postgresql://u:{S}@fe80::1:5432/db", InvalidURLError, "brackets"),
+    bad(
+        "missing-rootcert-file",
+        neon(query="?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        InvalidURLError,
+        "does not exist",
+    ),  # fmt: skip
+    bad(
+        "keyword-dsn-bad-sslmode",
+        f"host={P} password={S} dbname=neondb sslmode=nope",
+        InvalidURLError,
+        "sslmode",
+    ),  # fmt: skip
+    bad(
+        "keyword-dsn-multi-host",
+        f"host=h1,h2 password={S} dbname=db",
+        InvalidURLError,
+        "several hosts",
+    ),  # fmt: skip
+    bad("fragment", neon() + "#frag", InvalidURLError, "'#'"),
+    bad(
+        "weak-sslmode-on-neon",
+        neon(query="?sslmode=disable"),
+        InsecureConnectionError,
+        "Neon requires TLS",
+    ),  # fmt: skip
+    # ---- paste accidents, each with its own message
+    bad("single-quoted", f"'{neon()}'", InvalidURLError, "quotes"),
+    bad("double-quoted", f'"{neon()}"', InvalidURLError, "quotes"),
+    bad("psql-command", f"psql '{neon()}'", InvalidURLError, "psql"),
+    bad("psql-unquoted", f"psql {neon()}", InvalidURLError, "psql"),
+    bad("env-prefix", f"DATABASE_URL={neon()}", InvalidURLError, "'DATABASE_URL='"),
+    bad("export-prefix", f'export DATABASE_URL="{neon()}"', InvalidURLError, "'DATABASE_URL='"),
+    bad("jdbc", f"jdbc:postgresql://{P}/neondb?user=u&password={S}", InvalidURLError, "JDBC"),
+    bad("no-scheme", f"neondb_owner:{S}@{P}/neondb", InvalidURLError, "no scheme"),
+    bad("no-scheme-slashes", f"//neondb_owner:{S}@{P}/neondb", InvalidURLError, "no scheme"),
+    bad("one-slash", f"postgresql:/neondb_owner:{S}@{P}/neondb", InvalidURLError, "two slashes"),
+    bad("other-scheme", f"mysql://u:{S}@{P}/neondb", InvalidURLError, "scheme 'mysql'"),
+    bad("empty", "", InvalidURLError, "is empty", secrets=()),
+]
+
+
+def _as_env(case: Case) -> Case | None:
+    """The same URL case set through ``DATABASE_URL`` (and ``DATABASE_URL_UNPOOLED``)."""
+    if case.url is None or not case.url.strip():
+        return None
+    env = {"DATABASE_URL": case.url}
+    if case.direct_url is not None:
+        env["DATABASE_URL_UNPOOLED"] = case.direct_url
+
+    def rename(text: str) -> str:
+        return text.replace("direct_url argument", "DATABASE_URL_UNPOOLED").replace(
+            "url argument", "DATABASE_URL"
+        )
+
+    name, says = rename(case.name), rename(case.says)
+    return Case(**{**case.__dict__, "id": f"env-{case.id}", "url": None, "direct_url": None,
+                   "env": env, "name": name, "says": says})  # fmt: skip
+
+
+def pg(host: str = P, **more: str) -> dict[str, str]:
+    return {"PGHOST": host, "PGUSER": "neondb_owner", "PGPASSWORD": S, "PGDATABASE": "neondb",
+            **more}  # fmt: skip
+
+
+ENV_CASES: list[Case] = [
+    ok("prisma-pair", env={"DATABASE_URL_POOLED": neon(), "DATABASE_URL": neon(D)}),
+    ok("vercel-pair", env={"POSTGRES_URL": neon(), "POSTGRES_URL_NON_POOLING": neon(D)}),
+    ok("pg-vars", env=pg(PGHOST_UNPOOLED=D)),
+    ok("pg-vars-derived", env=pg()),
+    ok("pg-vars-port", env=pg(PGPORT="5432", PGSSLMODE="require")),
+    ok("direct-url-var", env={"DATABASE_URL": neon(), "DIRECT_URL": neon(D)}),
+    ok(
+        "pgbouncer-pair",
+        app="pgbouncer.internal",
+        direct="pg.internal",
+        env={
+            "DATABASE_URL": f"postgresql://u:{S}@pgbouncer.internal:6432/db",
+            "DATABASE_URL_UNPOOLED": f"postgresql://u:{S}@pg.internal/db",
+        },
+    ),  # fmt: skip
+    ok("empty-var-skipped", env={"DATABASE_URL": "  ", "POSTGRES_URL": neon()}),
+    bad(
+        "nothing-set",
+        None,
+        MissingURLError,
+        "No database connection string",
+        name="DATABASE_URL",
+        secrets=(),
+    ),  # fmt: skip
+    bad(
+        "prisma-pair-mismatch",
+        None,
+        ConfigurationError,
+        "different Neon endpoints",
+        env={"DATABASE_URL_POOLED": neon(), "DATABASE_URL": neon(D2)},
+        name="DATABASE_URL_POOLED",
+    ),  # fmt: skip
+    bad(
+        "vercel-pair-mismatch",
+        None,
+        ConfigurationError,
+        "different Neon endpoints",
+        env={"POSTGRES_URL": neon(), "POSTGRES_URL_NON_POOLING": neon(P2)},
+        name="POSTGRES_URL",
+    ),  # fmt: skip
+    bad(
+        "pg-vars-mismatch",
+        None,
+        ConfigurationError,
+        "different Neon endpoints",
+        env=pg(PGHOST_UNPOOLED=D2),
+        name="PGHOST",
+    ),  # fmt: skip
+    bad("pghost-with-port", None, InvalidURLError, "PGPORT", env=pg(f"{P}:5432"), name="PGHOST"),
+    bad("pghost-multi", None, InvalidURLError, "several hosts", env=pg(f"{P},{D}"), name="PGHOST"),
+    bad("pgport-word", None, InvalidURLError, "port", env=pg(PGPORT="abc"), name="PGPORT"),
+    bad(
+        "pgsslmode-bogus",
+        None,
+        InvalidURLError,
+        "sslmode",
+        env=pg(PGSSLMODE="req"),
+        name="PGSSLMODE",
+    ),  # fmt: skip
+    bad(
+        "pgconnect-timeout-bogus",
+        None,
+        InvalidURLError,
+        "whole number",
+        env=pg(PGCONNECT_TIMEOUT="soon"),
+        name="PGCONNECT_TIMEOUT",
+    ),  # fmt: skip
+    bad(
+        "non-utf8-url",
+        None,
+        InvalidURLError,
+        "UTF-8",
+        env={"DATABASE_URL": neon(password=S + "\udcff")},
+        name="DATABASE_URL",
+    ),  # fmt: skip
+    bad(
+        "non-utf8-pgpassword",
+        None,
+        InvalidURLError,
+        "UTF-8",
+        env=pg(PGPASSWORD=S + "\udcfe"),
+        name="PGPASSWORD",
+    ),  # fmt: skip
+    bad(
+        "non-utf8-direct",
+        None,
+        InvalidURLError,
+        "UTF-8",
+        env={"DATABASE_URL": neon(), "DATABASE_URL_UNPOOLED": neon(D, password=S + "\udcff")},
+        name="DATABASE_URL_UNPOOLED",
+    ),  # fmt: skip
+    bad(
+        "bad-direct-var",
+        None,
+        InvalidURLError,
+        "percent-encode",
+        env={"DATABASE_URL": neon(), "DATABASE_URL_UNPOOLED": neon(D, password="a@b/c" + S)},
+        name="DATABASE_URL_UNPOOLED",
+        secrets=(S, "c" + S),
+    ),  # fmt: skip
+]
+
+CASES = URL_CASES + [c for c in map(_as_env, URL_CASES) if c is not None] + ENV_CASES
+
+
+def test_the_table_is_large_and_unique():
+    assert len(CASES) >= 100
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------------------- leak checks
+
+
+def secret_forms(secrets: tuple[str, ...]) -> set[str]:
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
+        # fragments a malformed URL could have split off (at '@', '/', '?', '#', ':', ' ')
+        forms |= {p for p in re.split(r"[@/?#:&= \n'\"]", secret) if len(p) >= 6}
+        forms.add(secret.encode("utf-8", "surrogateescape").decode("latin-1"))
+    return {f for f in forms if f}
+
+
+def assert_clean(text: str, secrets: tuple[str, ...], where: str) -> None:
+    for form in secret_forms(secrets):
+        assert form not in text, f"a form of the secret leaked through {where}"
+
+
+def exception_texts(exc: BaseException) -> Iterator[str]:
+    """Message, repr, args, notes, and the same for every chained or suppressed context."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield str(current)
+        yield repr(current)
+        yield from (repr(a) for a in current.args)
+        yield from getattr(current, "__notes__", [])
+        stack += [current.__context__, current.__cause__]
+
+
+def our_frame_locals(exc: BaseException) -> Iterator[str]:
+    """``capture_locals`` renderings of neon-connect's own frames (chained ones too)."""
+    te = traceback.TracebackException.from_exception(exc, capture_locals=True)
+    pending = [te]
+    while pending:
+        current = pending.pop()
+        for frame in current.stack:
+            if OUR_PACKAGES.search(frame.filename) and frame.locals:
+                yield from (f"{k}={v}" for k, v in frame.locals.items())
+        pending += [e for e in (current.__context__, current.__cause__) if e is not None]
+
+
+@contextlib.contextmanager
+def watched(caplog: pytest.LogCaptureFixture, case: Case, where: str) -> Iterator[None]:
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        yield
+    for record in caplog.records:
+        assert_clean(record.getMessage(), case.secrets, f"a log record ({where})")
+    for warning in caught:
+        assert_clean(str(warning.message), case.secrets, f"a warning ({where})")
+
+
+def expect(case: Case, where: str, run: Callable[[], tuple[str, str] | None],
+           error: type[Exception]) -> None:  # fmt: skip
+    """Run one entry point; check the pair or the error, and that nothing leaks."""
+    try:
+        got = run()
+    except Exception as exc:  # noqa: BLE001 - the class is asserted right below
+        assert case.error is not None, f"{where}: unexpected {type(exc).__name__}"
+        assert isinstance(exc, error), f"{where}: {type(exc).__name__}, not {error.__name__}"
+        if error is not ImproperlyConfigured:
+            assert isinstance(exc, case.error), f"{where}: {type(exc).__name__}"
+        message = str(exc)
+        assert case.name in message, f"{where}: the message does not name {case.name}"
+        assert case.says in message, f"{where}: the message does not say {case.says!r}"
+        for text in exception_texts(exc):
+            assert_clean(text, case.secrets, f"the exception ({where})")
+        for text in our_frame_locals(exc):
+            assert_clean(text, case.secrets, f"capture_locals ({where})")
+        assert exc.__context__ is None and exc.__cause__ is None, f"{where}: chained context"
+        return
+    assert case.error is None, f"{where}: accepted; expected {case.error.__name__}"
+    assert got == (case.app, case.direct), f"{where}: routed to {got}"
+
+
+def _kw(case: Case) -> dict[str, Any]:
+    kw: dict[str, Any] = {"env": case.env}
+    if case.direct_url is not None:
+        kw["direct_url"] = case.direct_url
+    if case.allow:
+        kw["allow_mismatched_endpoints"] = True
+    return kw
+
+
+def run_core(case: Case) -> tuple[str, str]:
+    endpoints = resolve(case.url, **_kw(case))
+    direct = endpoints.session()
+    for endpoint in (endpoints.app, direct):
+        libpq_params(endpoint)  # what every adapter builds next
+    text = repr(endpoints) + str(endpoints.app) + str(direct) + endpoints.app.url()
+    assert_clean(text, case.secrets, "core reprs")
+    return endpoints.app.host, direct.host
+
+
+def run_django(case: Case) -> tuple[str, str]:
+    settings = neon_django.config(case.url, **_kw(case))
+    direct = settings["NEON"]["DIRECT"] or settings
+    assert settings["NAME"], "Django needs a database NAME"
+    shown = repr(settings["OPTIONS"]) + repr(settings["NEON"]["DIRECT"] and
+                                             settings["NEON"]["DIRECT"]["OPTIONS"])  # fmt: skip
+    assert_clean(shown, case.secrets, "Django OPTIONS reprs")
+    return settings["HOST"], direct["HOST"]
+
+
+def _engine_pair(factory: Callable[..., Any], case: Case, url: str | None, **extra: Any):
+    kw = _kw(case)
+    hosts = []
+    for direct in (False, True):
+        engine = factory(url, direct=direct, **kw, **extra)
+        sync = getattr(engine, "sync_engine", engine)
+        assert_clean(repr(engine) + str(sync.url) + repr(sync.url), case.secrets, "engine reprs")
+        hosts.append(sync.url.host or "")
+        sync.dispose()
+    return hosts[0], hosts[1]
+
+
+def run_cli(case: Case, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in case.env.items():
+        monkeypatch.setenv(var, value)
+    argv = ["check", "--json", "--no-connect"]
+    if case.url is not None:
+        argv.append(f"--url={case.url}")
+    if case.direct_url is not None:
+        argv.append(f"--direct-url={case.direct_url}")
+    if case.allow:
+        argv.append("--allow-mismatched-endpoints")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(argv)
+    assert_clean(out.getvalue() + err.getvalue(), case.secrets, "CLI output")
+    assert "Traceback" not in err.getvalue()
+    report = json.loads(out.getvalue())  # always JSON with --json
+    if case.error is not None:
+        assert code in (1, 2) and report["ok"] is False
+        if isinstance(case.error, type) and issubclass(case.error, MissingURLError):
+            assert code == 2
+        assert case.name in out.getvalue() and case.says in out.getvalue()
+        raise case.error(out.getvalue())  # checked like the other entry points
+    assert code == 0 and report["error"] is None, report
+    roles = {e["role"]: e for e in report["endpoints"]}
+    direct = roles.get("direct", roles["app"])
+    app_host = _host_of(roles["app"]["url"])
+    return app_host, _host_of(direct["url"])
+
+
+def _host_of(masked_url: str) -> str:
+    netloc = masked_url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+    return unquote(host.strip("[]"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_every_entry_point(case: Case, caplog, monkeypatch):
+    with watched(caplog, case, "core"):
+        expect(case, "core", lambda: run_core(case), ConfigurationError)
+    with watched(caplog, case, "django"):
+        expect(case, "neon_django.config", lambda: run_django(case), ImproperlyConfigured)
+    if case.direct_url is not None:  # the engine factories take one URL (pairs: the env twin)
+        sync_urls: dict[str, str | None] = {}
+    else:
+        sync_urls = {"psycopg": case.url}
+    if sync_urls and case.url and case.url.strip().startswith("postgresql://"):
+        sync_urls["psycopg2"] = case.url.strip().replace("postgresql://", "postgresql+psycopg2://")
+    for driver, url in sync_urls.items():
+        with watched(caplog, case, f"create_engine/{driver}"):
+            expect(case, f"create_engine/{driver}",
+                   lambda url=url: _engine_pair(create_engine, case, url), ConfigurationError)  # fmt: skip
+    for adriver in ("psycopg", "asyncpg") if case.direct_url is None else ():
+        with watched(caplog, case, f"create_async_engine/{adriver}"):
+            expect(case, f"create_async_engine/{adriver}",
+                   lambda d=adriver: _engine_pair(create_async_engine, case, case.url, driver=d),
+                   ConfigurationError)  # fmt: skip
+    with watched(caplog, case, "cli"):
+        expect(case, "neon-connect check", lambda: run_cli(case, monkeypatch), Exception)
