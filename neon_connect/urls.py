@@ -13,6 +13,7 @@ import functools
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 from .errors import InvalidURLError
@@ -101,11 +102,63 @@ class ParsedURL:
         )
 
 
+# libpq 17's keywords: used when psycopg 3 (which can ask libpq itself) is not importable.
+_LIBPQ_17_KEYWORDS = frozenset(
+    [
+        "application_name",
+        "channel_binding",
+        "client_encoding",
+        "connect_timeout",
+        "dbname",
+        "fallback_application_name",
+        "gssdelegation",
+        "gssencmode",
+        "gsslib",
+        "host",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "krbsrvname",
+        "load_balance_hosts",
+        "max_protocol_version",
+        "min_protocol_version",
+        "options",
+        "passfile",
+        "password",
+        "port",
+        "replication",
+        "require_auth",
+        "requirepeer",
+        "service",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcert",
+        "sslcertmode",
+        "sslcompression",
+        "sslcrl",
+        "sslcrldir",
+        "sslkey",
+        "sslmode",
+        "sslnegotiation",
+        "sslpassword",
+        "sslrootcert",
+        "sslsni",
+        "target_session_attrs",
+        "tcp_user_timeout",
+        "user",
+    ]
+)
+
+
 @functools.cache
 def libpq_keywords() -> frozenset[str]:
     """The connection keywords the installed libpq knows (its own list, via psycopg)."""
-    import psycopg
-
+    try:
+        import psycopg
+    except ImportError:  # psycopg2 only: it cannot list them
+        return _LIBPQ_17_KEYWORDS
     return frozenset(opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults())
 
 
@@ -160,7 +213,15 @@ def _parse(secret: Secret, name: str) -> ParsedURL:
             f"{name} contains a space or line break: remove stray whitespace from the pasted "
             f"string; if the password itself contains a space, {_QUOTE_HINT}."
         )
-    return _parse_url_rest(rest, name)
+    return _refuse_nul(_parse_url_rest(rest, name), name)
+
+
+def _refuse_nul(parsed: ParsedURL, name: str) -> ParsedURL:
+    """libpq takes C strings: a NUL (``%00``) would cut a value short at connect."""
+    parts = (parsed.host, parsed.user, parsed.password, parsed.database, *parsed.params.values())
+    if any("\x00" in part for part in parts if part):
+        raise InvalidURLError(f"{name} contains a NUL character (%00), which libpq cannot send.")
+    return parsed
 
 
 def _refuse_paste_accidents(text: str, name: str) -> None:
@@ -372,12 +433,21 @@ def parse_port(port: str, name: str) -> int | None:
     return int(port)
 
 
-def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
-    from psycopg.conninfo import conninfo_to_dict
+def _conninfo_to_dict(text: str) -> dict[str, Any]:
+    """libpq's own parser (``PQconninfoParse``), through psycopg 3 or else psycopg2."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        from psycopg2.extensions import parse_dsn  # type: ignore[import-untyped]
 
+        return dict(parse_dsn(text))
+    return conninfo_to_dict(text)
+
+
+def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
     values: dict[str, str] | None
     try:
-        values = {k: str(v) for k, v in conninfo_to_dict(text).items() if v is not None}
+        values = {k: str(v) for k, v in _conninfo_to_dict(text).items() if v is not None}
     except Exception:
         values = None  # the driver's message quotes the input: build ours outside `except`
     if values is None:

@@ -22,19 +22,27 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
+import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.views.debug import ExceptionReporter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import neon_django
 from neon_connect import (
+    NO_RETRY,
     ConfigurationError,
     InsecureConnectionError,
     InvalidURLError,
     MissingURLError,
+    Secret,
     libpq_params,
+    parse_url,
     resolve,
 )
 from neon_connect.cli import main as cli_main
+from neon_connect.urls import build_url
 from neon_sqlalchemy import create_async_engine, create_engine
 
 P = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -636,3 +644,80 @@ def test_every_entry_point(case: Case, caplog, monkeypatch):
                    ConfigurationError)  # fmt: skip
     with watched(caplog, case, "cli"):
         expect(case, "neon-connect check", lambda: run_cli(case, monkeypatch), Exception)
+
+
+# ---------------------------------------------------------------------------- any password
+
+PASSWORDS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=24)
+
+
+@given(password=PASSWORDS, quoted=st.booleans())
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_password_quoted_or_not(password, quoted):
+    """From the whole printable and Unicode range: the right endpoint, or a clean error."""
+    secret = f"Qz{password}Jx"  # distinctive ends, so a leak check means something
+    case = Case(id="hypothesis", url=neon(password=quote(secret, safe="") if quoted else secret),
+                secrets=(secret,))  # fmt: skip
+    try:
+        endpoints = resolve(case.url, env={})
+        settings_ = neon_django.config(case.url, env={})
+    except (ConfigurationError, ImproperlyConfigured) as exc:
+        # quoted, only a NUL is refused; unquoted, whatever libpq would misread
+        assert not quoted or "\x00" in secret
+        for text in [*exception_texts(exc), *our_frame_locals(exc)]:
+            assert_clean(text, case.secrets, "the error")
+        return
+    # a password fragment never becomes the host, the database or a parameter
+    assert (endpoints.app.host, endpoints.session().host) == (P, D)
+    assert endpoints.app.database == "neondb" == settings_["NAME"]
+    assert dict(endpoints.app.params) == {"sslmode": "require"}
+    if quoted:
+        assert endpoints.app.password == secret == settings_["PASSWORD"]
+    assert_clean(repr(endpoints) + str(endpoints.app) + repr(settings_["OPTIONS"]), case.secrets,
+                 "reprs")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- error pages
+
+
+def _bad_config() -> None:
+    neon_django.config(neon(password="ab@cd/ef" + S), env={})
+
+
+def test_error_pages_after_a_configuration_error():
+    """Django's technical 500 page and a capture_locals traceback show no secret."""
+    with pytest.raises(ImproperlyConfigured) as info:
+        _bad_config()
+    exc = info.value
+    html = ExceptionReporter(None, type(exc), exc, exc.__traceback__).get_traceback_html()
+    text = "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+    for page in (html, text):
+        assert "percent-encode" in page
+        assert_clean(page, ("ab@cd/ef" + S, S), "an error page")
+
+
+@pytest.mark.integration
+def test_error_pages_after_a_failed_connect(neon_local):
+    """Our frames hold only masked values; psycopg's own frames are the README's caveat."""
+    import neon_connect
+
+    parts = parse_url(neon_local.env()["DATABASE_URL"])
+    wrong = "Wr0ngPassw0rdXq"
+    url = build_url(host=parts.host or "", port=parts.port, user=parts.user, password=wrong,
+                    database=parts.database, params=parts.params)  # fmt: skip
+    with pytest.raises(psycopg.OperationalError) as info:
+        neon_connect.connect(Secret(url), retry=NO_RETRY)
+    del url
+    exc = info.value
+    assert "authentication failed" in str(exc)
+    for text in [*exception_texts(exc), *our_frame_locals(exc)]:
+        assert_clean(text, (wrong,), "our frames")
+    frames = ExceptionReporter(None, type(exc), exc, exc.__traceback__).get_traceback_frames()
+    ours = [f for f in frames if OUR_PACKAGES.search(f["filename"])]
+    assert len(ours) >= 2  # neon_connect.connect and the retry loop
+    for frame in ours:
+        assert_clean(repr(frame["vars"]), (wrong,), f"the 500 page's {frame['function']} frame")
+    leaking = {
+        f["filename"] for f in frames if wrong in repr(f["vars"]) and f["filename"] != __file__
+    }
+    assert all("psycopg" in name for name in leaking), leaking  # only the driver's frames
