@@ -256,6 +256,11 @@ def _from_libpq_vars(environ: Mapping[str, str], host_var: str) -> _Candidate | 
             f"{host_var} lists several hosts; neon-connect needs one host (Neon serves each "
             "endpoint from one host name)."
         )
+    if "://" in host or "@" in host:
+        raise InvalidURLError(
+            f"{host_var} holds a connection string, not a host name: put the URL in "
+            "DATABASE_URL, or set only the host name here."
+        )
     if not host.startswith("/") and (":" in host) and not _is_ipv6(host):
         raise InvalidURLError(
             f"{host_var} carries a port (host:port); libpq reads only the host name from it: "
@@ -347,7 +352,10 @@ def _neon_pair(app: _Candidate, direct: _Candidate | None, *, use_pooler: bool) 
             origin=f"derived from {direct_src.origin}",
         )
     if direct_src is not None:
-        direct_ep = _endpoint(direct_src, "direct", transaction_pooler=False)
+        twin = direct_src.neon
+        direct_ep = _endpoint(
+            direct_src, "direct", transaction_pooler=False, host=twin.direct_host if twin else None
+        )
     else:
         # the direct URL's own endpoint when it names one (a split allowed by the caller)
         twin_src = direct if direct is not None and direct.neon else pooled_src

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -76,7 +77,8 @@ _ASYNCPG_SSL = {
     "false": "disable",
     "0": "disable",
 }
-_PASTE_RESIDUE = "\"'`;"
+_PASTE_RESIDUE = "\"'`;,>)\u201c\u201d\u2018\u2019"
+_QUOTES = "'\"`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _ENV_PREFIX = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*['\"]?[A-Za-z+]+://")
 _KEYWORD_START = re.compile(r"^[A-Za-z_]+\s*=")
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,40}")
@@ -196,7 +198,7 @@ def _parse(secret: Secret, name: str) -> ParsedURL:
     _refuse_paste_accidents(text, name)
     if "://" not in text:
         if _KEYWORD_START.match(text):
-            return _parse_keyword_dsn(text, name)
+            return _refuse_unsendable(_parse_keyword_dsn(text, name), name)
         raise InvalidURLError(
             f"{name} has no scheme: it must start with postgresql:// "
             "(postgresql://user:password@host/dbname)."
@@ -213,24 +215,43 @@ def _parse(secret: Secret, name: str) -> ParsedURL:
             f"{name} contains a space or line break: remove stray whitespace from the pasted "
             f"string; if the password itself contains a space, {_QUOTE_HINT}."
         )
-    return _refuse_nul(_parse_url_rest(rest, name), name)
+    return _refuse_unsendable(_parse_url_rest(rest, name), name)
 
 
-def _refuse_nul(parsed: ParsedURL, name: str) -> ParsedURL:
+def _refuse_unsendable(parsed: ParsedURL, name: str) -> ParsedURL:
     """libpq takes C strings: a NUL (``%00``) would cut a value short at connect."""
     parts = (parsed.host, parsed.user, parsed.password, parsed.database, *parsed.params.values())
     if any("\x00" in part for part in parts if part):
         raise InvalidURLError(f"{name} contains a NUL character (%00), which libpq cannot send.")
+    if parsed.database and ("://" in parsed.database or "=" in parsed.database):
+        # libpq reads such a dbname as a second connection string: never guess which wins.
+        raise InvalidURLError(
+            f"{name} has a database name that looks like a connection string ('=' or '://'); "
+            "if the name really contains '=', percent-encode it (%3D)."
+        )
     return parsed
 
 
 def _refuse_paste_accidents(text: str, name: str) -> None:
     """Name the usual copy-and-paste mistakes instead of calling them a bad scheme."""
     lowered = text.lower()
-    if text[0] in "'\"":
+    invisible = next(
+        (ch for ch in text if unicodedata.category(ch) in ("Cf", "Cc") and not ch.isspace()), None
+    )
+    if invisible is not None:
+        raise InvalidURLError(
+            f"{name} contains an invisible character (U+{ord(invisible):04X}, e.g. a byte-order "
+            "mark or a control character from a copied page): type it again, or percent-encode "
+            "it if the password itself contains it."
+        )
+    if text[0] in _QUOTES:
         raise InvalidURLError(
             f"{name} is wrapped in quotes: remove them; a shell or .env file needs "
             "quotes around the value, not inside it."
+        )
+    if text[0] == "<" and text[-1] == ">":
+        raise InvalidURLError(
+            f"{name} is wrapped in angle brackets (as chat apps show links): remove them."
         )
     if lowered.startswith("psql ") or lowered.startswith("psql\t"):
         raise InvalidURLError(
@@ -280,6 +301,11 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
             f"database name contains '#', {_QUOTE_HINT}."
         )
     host, port = _split_hostport(hostport, name)
+    if at and not hostport and not tail:
+        raise InvalidURLError(
+            f"{name} ends right after the '@': the host and database are missing (was the "
+            "string cut short when it was copied?). For a Unix socket write postgresql://user@/db."
+        )
     params = _query_params(query, name)
     raw_db = path[1:] if path.startswith("/") else ""
     if "/" in raw_db:

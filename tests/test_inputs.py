@@ -325,6 +325,36 @@ URL_CASES: list[Case] = [
     bad("one-slash", f"postgresql:/neondb_owner:{S}@{P}/neondb", InvalidURLError, "two slashes"),
     bad("other-scheme", f"mysql://u:{S}@{P}/neondb", InvalidURLError, "scheme 'mysql'"),
     bad("empty", "", InvalidURLError, "is empty", secrets=()),
+    bad("smart-quotes", f"\u201c{neon()}\u201d", InvalidURLError, "quotes"),
+    bad("byte-order-mark", f"\ufeff{neon()}", InvalidURLError, "invisible"),
+    bad("zero-width-in-password", neon(password=S + "\u200bx"), InvalidURLError, "invisible"),
+    bad("angle-brackets", f"<{neon()}>", InvalidURLError, "angle brackets"),
+    bad("residue-parenthesis", neon() + ")", InvalidURLError, "stray"),
+    bad("residue-comma", neon() + ",", InvalidURLError, "stray"),
+    bad("cut-after-at", f"postgresql://neondb_owner:{S}@", InvalidURLError, "cut short"),
+    bad(
+        "dbname-is-a-url",
+        f"postgresql://u:{S}@{P}/?dbname=postgresql%3A%2F%2Fx%40{D2}%2Fdb",
+        InvalidURLError,
+        "looks like a connection string",
+    ),  # fmt: skip
+    bad(
+        "encoded-upper-password-key",
+        f"postgresql://u@{P}/neondb?PASS%57ORD={S}",
+        InvalidURLError,
+        "case-sensitive",
+    ),  # fmt: skip
+    bad("nul-in-password", neon(password=S + "%00x"), InvalidURLError, "NUL"),
+    bad(
+        "pair-vercel-storage-other",
+        neon(P.replace(".us-east-2.aws.neon.tech", ".us-east-1.postgres.vercel-storage.com")),
+        ConfigurationError,
+        "different Neon endpoints",
+        direct_url=neon(D2),
+    ),  # fmt: skip
+    ok("socket-root-path", f"postgresql://u:{S}@/", app="", direct=""),
+    ok("encoded-password-key", f"postgresql://neondb_owner@{P}/neondb?pass%77ord={S}"),
+    ok("upper-case-direct-pair", neon(), direct_url=neon(D.upper())),
 ]
 
 
