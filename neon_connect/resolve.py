@@ -32,7 +32,7 @@ from .endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
 from .errors import ConfigurationError, InvalidURLError, MissingURLError
 from .hosts import NeonHost, parse_neon_host
 from .secret import Secret, scrubbed
-from .urls import ParsedURL, check_params, parse_port, parse_url
+from .urls import ParsedURL, check_host, check_params, parse_port, parse_url
 
 __all__ = ["APP_VARS", "DIRECT_VARS", "POOLED_VARS", "resolve"]
 
@@ -266,6 +266,7 @@ def _from_libpq_vars(environ: Mapping[str, str], host_var: str) -> _Candidate | 
             f"{host_var} carries a port (host:port); libpq reads only the host name from it: "
             "set the port in PGPORT."
         )
+    check_host(host, host_var)
     port = _pg_var(environ, "PGPORT").strip()
     text_port = parse_port(port, "PGPORT") if port else None
     params = {param: _pg_var(environ, var) for var, param in _PG_PARAMS.items() if environ.get(var)}

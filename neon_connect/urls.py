@@ -10,6 +10,7 @@ libpq would refuse at connect are refused here, when the application is configur
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import unicodedata
@@ -23,6 +24,7 @@ from .secret import MASK, Secret, is_secret_key, scrubbed
 __all__ = [
     "MASK",
     "ParsedURL",
+    "check_host",
     "check_params",
     "libpq_keywords",
     "mask_url",
@@ -318,12 +320,13 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
     # libpq also accepts the connection's own parts as query parameters.
     if "host" in params:
         host = params.pop("host") or None
-        _check_host(host, name)
+        check_host(host, name)
     if "port" in params:
         port = parse_port(params.pop("port"), name)
     user_value = params.pop("user", None) or (unquote(user) if user else None)
     password_value = params.pop("password", None) or (unquote(password) if colon else None)
     database = params.pop("dbname", None) or database
+    check_host(host, name)
     check_params(params, name)
     return ParsedURL(
         host=host,
@@ -407,7 +410,7 @@ def check_params(params: dict[str, str], name: str) -> None:
         if key in ("sslcert", "sslkey", "passfile") and value and not os.path.exists(value):
             raise InvalidURLError(f"{name} sets {key} to a file that does not exist.")
         if key == "hostaddr":
-            _check_host(value, name)
+            check_host(value, name)
     if params.get("sslmode") in ("verify-ca", "verify-full") and "sslrootcert" not in params:
         default = os.path.expanduser(os.path.join("~", ".postgresql", "root.crt"))
         if not os.path.exists(default) and not os.environ.get("PGSSLROOTCERT"):
@@ -417,17 +420,33 @@ def check_params(params: dict[str, str], name: str) -> None:
             )
 
 
-def _check_host(host: str | None, name: str) -> None:
-    if host and "," in host:
+def check_host(host: str | None, name: str) -> None:
+    """One host name, IP address or socket directory (never shown: it may be a password part)."""
+    if not host:
+        return
+    if "," in host:
         raise InvalidURLError(
             f"{name} lists several hosts; neon-connect needs one host per connection string "
             "(Neon serves each endpoint from one host name)."
+        )
+    if host.startswith("/"):  # a Unix socket directory
+        return
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise InvalidURLError(f"{name} has a host that is not a valid IPv6 address.") from None
+        return
+    if not all(ch.isalnum() or ch in "-._" for ch in host):
+        raise InvalidURLError(
+            f"{name} has a host name with characters no host name has. If the password "
+            f"contains '@' or another special character, {_QUOTE_HINT}."
         )
 
 
 def _split_hostport(hostport: str, name: str) -> tuple[str | None, int | None]:
     if "," in hostport:
-        _check_host(hostport, name)
+        check_host(hostport, name)
     if hostport.startswith("["):  # IPv6 literal
         close = hostport.find("]")
         if close == -1:
@@ -470,6 +489,25 @@ def _conninfo_to_dict(text: str) -> dict[str, Any]:
     return conninfo_to_dict(text)
 
 
+def _refuse_run_together(values: dict[str, str], name: str) -> None:
+    """``user= password=x`` gives libpq the user ``password=x``: refuse what it would misread."""
+    known = libpq_keywords()
+    for key, value in values.items():
+        if is_secret_key(key):
+            continue  # a secret may contain anything; it is never shown
+        inner = next((k for k in sorted(known) if f"{k}=" in value), None)
+        if inner is None and not (
+            key in ("host", "hostaddr", "port", "user", "dbname") and "=" in value
+        ):
+            continue
+        shown = f"'{inner}='" if inner else "'='"
+        raise InvalidURLError(
+            f"{name}: the value of {key!r} contains {shown} (an empty value or a missing "
+            "space before it?). Write empty values as key='' and quote values that contain "
+            "spaces or '=' with single quotes."
+        )
+
+
 def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
     values: dict[str, str] | None
     try:
@@ -482,11 +520,12 @@ def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
             "keywords (host, port, user, password, dbname, sslmode, ...), and values "
             "that contain spaces or quotes go in single quotes."
         )
+    _refuse_run_together(values, name)
     port = values.pop("port", None)
     host = values.pop("host", None) or None
-    _check_host(host, name)
+    check_host(host, name)
     if port and "," in port:
-        _check_host(port, name)
+        check_host(port, name)
     password = values.pop("password", None)
     _refuse_residue(text, name, chars='"`;')
     params = values

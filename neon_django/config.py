@@ -115,8 +115,10 @@ def config(
         app_options["pool"] = _pool_options(pool)
 
     settings: dict[str, Any] = dict(
+        # dj-database-url gives Django's keys and defaults; the connection parts come from
+        # `app` below (parsed and checked once, in the core), so no URL is parsed twice.
         dj_database_url.parse(
-            app.url(),  # masked: only the defaults are used, the parts come from `app` below
+            "postgres://",
             engine=ENGINE,
             conn_max_age=max_age,
             conn_health_checks=health,

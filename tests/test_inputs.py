@@ -352,6 +352,31 @@ URL_CASES: list[Case] = [
         "different Neon endpoints",
         direct_url=neon(D2),
     ),  # fmt: skip
+    bad(
+        "keyword-dsn-empty-user",
+        f"host={P} user= password={S} dbname=neondb",
+        InvalidURLError,
+        "'password='",
+    ),  # fmt: skip
+    bad(
+        "keyword-dsn-run-together",
+        f"host={P} user=upasswrd={S} dbname=neondb",
+        InvalidURLError,
+        "'='",
+    ),  # fmt: skip
+    bad(
+        "host-with-bracket",
+        f"postgresql://u:{S}@ep-cool[x-123456.us-east-2.aws.neon.tech/db",
+        InvalidURLError,
+        "no host name has",
+    ),  # fmt: skip
+    bad("bad-ipv6", f"postgresql://u:{S}@[:81]:5432/db", InvalidURLError, "IPv6"),
+    bad(
+        "at-in-user-and-host-chars",
+        f"postgresql://u:{S}@x@{P}!/db",
+        InvalidURLError,
+        "no host name has",
+    ),  # fmt: skip
     ok("socket-root-path", f"postgresql://u:{S}@/", app="", direct=""),
     ok("encoded-password-key", f"postgresql://neondb_owner@{P}/neondb?pass%77ord={S}"),
     ok("upper-case-direct-pair", neon(), direct_url=neon(D.upper())),
