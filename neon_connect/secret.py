@@ -12,7 +12,16 @@ import functools
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["MASK", "SECRET_KEYS", "Secret", "SecretParams", "is_secret_key", "scrubbed"]
+__all__ = [
+    "MASK",
+    "SECRET_KEYS",
+    "DriverSecret",
+    "Secret",
+    "SecretParams",
+    "is_secret_key",
+    "mask_driver_secrets",
+    "scrubbed",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,6 +62,26 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("a neon_connect Secret cannot be pickled")
+
+
+class DriverSecret(str):
+    """A password as drivers need it (a real ``str``), with a masked ``repr``.
+
+    Only for values handed to a driver through a dict neon-connect does not own (SQLAlchemy's
+    ``cparams``): ``str()`` of it, which the drivers call, is the plain password.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(MASK)
+
+
+def mask_driver_secrets(params: dict[str, Any]) -> None:
+    """Wrap the secret values of ``params`` (in place) as :class:`DriverSecret`."""
+    for key, value in params.items():
+        if is_secret_key(key) and isinstance(value, str) and value:
+            params[key] = DriverSecret(value)
 
 
 class SecretParams(dict[str, Any]):

@@ -26,7 +26,7 @@ from neon_connect import (
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
-from neon_connect.secret import scrubbed
+from neon_connect.secret import mask_driver_secrets, scrubbed
 
 from .events import add_retry, dispose_after_fork
 
@@ -170,6 +170,14 @@ def _arguments(
         **kwargs.pop("connect_args", {}),
     }
     _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
+    # SQLAlchemy copies the URL's password into its own `cparams` dict, which error pages show
+    # among a frame's locals; connect_args override it with a value whose repr is masked:
+    # a str subclass for libpq drivers (they call str()), a callable for asyncpg (exact str).
+    if endpoint.password and "password" not in connect_args:
+        connect_args["password"] = (
+            Secret(endpoint.password).reveal if driver == "asyncpg" else endpoint.password
+        )
+    mask_driver_secrets(connect_args)
     engine_kwargs = _engine_kwargs(
         endpoint, kwargs, allow_client_pool=allow_client_pool, factory=factory
     )

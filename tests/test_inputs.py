@@ -776,3 +776,51 @@ def test_error_pages_after_a_failed_connect(neon_local):
         f["filename"] for f in frames if wrong in repr(f["vars"]) and f["filename"] != __file__
     }
     assert all("psycopg" in name for name in leaking), leaking  # only the driver's frames
+
+
+def _wrong_password_url(neon_local, wrong: str, scheme: str) -> Secret:
+    parts = parse_url(neon_local.env()["DATABASE_URL"])
+    url = build_url(host=parts.host or "", port=parts.port, user=parts.user, password=wrong,
+                    database=parts.database, params=parts.params, scheme=scheme)  # fmt: skip
+    return Secret(url)
+
+
+def _frames_holding(exc: BaseException, secret: str) -> set[str]:
+    """Files whose frames (in the whole chain) show ``secret`` among their locals."""
+    found: set[str] = set()
+    for frame in ExceptionReporter(None, type(exc), exc, exc.__traceback__).get_traceback_frames():
+        if secret in repr(frame["vars"]) and frame["filename"] != __file__:
+            found.add(frame["filename"])
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_failed_engine_connect_keeps_the_password_in_the_driver(neon_local, driver):
+    """SQLAlchemy's cparams hold a masked value: only the driver's own frames show it."""
+    import sqlalchemy
+
+    wrong = "Wr0ngEngineXq" + driver
+    engine = create_engine(_wrong_password_url(neon_local, wrong, f"postgresql+{driver}"),
+                           retry=NO_RETRY)  # fmt: skip
+    with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+        engine.connect()
+    engine.dispose()
+    for text in [*exception_texts(info.value), *our_frame_locals(info.value)]:
+        assert_clean(text, (wrong,), "our frames")
+    assert all(driver in name for name in _frames_holding(info.value, wrong))
+
+
+@pytest.mark.integration
+async def test_failed_asyncpg_connect_keeps_the_password_in_the_driver(neon_local):
+    wrong = "Wr0ngAsyncpgXq"
+    engine = create_async_engine(_wrong_password_url(neon_local, wrong, "postgresql"),
+                                 driver="asyncpg", retry=NO_RETRY)  # fmt: skip
+    with pytest.raises(Exception) as info:  # noqa: PT011 - asyncpg's auth error class
+        async with engine.connect():
+            pass
+    await engine.dispose()
+    assert "authentication failed" in str(info.value)
+    for text in [*exception_texts(info.value), *our_frame_locals(info.value)]:
+        assert_clean(text, (wrong,), "our frames")
+    assert all("asyncpg" in name for name in _frames_holding(info.value, wrong))
