@@ -37,7 +37,15 @@ _QUOTE_HINT = "percent-encode it, e.g. urllib.parse.quote(password, safe='')"
 _OWN_KEYS = frozenset({"pgbouncer"})
 """Query keys neon-connect reads itself and never passes to libpq (Prisma's marker)."""
 _PRISMA_KEYS = frozenset(
-    {"schema", "connection_limit", "pool_timeout", "socket_timeout", "sslaccept", "sslcert"}
+    {
+        "schema",
+        "connection_limit",
+        "pool_timeout",
+        "socket_timeout",
+        "sslaccept",
+        "sslidentity",
+        "statement_cache_size",
+    }
 )
 _CHOICES: dict[str, tuple[str, ...]] = {
     "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
@@ -228,8 +236,8 @@ def _refuse_unsendable(parsed: ParsedURL, name: str) -> ParsedURL:
     if parsed.database and ("://" in parsed.database or "=" in parsed.database):
         # libpq reads such a dbname as a second connection string: never guess which wins.
         raise InvalidURLError(
-            f"{name} has a database name that looks like a connection string ('=' or '://'); "
-            "if the name really contains '=', percent-encode it (%3D)."
+            f"{name} has a database name that looks like a connection string ('=' or '://'), "
+            "which libpq would read as a second connection string: use a plain database name."
         )
     return parsed
 
@@ -237,14 +245,11 @@ def _refuse_unsendable(parsed: ParsedURL, name: str) -> ParsedURL:
 def _refuse_paste_accidents(text: str, name: str) -> None:
     """Name the usual copy-and-paste mistakes instead of calling them a bad scheme."""
     lowered = text.lower()
-    invisible = next(
-        (ch for ch in text if unicodedata.category(ch) in ("Cf", "Cc") and not ch.isspace()), None
-    )
-    if invisible is not None:
+    if any(unicodedata.category(ch) in ("Cf", "Cc") and not ch.isspace() for ch in text):
         raise InvalidURLError(
-            f"{name} contains an invisible character (U+{ord(invisible):04X}, e.g. a byte-order "
-            "mark or a control character from a copied page): type it again, or percent-encode "
-            "it if the password itself contains it."
+            f"{name} contains an invisible character (a byte-order mark, a zero-width space or "
+            "a control character from a copied page): type it again, or percent-encode it if "
+            "the password itself contains it."
         )
     if text[0] in _QUOTES:
         raise InvalidURLError(
@@ -320,7 +325,6 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
     # libpq also accepts the connection's own parts as query parameters.
     if "host" in params:
         host = params.pop("host") or None
-        check_host(host, name)
     if "port" in params:
         port = parse_port(params.pop("port"), name)
     user_value = params.pop("user", None) or (unquote(user) if user else None)
@@ -339,6 +343,8 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
 
 
 def _refuse_residue(last: str, name: str, chars: str = _PASTE_RESIDUE) -> None:
+    if last[-1:] == ")" and "(" in last:
+        return  # balanced, as in application_name=web(1)
     if last and last[-1] in chars:
         raise InvalidURLError(
             f"{name} ends with a stray {last[-1]!r} (left over from a paste, e.g. a closing "
