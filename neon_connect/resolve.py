@@ -86,8 +86,12 @@ class _Environ(Mapping[str, str]):
         return f"<environment with {len(self._data)} variables>"
 
 
-def _secret(value: str | Secret | None) -> Secret | None:
-    return value if value is None or isinstance(value, Secret) else Secret(value)
+def _secret(value: str | Secret | None, name: str) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise InvalidURLError(f"{name} must be a string, not {type(value).__name__}.")
+    return Secret(value)
 
 
 @scrubbed(ConfigurationError)
@@ -112,7 +116,8 @@ def resolve(
     :class:`~neon_connect.MissingURLError` when nothing is set and
     :class:`~neon_connect.ConfigurationError` (or a subclass) for anything malformed.
     """
-    app_secret, direct_secret = _secret(url), _secret(direct_url)
+    app_secret = _secret(url, "the url argument")
+    direct_secret = _secret(direct_url, "the direct_url argument")
     environ = _Environ(os.environ if env is None else env)
     del url, direct_url, env
     app, direct = _find_sources(
@@ -154,7 +159,7 @@ def _refuse_mismatch(app: _Candidate, direct: _Candidate) -> None:
             f"{where} point at different servers: only {neon_one} is a Neon host. Set both "
             f"to the same Neon endpoint (the -pooler and the direct host), or {_OPT_OUT}."
         )
-    if a.endpoint_id != d.endpoint_id or a.rest != d.rest:
+    if a.endpoint_id != d.endpoint_id or a.region != d.region:
         raise ConfigurationError(
             f"{where} name different Neon endpoints ({a.endpoint_id} and {d.endpoint_id}): "
             "migrations would change a database the app does not read. Copy both from one "

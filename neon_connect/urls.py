@@ -89,7 +89,10 @@ _ASYNCPG_SSL = {
 }
 _PASTE_RESIDUE = "\"'`;,>)\u201c\u201d\u2018\u2019"
 _QUOTES = "'\"`\u201c\u201d\u2018\u2019\u00ab\u00bb"
-_ENV_PREFIX = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*['\"]?[A-Za-z+]+://")
+_ENV_PREFIX = re.compile(
+    r"^(?:(?:export|set|setenv)\s+|\$env:)?([A-Za-z_][A-Za-z0-9_]*)\s*([=:])\s*['\"]?[A-Za-z+]+://"
+)
+_SCHEME_AGAIN = re.compile(r"(?i)postgres(?:ql)?(?:\+\w+)?://")
 _KEYWORD_START = re.compile(r"^[A-Za-z_]+\s*=")
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,40}")
 
@@ -265,15 +268,25 @@ def _refuse_paste_accidents(text: str, name: str) -> None:
             f"{name} holds a psql command line: set it to the connection string alone, "
             "without 'psql' and the quotes around the URL."
         )
-    prefix = _ENV_PREFIX.match(text)
-    if prefix:
-        raise InvalidURLError(
-            f"{name} starts with '{prefix.group(1)}=': set it to the value after the '=' "
-            "only (the connection string itself)."
-        )
     if lowered.startswith("jdbc:"):
         raise InvalidURLError(
             f"{name} is a JDBC URL: remove the 'jdbc:' prefix (postgresql://user:password@host/dbname)."
+        )
+    prefix = _ENV_PREFIX.match(text)
+    if prefix:
+        raise InvalidURLError(
+            f"{name} starts with '{prefix.group(1)}{prefix.group(2)}': set it to the value "
+            f"after the '{prefix.group(2)}' only (the connection string itself)."
+        )
+    if lowered.startswith(("http://", "https://")):
+        raise InvalidURLError(
+            f"{name} is a web address, not a connection string: copy the postgresql:// string "
+            "from Neon Console > Connect."
+        )
+    if len(_SCHEME_AGAIN.findall(text)) > 1:
+        raise InvalidURLError(
+            f"{name} holds two connection strings run together: keep one (the other belongs "
+            "in its own variable)."
         )
     if re.match(r"(?i)postgres(?:ql)?(?:\+\w+)?:(?!//)", text):
         raise InvalidURLError(f"{name} needs '://' after postgresql: (two slashes).")
@@ -293,8 +306,8 @@ def _parse_url_rest(rest: str, name: str) -> ParsedURL:
         # password has an unquoted '/', '?' or '#', and parts of it would become the host
         # or database. Never guess.
         raise InvalidURLError(
-            f"{name}: the user name or password contains an unquoted '/', '?' or '#' "
-            f"(there is an '@' after the host); {_QUOTE_HINT}."
+            f"{name} has an '@' after the host: the password (or user name) contains an "
+            f"unquoted '/', '?', '#' or '@'; {_QUOTE_HINT}."
         )
     userinfo, at, hostport = netloc.rpartition("@")
     if not at:

@@ -377,6 +377,29 @@ URL_CASES: list[Case] = [
         InvalidURLError,
         "no host name has",
     ),  # fmt: skip
+    bad("windows-set-prefix", f"set DATABASE_URL={neon()}", InvalidURLError, "'DATABASE_URL='"),
+    bad("yaml-prefix", f"DATABASE_URL: {neon()}", InvalidURLError, "'DATABASE_URL:'"),
+    bad("two-urls", neon() + neon(D), InvalidURLError, "two connection strings"),
+    bad(
+        "console-web-address",
+        "https://console.neon.tech/app/projects/x",
+        InvalidURLError,
+        "web address",
+        secrets=(),
+    ),  # fmt: skip
+    bad(
+        "pair-other-region",
+        neon(),
+        ConfigurationError,
+        "different Neon endpoints",
+        direct_url=neon(D.replace("us-east-2", "eu-central-1")),
+    ),  # fmt: skip
+    ok(
+        "pair-cell-and-plain-host",
+        neon(P.replace(".us-east-2", ".c-2.us-east-2")),
+        direct_url=neon(D),
+        app=P.replace(".us-east-2", ".c-2.us-east-2"),
+    ),  # fmt: skip
     ok("socket-root-path", f"postgresql://u:{S}@/", app="", direct=""),
     ok("encoded-password-key", f"postgresql://neondb_owner@{P}/neondb?pass%77ord={S}"),
     ok("upper-case-direct-pair", neon(), direct_url=neon(D.upper())),

@@ -57,9 +57,9 @@ def test_keyword_dsn_and_ipv6():
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        (f"postgresql://u:{SECRET}/x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
-        (f"postgresql://u:{SECRET}?x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
-        (f"postgresql://u:{SECRET}#x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
+        (f"postgresql://u:{SECRET}/x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
+        (f"postgresql://u:{SECRET}?x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
+        (f"postgresql://u:{SECRET}#x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
         (f"postgresql://u:{SECRET} @{HOST}/neondb", "space or line break"),
         (f"postgresql://u:{SECRET}\n@{HOST}/neondb", "space or line break"),
         (f"postgresql://u:{SECRET}", "port that is not a number"),  # truncated paste
