@@ -63,6 +63,12 @@ class Secret:
     def __reduce__(self) -> Any:
         raise TypeError("a neon_connect Secret cannot be pickled")
 
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
 
 class DriverSecret(str):
     """A password as drivers need it (a real ``str``), with a masked ``repr``.
