@@ -12,7 +12,7 @@ import ssl
 from typing import Any
 
 from .endpoints import Endpoint
-from .errors import InsecureConnectionError, UnsupportedStartupParameterError
+from .errors import ConfigurationError, InsecureConnectionError, UnsupportedStartupParameterError
 from .secret import SecretParams
 
 __all__ = [
@@ -56,8 +56,21 @@ _LIBPQ_ONLY = frozenset(
         "tcp_user_timeout",
         "fallback_application_name",
         "service",
+        "gssdelegation",
+        "min_protocol_version",
+        "max_protocol_version",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "oauth_issuer",
+        "oauth_scope",
+        "scram_client_key",
+        "scram_server_key",
+        "sslcertmode",
+        "sslkeylogfile",
     }
 )
+_ASYNCPG_UNSUPPORTED = ("hostaddr", "replication")
+"""libpq keywords that change where or how asyncpg connects, which it cannot honour."""
 
 
 def libpq_version() -> int:
@@ -148,6 +161,12 @@ def asyncpg_params(
     Behind a transaction pooler the statement cache is off.
     """
     params = dict(endpoint.params)
+    unsupported = [key for key in _ASYNCPG_UNSUPPORTED if key in params]
+    if unsupported:
+        raise ConfigurationError(
+            f"{', '.join(unsupported)} (from {endpoint.source}) is a libpq setting asyncpg "
+            "cannot honour: remove it, or use the psycopg driver."
+        )
     _apply_tls_rules(endpoint, params)
     _neon_options, startup_options = _split_options(params.pop("options", ""))
     _refuse_startup_options(endpoint, startup_options)

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import re
+import string
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -847,3 +848,29 @@ async def test_failed_asyncpg_connect_keeps_the_password_in_the_driver(neon_loca
     for text in [*exception_texts(info.value), *our_frame_locals(info.value)]:
         assert_clean(text, (wrong,), "our frames")
     assert all("asyncpg" in name for name in _frames_holding(info.value, wrong))
+
+
+URL_SHAPED = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda s: "postgresql://" + s, st.text(max_size=80)),
+    st.builds(
+        lambda a, b, c: f"postgresql://{a}@{b}/{c}",
+        st.text(string.printable, max_size=20),
+        st.text(string.printable, max_size=30),
+        st.text(string.printable, max_size=30),
+    ),
+    st.builds(lambda s: f"host={P} " + s, st.text(string.printable, max_size=40)),
+)
+
+
+@given(text=URL_SHAPED)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_text_gives_an_endpoint_or_our_error(text):
+    """No ValueError, ParseError or TypeError from a library underneath: ours, or a result."""
+    for run, errors in (
+        (lambda: resolve(text, env={}), ConfigurationError),
+        (lambda: neon_django.config(text, env={}), ImproperlyConfigured),
+        (lambda: create_engine(text, env={}).dispose(), ConfigurationError),
+    ):
+        with contextlib.suppress(errors):
+            run()

@@ -5,6 +5,7 @@ import ssl
 import pytest
 
 from neon_connect import (
+    ConfigurationError,
     InsecureConnectionError,
     InvalidURLError,
     UnsupportedStartupParameterError,
@@ -162,3 +163,10 @@ def test_asyncpg_settings_and_certificates():
     )
     with pytest.raises(InvalidURLError, match="'search_path', which libpq does not know"):
         endpoint(POOLED, "?search_path=app")  # refused when configured, not at connect
+
+
+def test_asyncpg_refuses_what_it_cannot_honour_and_drops_client_only_keys():
+    with pytest.raises(ConfigurationError, match="hostaddr .*asyncpg cannot honour"):
+        asyncpg_params(endpoint(DIRECT, "?hostaddr=127.0.0.1"))
+    kwargs = asyncpg_params(endpoint(DIRECT, "?sslcertmode=allow&min_protocol_version=3.0"))
+    assert "server_settings" not in kwargs  # client-side settings never reach the server
