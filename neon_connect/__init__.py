@@ -22,6 +22,7 @@ from .hosts import NeonHost, parse_neon_host
 from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
 from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
 from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, is_transient
+from .secret import Secret, SecretParams
 from .urls import mask_url, parse_url
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ __all__ = [
     "NeonHost",
     "NoDirectEndpointError",
     "RetryPolicy",
+    "Secret",
+    "SecretParams",
     "UnsupportedStartupParameterError",
     "asyncpg_params",
     "connect",
@@ -62,7 +65,7 @@ __all__ = [
 
 
 def connect(
-    url: str | None = None,
+    url: str | Secret | None = None,
     *,
     direct: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
@@ -76,6 +79,7 @@ def connect(
     import psycopg
 
     endpoints = resolve(url)
+    del url  # error pages print locals: keep only the masked values below
     endpoint = endpoints.session() if direct else endpoints.app
-    params = {**psycopg_params(endpoint), **kwargs}
+    params = SecretParams({**psycopg_params(endpoint), **kwargs})
     return retry.call(lambda: psycopg.connect(**params), endpoint=endpoint)

@@ -17,6 +17,7 @@ from .endpoints import Endpoint, Endpoints
 from .errors import ConfigurationError, MissingURLError
 from .params import libpq_version, psycopg_params
 from .resolve import resolve
+from .secret import Secret
 
 __all__ = ["EndpointReport", "Finding", "Report", "run_check"]
 
@@ -56,6 +57,8 @@ class Report:
     libpq_version: int = 0
     endpoints: list[EndpointReport] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+    """Why the configuration could not be resolved (``None`` when it was)."""
 
     @property
     def ok(self) -> bool:
@@ -65,9 +68,12 @@ class Report:
         return json.dumps({**asdict(self), "ok": self.ok}, indent=2)
 
     def to_text(self) -> str:
-        if not self.configured:
+        if not self.configured or self.error:
             return "\n".join(
-                f"{f.level.upper()}: {f.message}\n  fix: {f.fix}" for f in self.findings
+                [
+                    f"libpq {_libpq_text(self.libpq_version)}",
+                    *(f"{f.level.upper()}: {f.message}\n  fix: {f.fix}" for f in self.findings),
+                ]
             )
         lines = []
         if self.is_neon:
@@ -127,27 +133,40 @@ def run_check(
     env: Mapping[str, str] | None = None,
     connect: bool = True,
     timeout: int = 10,
+    allow_mismatched_endpoints: bool = False,
 ) -> Report:
     """Resolve, connect to each endpoint and collect findings."""
+    version = libpq_version()
+    app_secret = None if url is None else Secret(url)
+    direct_secret = None if direct_url is None else Secret(direct_url)
+    del url, direct_url  # error pages print locals: keep only masked values
+    failure: Report | None = None
     try:
-        endpoints = resolve(url, direct_url=direct_url, env=env)
+        endpoints = resolve(
+            app_secret,
+            direct_url=direct_secret,
+            env=env,
+            allow_mismatched_endpoints=allow_mismatched_endpoints,
+        )
     except MissingURLError as exc:
-        return Report(
+        message = str(exc).split(". Set ")[0] + "."
+        failure = Report(
             configured=False,
+            libpq_version=version,
+            error=message,
             findings=[
-                Finding(
-                    "error",
-                    str(exc).split(". Set ")[0] + ".",
-                    "export DATABASE_URL='<your Neon connection string>'",
-                )
+                Finding("error", message, "export DATABASE_URL='<your Neon connection string>'")
             ],
         )
     except ConfigurationError as exc:
-        return Report(
+        failure = Report(
             configured=True,
+            libpq_version=version,
+            error=str(exc),
             findings=[Finding("error", str(exc), "correct the variable named above")],
         )
-    version = libpq_version()
+    if failure is not None:
+        return failure
     report = Report(
         configured=True,
         is_neon=endpoints.is_neon,
@@ -255,6 +274,15 @@ def _first_line(exc: BaseException, endpoint: Endpoint) -> str:
 def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Finding]:
     out: list[Finding] = []
     app, direct = endpoints.app, endpoints.direct
+    if direct is not None and direct is not app and _split(app, direct):
+        out.append(
+            Finding(
+                "warning",
+                f"The app ({app.source}) and direct ({direct.source}) endpoints differ: "
+                "migrations change a database the app may not read.",
+                "copy both URLs from one Neon connection string, unless the split is deliberate",
+            )
+        )
     if app.transaction_pooler and direct is None:
         out.append(
             Finding(
@@ -324,6 +352,15 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
                 )
             )
     return out
+
+
+def _split(app: Endpoint, direct: Endpoint) -> bool:
+    """True when the pair names two Neon endpoints, or Neon and something else."""
+    if app.is_neon != direct.is_neon:
+        return True
+    return app.is_neon and (
+        app.endpoint_id != direct.endpoint_id or app.database != direct.database
+    )
 
 
 _FIXES = (

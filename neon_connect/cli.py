@@ -68,6 +68,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     check.add_argument("--no-connect", action="store_true", help="only resolve; do not connect")
     check.add_argument("--url", help="the app URL (default: from the environment)")
     check.add_argument("--direct-url", help="the direct URL (default: from the environment)")
+    check.add_argument(
+        "--allow-mismatched-endpoints",
+        action="store_true",
+        help="accept app and direct URLs for different endpoints (reported as a warning)",
+    )
     alembic = sub.add_parser(
         "alembic-init", help="create an Alembic directory whose env.py runs on the direct endpoint"
     )
@@ -82,7 +87,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed the usage to stderr; `check --json` still owes JSON on stdout.
+        if exc.code not in (0, None) and "check" in argv and "--json" in argv:
+            print(json.dumps({"ok": False, "error": "invalid command-line arguments"}))
+        raise
     try:
         if args.command == "local":
             return _local(args)
@@ -111,9 +123,24 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Never a traceback: any failure is one line (or JSON with ``error``), exit code 1."""
     from .check import run_check
 
-    report = run_check(args.url, direct_url=args.direct_url, connect=not args.no_connect)
+    try:
+        report = run_check(
+            args.url,
+            direct_url=args.direct_url,
+            connect=not args.no_connect,
+            allow_mismatched_endpoints=args.allow_mismatched_endpoints,
+        )
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: no traceback, no secret
+        # Only the class name: an unexpected error's text might quote the input.
+        message = f"the check failed unexpectedly ({type(exc).__name__})"
+        if args.json:
+            print(json.dumps({"ok": False, "configured": None, "error": message}))
+        else:
+            print(f"neon-connect: error: {message}", file=sys.stderr)
+        return 1
     print(report.to_json() if args.json else report.to_text())
     if not report.configured:
         return 2

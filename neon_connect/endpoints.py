@@ -9,7 +9,8 @@ from typing import Literal
 
 from .errors import NoDirectEndpointError
 from .hosts import NeonHost, parse_neon_host
-from .urls import MASK, build_url
+from .secret import MASK, is_secret_key
+from .urls import build_url
 
 __all__ = ["Endpoint", "EndpointKind", "Endpoints"]
 
@@ -38,6 +39,22 @@ class Endpoint:
 
     __hash__ = None  # type: ignore[assignment]  # params is a mapping
 
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint(kind={self.kind!r}, host={self.host!r}, port={self.port!r}, "
+            f"user={self.user!r}, database={self.database!r}, "
+            f"params={self._shown_params()!r}, transaction_pooler={self.transaction_pooler!r}, "
+            f"source={self.source!r})"
+        )
+
+    def _shown_params(self) -> dict[str, str]:
+        return {k: (MASK if is_secret_key(k) else v) for k, v in self.params.items()}
+
+    def secrets(self) -> list[str]:
+        """The secret values this endpoint holds (password, ``sslpassword``, ...)."""
+        found = [v for k, v in self.params.items() if is_secret_key(k) and v]
+        return [self.password, *found] if self.password else found
+
     @property
     def neon(self) -> NeonHost | None:
         return parse_neon_host(self.host)
@@ -58,12 +75,14 @@ class Endpoint:
 
     @property
     def display_host(self) -> str:
-        """``host:port``: what logs and errors show."""
-        return f"{self.host}:{self.port}"
+        """``host:port``: what logs and errors show (a Unix socket has no host name)."""
+        return f"{self.host or 'the local socket'}:{self.port}"
 
     def mask_secret(self, text: str) -> str:
-        """``text`` (an error message, say) with this endpoint's password masked."""
-        return text.replace(self.password, MASK) if self.password else text
+        """``text`` (an error message, say) with this endpoint's secrets masked."""
+        for secret in self.secrets():
+            text = text.replace(secret, MASK)
+        return text
 
     def url(self, *, reveal_password: bool = False, scheme: str = "postgresql") -> str:
         """This endpoint as a URL; the password is masked unless ``reveal_password``."""
@@ -74,7 +93,7 @@ class Endpoint:
             user=self.user,
             password=password,
             database=self.database,
-            params=dict(self.params),
+            params=dict(self.params) if reveal_password else self._shown_params(),
             scheme=scheme,
         )
 

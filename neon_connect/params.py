@@ -12,7 +12,8 @@ import ssl
 from typing import Any
 
 from .endpoints import Endpoint
-from .errors import InsecureConnectionError, UnsupportedStartupParameterError
+from .errors import ConfigurationError, InsecureConnectionError, UnsupportedStartupParameterError
+from .secret import SecretParams
 
 __all__ = [
     "CONNECTION_KEYS",
@@ -55,8 +56,21 @@ _LIBPQ_ONLY = frozenset(
         "tcp_user_timeout",
         "fallback_application_name",
         "service",
+        "gssdelegation",
+        "min_protocol_version",
+        "max_protocol_version",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "oauth_issuer",
+        "oauth_scope",
+        "scram_client_key",
+        "scram_server_key",
+        "sslcertmode",
+        "sslkeylogfile",
     }
 )
+_ASYNCPG_UNSUPPORTED = ("hostaddr", "replication")
+"""libpq keywords that change where or how asyncpg connects, which it cannot honour."""
 
 
 def libpq_version() -> int:
@@ -105,14 +119,16 @@ def libpq_params(
         params["options"] = options
     if connect_timeout is not None:
         params.setdefault("connect_timeout", str(connect_timeout))
-    return {
-        "host": endpoint.host,
-        "port": endpoint.port,
-        **({"user": endpoint.user} if endpoint.user else {}),
-        **({"password": endpoint.password} if endpoint.password else {}),
-        **({"dbname": endpoint.database} if endpoint.database else {}),
-        **params,
-    }
+    return SecretParams(
+        {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            **({"user": endpoint.user} if endpoint.user else {}),
+            **({"password": endpoint.password} if endpoint.password else {}),
+            **({"dbname": endpoint.database} if endpoint.database else {}),
+            **params,
+        }
+    )
 
 
 def psycopg_params(
@@ -145,18 +161,26 @@ def asyncpg_params(
     Behind a transaction pooler the statement cache is off.
     """
     params = dict(endpoint.params)
+    unsupported = [key for key in _ASYNCPG_UNSUPPORTED if key in params]
+    if unsupported:
+        raise ConfigurationError(
+            f"{', '.join(unsupported)} (from {endpoint.source}) is a libpq setting asyncpg "
+            "cannot honour: remove it, or use the psycopg driver."
+        )
     _apply_tls_rules(endpoint, params)
     _neon_options, startup_options = _split_options(params.pop("options", ""))
     _refuse_startup_options(endpoint, startup_options)
     server_settings = _settings_from_options(startup_options)
-    kwargs: dict[str, Any] = {
-        "host": endpoint.host,
-        "port": endpoint.port,
-        "user": endpoint.user,
-        "password": endpoint.password,
-        "database": endpoint.database,
-        "ssl": _asyncpg_ssl(params),
-    }
+    kwargs: dict[str, Any] = SecretParams(
+        {
+            "host": endpoint.host or None,
+            "port": endpoint.port,
+            "user": endpoint.user,
+            "password": endpoint.password,
+            "database": endpoint.database,
+            "ssl": _asyncpg_ssl(params),
+        }
+    )
     timeout = params.pop("connect_timeout", None)
     if timeout is not None:
         kwargs["timeout"] = float(timeout)
@@ -187,7 +211,7 @@ def asyncpg_params(
 
 def connection_options(params: dict[str, Any]) -> dict[str, Any]:
     """Driver parameters minus where to connect and as whom (for ``OPTIONS``/``connect_args``)."""
-    return {k: v for k, v in params.items() if k not in CONNECTION_KEYS}
+    return SecretParams({k: v for k, v in params.items() if k not in CONNECTION_KEYS})
 
 
 def _libpq_version() -> int:

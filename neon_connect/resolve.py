@@ -11,6 +11,10 @@ Order of the sources (the first that is set wins; empty variables count as unset
 
 When the app URL is passed as an argument, the environment is not read at all.
 
+Both URLs must name the same Neon endpoint and database (else ``migrate`` would change a
+database the app does not read); ``allow_mismatched_endpoints=True`` permits a deliberate
+split. A non-Neon app URL beside a Neon direct URL is refused the same way.
+
 Neon hosts are classified by the host itself (``-pooler``), never by the variable's name.
 A non-Neon host has no name to go by: two URLs mean "app = PgBouncer in transaction mode,
 direct = Postgres"; a lone URL is plain Postgres for both roles unless it carries
@@ -20,13 +24,15 @@ direct = Postgres"; a lone URL is plain Postgres for both roles unless it carrie
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
-from .errors import MissingURLError
-from .hosts import parse_neon_host
-from .urls import ParsedURL, parse_port, parse_url
+from .errors import ConfigurationError, InvalidURLError, MissingURLError
+from .hosts import NeonHost, parse_neon_host
+from .secret import Secret, scrubbed
+from .urls import ParsedURL, check_host, check_params, parse_port, parse_url
 
 __all__ = ["APP_VARS", "DIRECT_VARS", "POOLED_VARS", "resolve"]
 
@@ -52,17 +58,50 @@ class _Candidate:
     origin: str
 
     @property
+    def neon(self) -> NeonHost | None:
+        return parse_neon_host(self.parsed.host)
+
+    @property
     def is_pooled_neon(self) -> bool:
-        neon = parse_neon_host(self.parsed.host)
+        neon = self.neon
         return bool(neon and neon.pooled)
 
 
+class _Environ(Mapping[str, str]):
+    """The environment, with a ``repr`` that shows no values (error pages print locals)."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<environment with {len(self._data)} variables>"
+
+
+def _secret(value: str | Secret | None, name: str) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise InvalidURLError(f"{name} must be a string, not {type(value).__name__}.")
+    return Secret(value)
+
+
+@scrubbed(ConfigurationError)
 def resolve(
-    url: str | None = None,
+    url: str | Secret | None = None,
     *,
-    direct_url: str | None = None,
+    direct_url: str | Secret | None = None,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -71,14 +110,19 @@ def resolve(
     """Return the pooled/direct pair for the given URL(s) or the environment.
 
     ``use_pooler=False`` keeps ordinary traffic on a direct Neon URL instead of sending it to
-    the pooled twin. The variable lists can be replaced to read other names. Raises
+    the pooled twin. ``allow_mismatched_endpoints=True`` accepts app and direct URLs that
+    name different endpoints or databases (a deliberate split; refused by default). The
+    variable lists can be replaced to read other names. Raises
     :class:`~neon_connect.MissingURLError` when nothing is set and
-    :class:`~neon_connect.InvalidURLError` for a malformed string.
+    :class:`~neon_connect.ConfigurationError` (or a subclass) for anything malformed.
     """
-    environ: Mapping[str, str] = os.environ if env is None else env
+    app_secret = _secret(url, "the url argument")
+    direct_secret = _secret(direct_url, "the direct_url argument")
+    environ = _Environ(os.environ if env is None else env)
+    del url, direct_url, env
     app, direct = _find_sources(
-        url,
-        direct_url,
+        app_secret,
+        direct_secret,
         environ,
         app_vars=app_vars,
         direct_vars=direct_vars,
@@ -87,19 +131,75 @@ def resolve(
     )
     direct_hint = (
         "pass direct_url"
-        if url is not None
+        if app_secret is not None
         else f"set {direct_vars[0] if direct_vars else 'a direct URL'}"
     )
-    if app.parsed.host and (
-        parse_neon_host(app.parsed.host) or (direct and parse_neon_host(direct.parsed.host))
-    ):
+    for candidate in (app, direct):
+        if candidate is not None:
+            _check_endpoint_option(candidate)
+    if direct is not None and not allow_mismatched_endpoints:
+        _refuse_mismatch(app, direct)
+    if app.neon:
         return _neon_pair(app, direct, use_pooler=use_pooler)
     return _plain_pair(app, direct, direct_hint=direct_hint)
 
 
+_OPT_OUT = "pass allow_mismatched_endpoints=True if the split is deliberate"
+
+
+def _refuse_mismatch(app: _Candidate, direct: _Candidate) -> None:
+    """Both URLs must reach one database, or migrations change a database the app never reads."""
+    a, d = app.neon, direct.neon
+    where = f"{app.origin} and {direct.origin}"
+    if a is None and d is None:
+        return  # a PgBouncer in front of a Postgres: nothing in the names to compare
+    if a is None or d is None:
+        neon_one = direct.origin if a is None else app.origin
+        raise ConfigurationError(
+            f"{where} point at different servers: only {neon_one} is a Neon host. Set both "
+            f"to the same Neon endpoint (the -pooler and the direct host), or {_OPT_OUT}."
+        )
+    if a.endpoint_id != d.endpoint_id or a.region != d.region:
+        raise ConfigurationError(
+            f"{where} name different Neon endpoints ({a.endpoint_id} and {d.endpoint_id}): "
+            "migrations would change a database the app does not read. Copy both from one "
+            f"Neon connection string, or {_OPT_OUT}."
+        )
+    if _database(app.parsed) != _database(direct.parsed):
+        raise ConfigurationError(
+            f"{where} name different databases on the endpoint {a.endpoint_id}: migrations "
+            f"would change a database the app does not read. Use one database, or {_OPT_OUT}."
+        )
+
+
+def _check_endpoint_option(candidate: _Candidate) -> None:
+    """``options=endpoint=<id>`` (for libpq without SNI) must name the host's own endpoint."""
+    options = candidate.parsed.params.get("options", "")
+    neon = candidate.neon
+    if "endpoint" not in options or neon is None:
+        return
+    try:
+        tokens = shlex.split(options)
+    except ValueError:
+        tokens = options.split()
+    for token in tokens:
+        key, _, value = token.partition("=")
+        if key == "endpoint" and value.lower().removesuffix("-pooler") != neon.endpoint_id:
+            raise ConfigurationError(
+                f"{candidate.origin} sets options=endpoint={value} but its host is the endpoint "
+                f"{neon.endpoint_id}; Neon would route by the option. Remove the option (libpq "
+                "14+ sends the host name) or make it match the host."
+            )
+
+
+def _database(parsed: ParsedURL) -> str | None:
+    """The database libpq connects to: the URL's, else one named like the user."""
+    return parsed.database or parsed.user
+
+
 def _find_sources(
-    url: str | None,
-    direct_url: str | None,
+    url: Secret | None,
+    direct_url: Secret | None,
     environ: Mapping[str, str],
     *,
     app_vars: Sequence[str],
@@ -120,8 +220,8 @@ def _find_sources(
 
     def from_var(name: str) -> _Candidate | None:
         looked.append(name)
-        value = environ.get(name, "")
-        return _Candidate(parse_url(value, name=name), name) if value.strip() else None
+        value = Secret(environ.get(name, ""))
+        return _Candidate(parse_url(value, name=name), name) if value.reveal().strip() else None
 
     pooled_first = next((c for c in map(from_var, pooled_vars) if c), None)
     app = pooled_first or next((c for c in map(from_var, app_vars) if c), None)
@@ -153,21 +253,61 @@ def _find_sources(
 
 
 def _from_libpq_vars(environ: Mapping[str, str], host_var: str) -> _Candidate | None:
-    host = environ.get(host_var, "").strip()
+    host = _pg_var(environ, host_var).strip()
     if not host:
         return None
-    port = environ.get("PGPORT", "").strip()
+    if "," in host:
+        raise InvalidURLError(
+            f"{host_var} lists several hosts; neon-connect needs one host (Neon serves each "
+            "endpoint from one host name)."
+        )
+    if "://" in host or "@" in host:
+        raise InvalidURLError(
+            f"{host_var} holds a connection string, not a host name: put the URL in "
+            "DATABASE_URL, or set only the host name here."
+        )
+    if not host.startswith("/") and (":" in host) and not _is_ipv6(host):
+        raise InvalidURLError(
+            f"{host_var} carries a port (host:port); libpq reads only the host name from it: "
+            "set the port in PGPORT."
+        )
+    check_host(host, host_var)
+    port = _pg_var(environ, "PGPORT").strip()
     text_port = parse_port(port, "PGPORT") if port else None
-    params = {param: environ[var] for var, param in _PG_PARAMS.items() if environ.get(var)}
+    params = {param: _pg_var(environ, var) for var, param in _PG_PARAMS.items() if environ.get(var)}
+    for var, param in _PG_PARAMS.items():
+        if param in params:
+            check_params({param: params[param]}, var)
     parsed = ParsedURL(
         host=host,
         port=text_port,
-        user=environ.get("PGUSER") or None,
-        password=environ.get("PGPASSWORD") or None,
-        database=environ.get("PGDATABASE") or None,
+        user=_pg_var(environ, "PGUSER") or None,
+        password=_pg_var(environ, "PGPASSWORD") or None,
+        database=_pg_var(environ, "PGDATABASE") or None,
         params=params,
     )
     return _Candidate(parsed, f"{host_var} (+ PG* variables)")
+
+
+def _is_ipv6(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        return False
+
+
+def _pg_var(environ: Mapping[str, str], name: str) -> str:
+    """One PG* variable, refused by name when it holds bytes that are not UTF-8."""
+    value = environ.get(name, "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidURLError(
+            f"{name} contains bytes that are not valid UTF-8: set it again as UTF-8 text."
+        ) from None
+    return value
 
 
 def _endpoint(
@@ -179,14 +319,14 @@ def _endpoint(
     origin: str | None = None,
 ) -> Endpoint:
     parsed = candidate.parsed
-    params = {k: v for k, v in parsed.params.items() if k.lower() != "pgbouncer"}
+    params = {k: v for k, v in parsed.params.items() if k != "pgbouncer"}
     return Endpoint(
         kind=kind,
         host=host or parsed.host or "",
         port=parsed.port or DEFAULT_PORT,
         user=parsed.user,
         password=parsed.password,
-        database=parsed.database,
+        database=_database(parsed),
         params=params,
         transaction_pooler=transaction_pooler,
         source=origin or candidate.origin,
@@ -202,7 +342,10 @@ def _neon_pair(app: _Candidate, direct: _Candidate | None, *, use_pooler: bool) 
         None,
     )
     if pooled_src is not None:
-        pooled = _endpoint(pooled_src, "pooled", transaction_pooler=True)
+        neon = pooled_src.neon
+        assert neon is not None
+        # the host as Neon spells it: one -pooler, lower case
+        pooled = _endpoint(pooled_src, "pooled", transaction_pooler=True, host=neon.pooled_host)
     else:
         assert direct_src is not None
         neon = parse_neon_host(direct_src.parsed.host)
@@ -215,16 +358,22 @@ def _neon_pair(app: _Candidate, direct: _Candidate | None, *, use_pooler: bool) 
             origin=f"derived from {direct_src.origin}",
         )
     if direct_src is not None:
-        direct_ep = _endpoint(direct_src, "direct", transaction_pooler=False)
-    else:
-        neon = parse_neon_host(pooled_src.parsed.host if pooled_src else None)
-        assert neon is not None and pooled_src is not None
+        twin = direct_src.neon
         direct_ep = _endpoint(
-            pooled_src,
+            direct_src, "direct", transaction_pooler=False, host=twin.direct_host if twin else None
+        )
+    else:
+        # the direct URL's own endpoint when it names one (a split allowed by the caller)
+        twin_src = direct if direct is not None and direct.neon else pooled_src
+        assert twin_src is not None
+        neon = twin_src.neon
+        assert neon is not None
+        direct_ep = _endpoint(
+            twin_src,
             "direct",
             transaction_pooler=False,
             host=neon.direct_host,
-            origin=f"derived from {pooled_src.origin}",
+            origin=f"derived from {twin_src.origin}",
         )
     app_ep = pooled if (use_pooler or app.is_pooled_neon) else direct_ep
     return Endpoints(app=app_ep, direct=direct_ep)

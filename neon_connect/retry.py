@@ -179,7 +179,7 @@ def _summary(exc: BaseException, endpoint: Endpoint) -> str:
 
 def _scrub(exc: BaseException, endpoint: Endpoint) -> None:
     """Drivers do not echo passwords, but make sure of it."""
-    if endpoint.password and any(endpoint.password in str(arg) for arg in exc.args):
+    if any(secret in str(arg) for secret in endpoint.secrets() for arg in exc.args):
         exc.args = tuple(endpoint.mask_secret(str(arg)) for arg in exc.args)
 
 

@@ -28,10 +28,12 @@ CHECK_IDS: dict[str, str] = {
     "neon_django.E004": "client-side pool (OPTIONS['pool']) on a pooled endpoint",
     "neon_django.E005": "sslmode weaker than 'require' on a Neon host",
     "neon_django.E006": "startup options or assume_role on a pooled endpoint",
+    "neon_django.E007": "app and direct endpoints of one alias reach different databases",
     "neon_django.W001": "CONN_MAX_AGE of 300 s or more on Neon without CONN_HEALTH_CHECKS",
     "neon_django.W002": "no direct endpoint known for a pooled endpoint",
     "neon_django.W003": "Django's own engine on a Neon pooler: migrations would go through it",
     "neon_django.W004": "NEON_DIRECT_COMMANDS names a command Django does not know",
+    "neon_django.W005": "E007's split, allowed by allow_mismatched_endpoints=True",
 }
 
 
@@ -123,6 +125,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                     id="neon_django.W003",
                 )
             )
+    out += _check_pair(name, db)
     if neon_host:
         mode = str(options.get("sslmode") or "").lower()
         if mode in WEAK_SSLMODES:
@@ -145,6 +148,42 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                 )
             )
     return out
+
+
+def _check_pair(name: str, db: dict[str, Any]) -> list[CheckMessage]:
+    """Migrations run on NEON['DIRECT']: it must be the database the app reads."""
+    neon = db.get("NEON") or {}
+    direct = neon.get("DIRECT") or {}
+    if not direct:
+        return []
+    app_host, direct_host = (parse_neon_host(str(d.get("HOST") or "")) for d in (db, direct))
+    if app_host is None and direct_host is None:
+        return []  # PgBouncer + PostgreSQL: nothing in the names to compare
+    same = (
+        app_host is not None
+        and direct_host is not None
+        and app_host.endpoint_id == direct_host.endpoint_id
+        and db.get("NAME") == direct.get("NAME")
+    )
+    if same:
+        return []
+    if neon.get("ALLOW_MISMATCHED_ENDPOINTS"):
+        return [
+            Warning(
+                f"{name} migrates a different database from the one it reads.",
+                hint="Deliberate (allow_mismatched_endpoints=True)? Silence neon_django.W005.",
+                obj=name,
+                id="neon_django.W005",
+            )
+        ]
+    return [
+        Error(
+            f"{name}: app and direct endpoints reach different databases.",
+            hint="Copy both URLs from one Neon connection string; migrations follow DIRECT.",
+            obj=name,
+            id="neon_django.E007",
+        )
+    ]
 
 
 def check_app_order(

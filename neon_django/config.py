@@ -21,12 +21,15 @@ from neon_connect import (
     ConfigurationError,
     DoublePoolingError,
     Endpoint,
+    Secret,
+    SecretParams,
     UnsupportedStartupParameterError,
     libpq_params,
     resolve,
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
+from neon_connect.secret import scrubbed
 
 __all__ = ["ENGINE", "config"]
 
@@ -39,12 +42,14 @@ def _is_psycopg3() -> bool:
     return bool(is_psycopg3)
 
 
+@scrubbed(ConfigurationError, raise_as=ImproperlyConfigured)
 def config(
-    url: str | None = None,
+    url: str | Secret | None = None,
     *,
-    direct_url: str | None = None,
+    direct_url: str | Secret | None = None,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
     conn_max_age: int | None = 0,
     conn_health_checks: bool | None = None,
     pool: bool | dict[str, Any] = False,
@@ -66,46 +71,54 @@ def config(
     suspend, with health checks on. ``pool`` (Django 5.1+) is only allowed when the app
     endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
     ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
-    cold-start retry (0 turns it off).
+    cold-start retry (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
+    direct URLs that name different endpoints or databases (refused by default).
 
-    Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password.
+    Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
+    and chains no context that could (the error is raised afresh, outside the parser).
     """
-    try:
-        endpoints = resolve(
-            url,
-            direct_url=direct_url,
-            env=env,
-            use_pooler=use_pooler,
-            app_vars=app_vars,
-            direct_vars=direct_vars,
-            pooled_vars=pooled_vars,
+    endpoints = resolve(
+        url,
+        direct_url=direct_url,
+        env=env,
+        use_pooler=use_pooler,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
+        app_vars=app_vars,
+        direct_vars=direct_vars,
+        pooled_vars=pooled_vars,
+    )
+    del url, direct_url, env  # error pages print locals: keep only masked values
+    app = endpoints.app
+    if not app.database:
+        raise ConfigurationError(
+            f"{app.source} names no database (and no user for libpq's default): add "
+            "/<dbname> to the URL (Neon's default is /neondb), or set PGDATABASE."
         )
-        app = endpoints.app
-        user_options = dict(options or {})
-        if ssl_require and "sslmode" not in app.params:
-            user_options.setdefault("sslmode", "require")
-        _check_user_options(app, user_options, pool=pool, conn_max_age=conn_max_age)
-        app_options = _options(app, user_options, prepared=pooler_prepared_statements)
-        direct = endpoints.direct
-        direct_settings = None
-        if direct is not None and direct is not app:
-            direct_settings = {
-                **_connection_settings(direct, _options(direct, user_options, prepared=True)),
-                "SOURCE": direct.source,
-            }
-    except ConfigurationError as exc:
-        raise ImproperlyConfigured(str(exc)) from None
+    user_options = dict(options or {})
+    if ssl_require and "sslmode" not in app.params:
+        user_options.setdefault("sslmode", "require")
+    _check_user_options(app, user_options, pool=pool, conn_max_age=conn_max_age)
+    app_options = _options(app, user_options, prepared=pooler_prepared_statements)
+    direct = endpoints.direct
+    direct_settings = None
+    if direct is not None and direct is not app:
+        direct_settings = {
+            **_connection_settings(direct, _options(direct, user_options, prepared=True)),
+            "SOURCE": direct.source,
+        }
 
     if retry_timeout < 0:
-        raise ImproperlyConfigured("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
+        raise ConfigurationError("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
     max_age = _conn_max_age(app, conn_max_age)
     health = conn_health_checks if conn_health_checks is not None else max_age != 0
     if pool:
         app_options["pool"] = _pool_options(pool)
 
     settings: dict[str, Any] = dict(
+        # dj-database-url gives Django's keys and defaults; the connection parts come from
+        # `app` below (parsed and checked once, in the core), so no URL is parsed twice.
         dj_database_url.parse(
-            app.url(reveal_password=True),
+            "postgres://",
             engine=ENGINE,
             conn_max_age=max_age,
             conn_health_checks=health,
@@ -126,6 +139,7 @@ def config(
         "DIRECT_KNOWN": direct is not None,
         "PREPARED_STATEMENTS": pooler_prepared_statements,
         "RETRY_TIMEOUT": retry_timeout,
+        "ALLOW_MISMATCHED_ENDPOINTS": allow_mismatched_endpoints,
     }
     return settings
 
@@ -144,7 +158,7 @@ def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[st
 def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool) -> dict[str, Any]:
     """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
     params = connection_options(libpq_params(endpoint))
-    options: dict[str, Any] = {**params, **user_options}
+    options: dict[str, Any] = SecretParams({**params, **user_options})
     if not _is_psycopg3():
         options.pop("prepare_threshold", None)  # psycopg 3 only; psycopg2 never prepares
     if endpoint.transaction_pooler:

@@ -8,22 +8,25 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import sqlalchemy
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 from sqlalchemy.pool import NullPool
 
 from neon_connect import (
     DEFAULT_RETRY,
+    ConfigurationError,
     DoublePoolingError,
     Endpoint,
     RetryPolicy,
+    Secret,
     asyncpg_params,
     psycopg_params,
     resolve,
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
+from neon_connect.secret import mask_driver_secrets, scrubbed
 
 from .events import add_retry, dispose_after_fork
 
@@ -37,24 +40,34 @@ class NeonClientPoolWarning(UserWarning):
     """A client-side pool was explicitly allowed on top of a transaction pooler."""
 
 
+@scrubbed(ConfigurationError)
 def endpoint_for(
-    url: str | URL | None,
+    url: str | URL | Secret | None,
     *,
     direct: bool,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
 ) -> Endpoint:
     """The endpoint an engine built from ``url`` (or the environment) would connect to."""
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
-    endpoints = resolve(text, env=env, use_pooler=use_pooler)
+    text = Secret(url.render_as_string(hide_password=False)) if isinstance(url, URL) else url
+    del url  # error pages print locals: keep only masked values
+    endpoints = resolve(
+        text, env=env, use_pooler=use_pooler, allow_mismatched_endpoints=allow_mismatched_endpoints
+    )
     return endpoints.session() if direct else endpoints.app
 
 
-def _driver_from(url: str | URL | None, default: Driver) -> Driver:
+def _driver_from(url: str | URL | Secret | None, default: Driver) -> Driver:
+    """The driver named by ``postgresql+<driver>://``, read from the scheme alone."""
     if url is None:
         return default
-    name = make_url(url).drivername if isinstance(url, URL) or "://" in str(url) else ""
-    driver = name.partition("+")[2]
+    if isinstance(url, URL):
+        name = url.drivername
+    else:
+        text = url.reveal() if isinstance(url, Secret) else str(url)
+        name = text.strip().partition("://")[0] if "://" in text else ""
+    driver = name.partition("+")[2].lower()
     return driver if driver in ("psycopg", "psycopg2", "asyncpg") else default  # type: ignore[return-value]
 
 
@@ -136,7 +149,7 @@ def _sa_url(endpoint: Endpoint, driver: Driver) -> URL:
         f"postgresql+{driver}",
         username=endpoint.user,
         password=endpoint.password,
-        host=endpoint.host,
+        host=endpoint.host or None,
         port=endpoint.port,
         database=endpoint.database,
     )
@@ -157,6 +170,14 @@ def _arguments(
         **kwargs.pop("connect_args", {}),
     }
     _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
+    # SQLAlchemy copies the URL's password into its own `cparams` dict, which error pages show
+    # among a frame's locals; connect_args override it with a value whose repr is masked:
+    # a str subclass for libpq drivers (they call str()), a callable for asyncpg (exact str).
+    if endpoint.password and "password" not in connect_args:
+        connect_args["password"] = (
+            Secret(endpoint.password).reveal if driver == "asyncpg" else endpoint.password
+        )
+    mask_driver_secrets(connect_args)
     engine_kwargs = _engine_kwargs(
         endpoint, kwargs, allow_client_pool=allow_client_pool, factory=factory
     )
@@ -168,8 +189,9 @@ def _finish(engine: Engine, endpoint: Endpoint, retry: RetryPolicy) -> None:
     dispose_after_fork(engine)
 
 
+@scrubbed(ConfigurationError)
 def create_engine(
-    url: str | URL | None = None,
+    url: str | URL | Secret | None = None,
     *,
     direct: bool = False,
     allow_client_pool: bool = False,
@@ -177,6 +199,7 @@ def create_engine(
     retry: RetryPolicy = DEFAULT_RETRY,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
     **kwargs: Any,
 ) -> Engine:
     """A sync engine on the pooled endpoint (default) or the direct one (``direct=True``).
@@ -187,8 +210,15 @@ def create_engine(
     with ``pool_pre_ping`` and ``pool_recycle`` below Neon's suspend. Other keyword
     arguments go to ``sqlalchemy.create_engine``; ``connect_args`` are merged.
     """
-    endpoint = endpoint_for(url, direct=direct, env=env, use_pooler=use_pooler)
     driver = _driver_from(url, "psycopg")
+    endpoint = endpoint_for(
+        url,
+        direct=direct,
+        env=env,
+        use_pooler=use_pooler,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
+    )
+    del url  # error pages print locals: keep only masked values
     if driver == "asyncpg":
         driver = "psycopg"  # a sync engine cannot use asyncpg
     sa_url, arguments = _arguments(
@@ -204,8 +234,9 @@ def create_engine(
     return engine
 
 
+@scrubbed(ConfigurationError)
 def create_async_engine(
-    url: str | URL | None = None,
+    url: str | URL | Secret | None = None,
     *,
     direct: bool = False,
     driver: Literal["psycopg", "asyncpg"] | None = None,
@@ -214,6 +245,7 @@ def create_async_engine(
     retry: RetryPolicy = DEFAULT_RETRY,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
     """The async twin of :func:`create_engine`, with psycopg (default) or asyncpg.
@@ -222,8 +254,15 @@ def create_async_engine(
     prepared-statement names; Neon URL parameters are translated (``sslmode`` becomes
     ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
     """
-    endpoint = endpoint_for(url, direct=direct, env=env, use_pooler=use_pooler)
     chosen: Driver = driver or _driver_from(url, "psycopg")
+    endpoint = endpoint_for(
+        url,
+        direct=direct,
+        env=env,
+        use_pooler=use_pooler,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
+    )
+    del url  # error pages print locals: keep only masked values
     if chosen == "psycopg2":
         chosen = "psycopg"  # psycopg2 has no async mode
     sa_url, arguments = _arguments(

@@ -117,7 +117,7 @@ def test_manage_py_neon_check(neon_local):
         [sys.executable, "manage.py", "neon_check", "--json"],
         cwd=ROOT / "example_projects" / "django_app", env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr + result.stdout
     data = json.loads(result.stdout)
     assert data["ok"] and [e["kind"] for e in data["endpoints"]] == ["pooled", "direct"]
     assert [e["source"] for e in data["endpoints"]] == [
@@ -125,3 +125,36 @@ def test_manage_py_neon_check(neon_local):
         "DATABASES['default']['NEON']['DIRECT']",
     ]
     assert neon_local.state.password not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "fragment"),
+    [
+        # malformed: the libpq line is still right, the error names the variable
+        ((), {"DATABASE_URL": f"postgresql://u:ab@cd/{SECRET}@{POOLED}/db"}, 1, "DATABASE_URL"),
+        ((), {"DATABASE_URL": f"'postgresql://u:{SECRET}@{POOLED}/db'"}, 1, "quotes"),
+        ((), {}, 2, "No database connection string"),
+        (("--url", f"postgresql://u:{SECRET}@{POOLED}/db?sslmode=req"), {}, 1, "sslmode"),
+        (
+            ("--url", f"postgresql://u:{SECRET}@{POOLED}/db"),
+            {"DATABASE_URL_UNPOOLED": "ignored: the url argument wins"},
+            0,
+            POOLED,
+        ),
+        (("--bogus-flag",), {}, 2, "arguments"),
+    ],
+)
+def test_check_never_prints_a_traceback_and_json_is_always_json(args, env, code, fragment):
+    for json_flag in ((), ("--json",)):
+        result = _cli("check", "--no-connect", *json_flag, *args, env=env)
+        output = result.stdout + result.stderr
+        assert result.returncode == code, output
+        assert "Traceback" not in output
+        assert SECRET not in output and SECRET[:8] not in output
+        assert fragment in output
+        if json_flag:
+            report = json.loads(result.stdout)
+            assert report["ok"] is (code == 0)
+            assert (report["error"] is None) is (code == 0)
+        elif code != 2 or not args:
+            assert "libpq" in result.stdout

@@ -5,7 +5,9 @@ import ssl
 import pytest
 
 from neon_connect import (
+    ConfigurationError,
     InsecureConnectionError,
+    InvalidURLError,
     UnsupportedStartupParameterError,
     asyncpg_params,
     libpq_params,
@@ -13,6 +15,8 @@ from neon_connect import (
     resolve,
 )
 from tests.conftest import SECRET
+
+CA_FILE = __file__  # any existing file: only its existence is checked before connecting
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
@@ -29,14 +33,14 @@ def endpoint(host: str, query: str = "", **kw):
         ("", "require"),
         ("?sslmode=require", "require"),
         ("?sslmode=verify-full&sslrootcert=system", "verify-full"),
-        ("?sslmode=verify-ca&sslrootcert=/ca.pem", "verify-ca"),
+        (f"?sslmode=verify-ca&sslrootcert={CA_FILE}", "verify-ca"),
     ],
 )
 def test_neon_tls_defaults_and_pass_through(query, expected):
     params = libpq_params(endpoint(POOLED, query), libpq_version=170000)
     assert params["sslmode"] == expected
     if "sslrootcert" in query:
-        assert params["sslrootcert"] in ("system", "/ca.pem")
+        assert params["sslrootcert"] in ("system", CA_FILE)
 
 
 @pytest.mark.parametrize("mode", ["disable", "allow", "prefer"])
@@ -95,7 +99,7 @@ def test_startup_options_on_a_pooler_are_refused(query):
     for host in (POOLED, "pooler.internal"):
         env = {
             "DATABASE_URL": f"postgresql://u:{SECRET}@{host}:6432/db{query}",
-            "DATABASE_URL_UNPOOLED": "postgresql://u@pg/db",
+            "DATABASE_URL_UNPOOLED": f"postgresql://u@{DIRECT if host == POOLED else 'pg'}/db",
         }
         ep = resolve(env=env).app
         with pytest.raises(UnsupportedStartupParameterError) as info:
@@ -157,5 +161,12 @@ def test_asyncpg_settings_and_certificates():
         and ctx.check_hostname
         and ctx.verify_mode == ssl.CERT_REQUIRED
     )
-    with pytest.raises(UnsupportedStartupParameterError, match="search_path"):
-        asyncpg_params(endpoint(POOLED, "?search_path=app"))
+    with pytest.raises(InvalidURLError, match="'search_path', which libpq does not know"):
+        endpoint(POOLED, "?search_path=app")  # refused when configured, not at connect
+
+
+def test_asyncpg_refuses_what_it_cannot_honour_and_drops_client_only_keys():
+    with pytest.raises(ConfigurationError, match="hostaddr .*asyncpg cannot honour"):
+        asyncpg_params(endpoint(DIRECT, "?hostaddr=127.0.0.1"))
+    kwargs = asyncpg_params(endpoint(DIRECT, "?sslcertmode=allow&min_protocol_version=3.0"))
+    assert "server_settings" not in kwargs  # client-side settings never reach the server

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from neon_connect import MissingURLError, NoDirectEndpointError, resolve
+from neon_connect import InvalidURLError, MissingURLError, NoDirectEndpointError, resolve
 from tests.conftest import SECRET
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -231,3 +231,11 @@ def test_a_bad_pgport_names_the_variable():
     with pytest.raises(InvalidURLError, match="PGPORT"):
         resolve(env={"PGHOST": "db.internal", "PGPORT": "54x2", "PGPASSWORD": SECRET})
     assert resolve(env={"PGHOST": "db.internal", "PGPORT": "6543"}).app.port == 6543
+
+
+@pytest.mark.parametrize("value", [f"postgresql://u:{SECRET}@h/db".encode(), 5432, ["x"]])
+def test_a_url_that_is_not_a_string_is_named(value):
+    for kw in ({"url": value}, {"url": "postgresql://u@h/db", "direct_url": value}):
+        with pytest.raises(InvalidURLError, match="must be a string") as info:
+            resolve(**kw, env={})
+        assert SECRET not in str(info.value) and info.value.__context__ is None

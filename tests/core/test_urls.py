@@ -57,18 +57,18 @@ def test_keyword_dsn_and_ipv6():
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        (f"postgresql://u:{SECRET}/x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
-        (f"postgresql://u:{SECRET}?x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
-        (f"postgresql://u:{SECRET}#x@{HOST}/neondb", "unquoted '/', '?' or '#'"),
+        (f"postgresql://u:{SECRET}/x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
+        (f"postgresql://u:{SECRET}?x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
+        (f"postgresql://u:{SECRET}#x@{HOST}/neondb", "unquoted '/', '?', '#' or '@'"),
         (f"postgresql://u:{SECRET} @{HOST}/neondb", "space or line break"),
         (f"postgresql://u:{SECRET}\n@{HOST}/neondb", "space or line break"),
         (f"postgresql://u:{SECRET}", "port that is not a number"),  # truncated paste
-        (f"postgresql://u:{SECRET}@", "no host"),
+        (f"postgresql://u:{SECRET}@/db?x", "not key=value"),
         (f"postgresql://u:{SECRET}@{HOST}:99999/db", "port that is not a number"),
         (f"mysql://u:{SECRET}@{HOST}/db", "scheme 'mysql'"),
         (f"host=h password='{SECRET}", "key=value"),
         ("", "is empty"),
-        ("not a url", "not a PostgreSQL connection string"),
+        ("not a url", "has no scheme"),
     ],
 )
 def test_malformed_urls_name_the_variable_and_hide_the_password(url, fragment):

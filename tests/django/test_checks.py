@@ -102,3 +102,26 @@ def test_call_command_check_raises_for_errors():
         pytest.raises(SystemCheckError, match="neon_django.E002"),
     ):
         call_command("check")
+
+
+OTHER = "ep-other-thing-654321.us-east-2.aws.neon.tech"
+
+
+def _split(**kw):
+    return neon_django.config(
+        f"postgresql://u:p@{POOLED}/neondb",
+        direct_url=f"postgresql://u:p@{OTHER}/neondb",
+        allow_mismatched_endpoints=True,
+        **kw,
+    )
+
+
+def test_a_mismatched_pair_is_reported():
+    # allowed by the caller: a warning that can be silenced
+    assert ids({"default": _split()}) == ["neon_django.W005"]
+    # the same pair written (or edited) by hand: an error
+    edited = _split()
+    edited["NEON"] = {**edited["NEON"], "ALLOW_MISMATCHED_ENDPOINTS": False}
+    assert ids({"default": edited}) == ["neon_django.E007"]
+    other_db = dict(GOOD, NEON={**GOOD["NEON"], "DIRECT": {**GOOD["NEON"]["DIRECT"], "NAME": "x"}})
+    assert ids({"default": other_db}) == ["neon_django.E007"]

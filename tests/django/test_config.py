@@ -120,7 +120,7 @@ def test_ssl_require_like_dj_database_url():
     )
     assert "sslmode" not in neon_django.config("postgresql://u:p@db.internal/app")["OPTIONS"]
     kept = neon_django.config(
-        "postgresql://u:p@db.internal/app?sslmode=verify-full", ssl_require=True
+        "postgresql://u:p@db.internal/app?sslmode=verify-full&sslrootcert=system", ssl_require=True
     )
     assert kept["OPTIONS"]["sslmode"] == "verify-full"
 
