@@ -23,7 +23,9 @@ class DatabaseCreation(creation.DatabaseCreation):
     def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
         # PgBouncer keeps idle server connections to the test database after the run, and
         # they would make a plain DROP DATABASE fail with "being accessed by other users".
-        self.connection.close_pool()
+        close_pool = getattr(self.connection, "close_pool", None)  # Django 5.1+
+        if close_pool is not None:
+            close_pool()
         with self.connection._nodb_cursor() as cursor:
             raw = cursor.connection
             version = (
