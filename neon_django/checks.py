@@ -16,8 +16,9 @@ from neon_connect import parse_neon_host
 from neon_connect.limits import SUSPEND_SECONDS
 from neon_connect.params import WEAK_SSLMODES
 
-from .conf import BUILTIN_DIRECT_COMMANDS, conf
+from .conf import conf
 from .config import ENGINE
+from .management.overrides import DIRECT_COMMANDS, provides
 
 __all__ = ["CHECK_IDS", "check_app_order", "check_databases", "check_direct_commands"]
 
@@ -154,14 +155,12 @@ def check_app_order(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """Django runs the first listed app's command: ours must come before other overrides."""
-    from .routing import _provides
-
     out: list[CheckMessage] = []
-    for command in BUILTIN_DIRECT_COMMANDS:
+    for command in DIRECT_COMMANDS:
         for app_config in apps.get_app_configs():
             if app_config.name == "neon_django":
                 break
-            if _provides(app_config.name, command):
+            if provides(app_config.name, command):
                 out.append(
                     Error(
                         f"INSTALLED_APPS lists {app_config.name!r}, which overrides "

@@ -1,8 +1,7 @@
 """``NEON_DIRECT_COMMANDS``: other apps' commands that must run on the direct endpoint.
 
-Django builds a command by calling ``<app>.management.commands.<name>.Command()``, so the
-listed commands get that attribute replaced by a direct-routing subclass (once; the
-built-in ones are overridden by ``neon_django``'s own command modules instead).
+Django builds a command by calling ``<app>.management.commands.<name>.Command()``, so each
+listed command's ``Command`` becomes a :class:`DirectCommand` subclass of itself (once).
 """
 
 from __future__ import annotations
@@ -12,20 +11,22 @@ from importlib import import_module
 from django.core.management import get_commands
 
 from .conf import conf
-from .routing import runs_direct
+from .management.overrides import DirectCommand
 
 __all__ = ["install_direct_commands"]
 
 
 def install_direct_commands() -> list[str]:
-    """Wrap each command named in ``NEON_DIRECT_COMMANDS``; returns the names wrapped."""
+    """Route each command named in ``NEON_DIRECT_COMMANDS``; returns the names routed."""
     known = get_commands()
-    wrapped = []
+    routed = []
     for name in conf.NEON_DIRECT_COMMANDS:
         app_name = known.get(name)
         if app_name is None:
             continue  # reported by check neon_django.W004
         module = import_module(f"{app_name}.management.commands.{name}")
-        module.Command = runs_direct(module.Command)  # type: ignore[attr-defined]
-        wrapped.append(name)
-    return wrapped
+        command = module.Command
+        if not issubclass(command, DirectCommand):
+            module.Command = type("Command", (DirectCommand, command), {"__doc__": command.__doc__})  # type: ignore[attr-defined]
+        routed.append(name)
+    return routed

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-__all__ = ["BUILTIN_DIRECT_COMMANDS", "conf"]
-
-BUILTIN_DIRECT_COMMANDS = (
-    "migrate",
-    "makemigrations",
-    "sqlmigrate",
-    "squashmigrations",
-    "flush",
-    "createcachetable",
-    "dbshell",
-)
-"""Commands that ``neon_django`` overrides to run on the direct endpoint."""
+__all__ = ["conf"]
 
 
 class Settings:

@@ -11,7 +11,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command, get_commands, load_command_class
+from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.db.models.signals import pre_migrate
 from django.db.transaction import TransactionManagementError
@@ -92,22 +92,6 @@ def test_direct_commands_setting_routes_a_third_party_command():
     assert json.loads(result.stdout)["direct"] is True
 
 
-def test_overridden_commands_wrap_django_and_say_so():
-    for name in (
-        "migrate",
-        "makemigrations",
-        "sqlmigrate",
-        "squashmigrations",
-        "flush",
-        "createcachetable",
-        "dbshell",
-    ):
-        assert get_commands()[name] == "neon_django"
-        command = load_command_class("neon_django", name)
-        assert command.neon_runs_direct
-        assert "runs on the direct endpoint" in command.create_parser("manage.py", name).description
-
-
 def test_dbshell_opens_psql_on_the_direct_endpoint(neon_local):
     before = neon_local.pooler_transactions("neondb")
     result = _django("dbshell", "--", "-tAc", "SELECT inet_server_port(), current_setting('ssl')")
@@ -169,18 +153,34 @@ def test_direct_block_and_nesting():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_direct_refuses_to_switch_inside_a_transaction():
-    with (
-        transaction.atomic(),
-        pytest.raises(TransactionManagementError, match="inside a transaction"),
-    ):
-        neon_django.direct().__enter__()
-    with (
-        neon_django.direct(),
-        pytest.raises(TransactionManagementError, match="leave"),
-        transaction.atomic(),
-    ):
-        neon_django.direct().__exit__(None, None, None)
+def test_direct_refuses_to_enter_inside_a_transaction_and_changes_nothing():
+    with transaction.atomic():
+        assert route(connection)["direct"] is False
+        with pytest.raises(TransactionManagementError, match="enter"), neon_django.direct():
+            pytest.fail("the block must not run")
+        assert route(connection)["direct"] is False  # same connection, same transaction
+    assert route(connection)["direct"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_exit_restores_the_routing_and_the_transaction_keeps_its_connection():
+    with pytest.raises(TransactionManagementError, match="leave"), neon_django.direct():
+        transaction.set_autocommit(False)  # a transaction opened inside, left open
+        assert route(connection)["direct"] is True
+    assert route(connection)["direct"] is True  # still the open transaction, on direct
+    transaction.rollback()
+    transaction.set_autocommit(True)
+    assert route(connection)["direct"] is False  # the routing is what it was before
+    with neon_django.direct():  # and direct() works again
+        assert route(connection)["direct"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exception_in_the_block_restores_the_routing():
+    with pytest.raises(ZeroDivisionError), neon_django.direct():
+        assert route(connection)["direct"] is True
+        _ = 1 / 0
+    assert route(connection)["direct"] is False
 
 
 @pytest.mark.django_db(transaction=True)
