@@ -134,6 +134,48 @@ def test_plain_django_test_runner_through_the_pooler_fails_teardown(neon_local):
         su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def _keepdb_then_parallel(mode, name):
+    env = {"NEON_TESTS_TEST_DB": name, **({"NEON_TESTS_MODE": mode} if mode else {})}
+    first = _django("test", "tests.django.runner_probe", "--noinput", "--keepdb", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    return _django(
+        "test", "tests.django.runner_probe", "--noinput", "--keepdb", "--parallel", "2", env=env
+    )
+
+
+def _drop(neon_local, *names):
+    with neon_local.superuser() as su:
+        for name in names:
+            su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_kept_test_database_is_cloned_for_parallel_workers(neon_local):
+    """PgBouncer's idle server connections from the first run hold the template database."""
+    name = "test_neon_keep"
+    try:
+        second = _keepdb_then_parallel(None, name)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "Ran 2 tests" in second.stderr
+        with neon_local.superuser() as su:
+            clones = su.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (f"{name}_%",)
+            ).fetchall()
+        assert [c[0] for c in clones] == [f"{name}_1", f"{name}_2"]
+    finally:
+        _drop(neon_local, name, f"{name}_1", f"{name}_2")
+
+
+def test_plain_django_cannot_clone_a_kept_test_database_behind_the_pooler(neon_local):
+    """The control: Django's own backend on the pooled URL, same two runs."""
+    name = "test_neon_keep_plain"
+    try:
+        second = _keepdb_then_parallel("plain", name)
+        assert second.returncode != 0
+        assert "is being accessed by other users" in second.stderr
+    finally:
+        _drop(neon_local, name, f"{name}_1", f"{name}_2")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_direct_block_and_nesting():
     assert route(connection)["direct"] is False
