@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import connection, connections, transaction
 from django.db.models.signals import pre_migrate
 from django.db.transaction import TransactionManagementError
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, override_settings
 
 import neon_django
+from neon_django.management.overrides import next_command
 from tests.djangoapp.evidence import route
 
 pytestmark = pytest.mark.integration
@@ -82,7 +84,7 @@ def test_manage_py_migrate_in_a_subprocess_runs_direct(tmp_path, neon_local):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_direct_commands_setting_routes_a_third_party_command():
+def test_a_direct_command_of_your_own_runs_direct():
     out = StringIO()
     call_command("neon_probe", stdout=out)
     assert json.loads(out.getvalue())["direct"] is True
@@ -90,6 +92,15 @@ def test_direct_commands_setting_routes_a_third_party_command():
     result = _django("neon_probe")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["direct"] is True
+
+
+def test_an_override_listed_after_neon_django_is_the_class_we_extend():
+    from tests.migrate_override.management.commands.migrate import Command as TheirMigrate
+
+    apps = ["neon_django", "tests.migrate_override", "django.contrib.contenttypes"]
+    with override_settings(INSTALLED_APPS=apps):
+        assert next_command("migrate") is TheirMigrate
+    assert next_command("migrate") is DjangoMigrate
 
 
 def test_dbshell_opens_psql_on_the_direct_endpoint(neon_local):
