@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
+from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.signals import pre_migrate
 
 import neon_django
@@ -27,13 +28,15 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 3
 
-# Each process sets Django up first, says so, and calls migrate when told to go.
+# Each process says "ready" at a point (after setup, or after planning its migrations), then
+# waits to be told to go, so the runs really overlap however busy the machine is.
 _START_TOGETHER = """
-import sys
+import os, sys
 import django
 django.setup()
-print("ready", flush=True)
-sys.stdin.readline()
+if os.environ["NEON_TESTS_GO_AT"] == "setup":
+    print("ready", flush=True)
+    sys.stdin.readline()
 from django.core.management import execute_from_command_line
 execute_from_command_line(["manage.py", "migrate", *sys.argv[1:]])
 """
@@ -41,20 +44,31 @@ COLLISIONS = ("duplicate key value violates unique constraint", "already exists"
 
 
 @pytest.fixture
-def fresh_database(neon_local):
+def fresh_database(neon_local, django_db_blocker):
+    """A new database that already has Django's (empty) migration table."""
     name = f"race_{uuid.uuid4().hex[:8]}"
     with neon_local.superuser() as su:
         su.execute(f"CREATE DATABASE {name} OWNER neondb_owner")
+    # Django's own DDL for its table, run as the app's role
+    with (
+        django_db_blocker.unblock(),
+        connections["default"].schema_editor(collect_sql=True, atomic=False) as editor,
+    ):
+        editor.create_model(MigrationRecorder.Migration)
+    with psycopg.connect(neon_local.state.direct_url, dbname=name) as conn:
+        for statement in editor.collected_sql:
+            conn.execute(statement)
     yield name
     with neon_local.superuser() as su:
         su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _migrate_at_once(database, *args):
+def _migrate_at_once(database, *args, go_at):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.django.race_settings",
         "NEON_TESTS_RACE_DB": database,
+        "NEON_TESTS_GO_AT": go_at,
     }
     runs = [
         subprocess.Popen(
@@ -69,7 +83,8 @@ def _migrate_at_once(database, *args):
         for _ in range(RUNS)
     ]
     for run in runs:
-        assert run.stdout.readline() == "ready\n"
+        while (line := run.stdout.readline()) != "ready\n":
+            assert line, run.communicate()[1]  # the run ended before it was ready
     for run in runs:
         run.stdin.write("go\n")
         run.stdin.flush()
@@ -81,7 +96,7 @@ def _migrate_at_once(database, *args):
 
 
 def test_without_the_lock_concurrent_migrates_collide(neon_local, fresh_database):
-    results = _migrate_at_once(fresh_database, "--no-migration-lock")
+    results = _migrate_at_once(fresh_database, "--no-migration-lock", go_at="pre_migrate")
     failed = [err for code, _, err in results if code != 0]
     assert failed, "expected concurrent unlocked migrate runs to collide"
     assert all(any(c in err for c in COLLISIONS) for err in failed), failed
@@ -89,7 +104,7 @@ def test_without_the_lock_concurrent_migrates_collide(neon_local, fresh_database
 
 
 def test_with_the_lock_one_applies_and_the_others_find_nothing_to_do(neon_local, fresh_database):
-    results = _migrate_at_once(fresh_database)
+    results = _migrate_at_once(fresh_database, go_at="setup")
     assert [code for code, _, _ in results] == [0] * RUNS, [err for *_, err in results]
     outputs = [out for _, out, _ in results]
     assert sum("Applying slowapp.0001_initial... OK" in out for out in outputs) == 1
