@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from .config import config
 
 if TYPE_CHECKING:
+    from .management.overrides import DirectCommand
     from .routing import direct
 
-__all__ = ["config", "direct"]
+__all__ = ["DirectCommand", "config", "direct"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from .routing import direct
 
         return direct
+    if name == "DirectCommand":
+        from .management.overrides import DirectCommand
+
+        return DirectCommand
     raise AttributeError(f"module 'neon_django' has no attribute {name!r}")

@@ -16,10 +16,10 @@ from neon_connect import parse_neon_host
 from neon_connect.limits import SUSPEND_SECONDS
 from neon_connect.params import WEAK_SSLMODES
 
-from .conf import BUILTIN_DIRECT_COMMANDS, conf
 from .config import ENGINE
+from .management.overrides import DIRECT_COMMANDS, provides
 
-__all__ = ["CHECK_IDS", "check_app_order", "check_databases", "check_direct_commands"]
+__all__ = ["CHECK_IDS", "check_app_order", "check_databases"]
 
 CHECK_IDS: dict[str, str] = {
     "neon_django.E001": "an app listed above neon_django overrides a command it routes direct",
@@ -32,7 +32,6 @@ CHECK_IDS: dict[str, str] = {
     "neon_django.W001": "CONN_MAX_AGE of 300 s or more on Neon without CONN_HEALTH_CHECKS",
     "neon_django.W002": "no direct endpoint known for a pooled endpoint",
     "neon_django.W003": "Django's own engine on a Neon pooler: migrations would go through it",
-    "neon_django.W004": "NEON_DIRECT_COMMANDS names a command Django does not know",
     "neon_django.W005": "E007's split, allowed by allow_mismatched_endpoints=True",
 }
 
@@ -193,14 +192,12 @@ def check_app_order(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """Django runs the first listed app's command: ours must come before other overrides."""
-    from .routing import _provides
-
     out: list[CheckMessage] = []
-    for command in BUILTIN_DIRECT_COMMANDS:
+    for command in DIRECT_COMMANDS:
         for app_config in apps.get_app_configs():
             if app_config.name == "neon_django":
                 break
-            if _provides(app_config.name, command):
+            if provides(app_config.name, command):
                 out.append(
                     Error(
                         f"INSTALLED_APPS lists {app_config.name!r}, which overrides "
@@ -213,24 +210,3 @@ def check_app_order(
                 )
                 break
     return out
-
-
-def check_direct_commands(
-    *,
-    app_configs: Sequence[AppConfig] | None = None,
-    databases: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> list[CheckMessage]:
-    from django.core.management import get_commands
-
-    known = get_commands()
-    return [
-        Warning(
-            f"NEON_DIRECT_COMMANDS names {name!r}, which is not a command.",
-            hint="Check the spelling, or add the app that provides it to INSTALLED_APPS.",
-            obj="NEON_DIRECT_COMMANDS",
-            id="neon_django.W004",
-        )
-        for name in conf.NEON_DIRECT_COMMANDS
-        if name not in known
-    ]

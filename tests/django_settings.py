@@ -32,7 +32,6 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "tests.djangoapp",
 ]
-NEON_DIRECT_COMMANDS = ["neon_probe"]
 
 DATABASES = {
     "default": neon_django.config(

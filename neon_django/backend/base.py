@@ -1,12 +1,17 @@
 """A PostgreSQL backend that chooses the pooled or the direct endpoint each time it connects.
 
-Everything else is Django's own PostgreSQL backend. The choice is per connection object, and
-Django keeps one connection object per thread (and async context), so routing one thread to
-the direct endpoint never moves another.
+Everything else is Django's own PostgreSQL backend. Which aliases go direct is kept in a
+context variable, not on the connection object: Django keeps one connection object per
+thread, and an async view's ORM calls run on a worker thread's object (``sync_to_async``),
+which sees the caller's context but not the caller's connection object. So a ``direct()``
+block in one thread, or in one asyncio task, never moves another.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -16,98 +21,130 @@ from django.db.transaction import TransactionManagementError
 
 from neon_connect import Endpoint, RetryPolicy
 
-from .client import DatabaseClient
 from .creation import DatabaseCreation
 
 __all__ = ["DatabaseWrapper"]
 
+_DIRECT_ALIASES: ContextVar[frozenset[str]] = ContextVar(
+    "neon_django_direct_aliases", default=frozenset()
+)
+"""The aliases routed to the direct endpoint in the current thread or async context."""
+
+_ROUTE_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
+
+
+class _DirectSettings(dict[str, Any]):
+    """``settings_dict`` while routed direct: the direct endpoint over the alias's settings.
+
+    Writes (Django renames ``NAME`` for test databases) also reach the alias's own dict.
+    """
+
+    def __init__(self, alias_settings: dict[str, Any], direct: dict[str, Any]) -> None:
+        routed = {key: direct[key] for key in _ROUTE_KEYS}
+        # a real session keeps its cursors: QuerySet.iterator() streams again
+        super().__init__({**alias_settings, **routed, "DISABLE_SERVER_SIDE_CURSORS": False})
+        self._alias_settings = alias_settings
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._alias_settings[key] = value
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    client_class = DatabaseClient
     creation_class = DatabaseCreation
 
-    def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
-        super().__init__(settings_dict, alias)
-        self.neon_direct_depth = 0
-        self.neon_connected_direct: bool | None = None
+    neon_connected_direct: bool | None = None
+    """Where the open connection goes: True direct, False pooled, None when closed."""
+
+    _neon_settings: dict[str, Any]
+
+    # Django assigns settings_dict in __init__ and reads it everywhere; as a property it shows
+    # the endpoint this alias is routed to, so connecting, dbshell and QuerySet.iterator()
+    # (DISABLE_SERVER_SIDE_CURSORS) all follow direct() without being told.
+    @property
+    def settings_dict(self) -> dict[str, Any]:
+        if self.neon_wants_direct:
+            return _DirectSettings(self._neon_settings, self.neon["DIRECT"])
+        return self._neon_settings
+
+    @settings_dict.setter
+    def settings_dict(self, value: dict[str, Any]) -> None:
+        self._neon_settings = value
 
     # -- routing --------------------------------------------------------------------------
 
     @property
     def neon(self) -> dict[str, Any]:
         """The ``NEON`` entry that ``neon_django.config()`` put in the settings (read live)."""
-        neon: dict[str, Any] = self.settings_dict.get("NEON") or {}
+        neon: dict[str, Any] = self._neon_settings.get("NEON") or {}
         return neon
 
     @property
     def neon_wants_direct(self) -> bool:
-        """True when the next connection should go to the direct endpoint."""
+        """True when this alias's next connection should go to the direct endpoint."""
         if not self.neon.get("DIRECT"):
             return False  # one endpoint serves both roles, or none is known
+        alias = getattr(self, "alias", None)  # settings_dict is read before Django sets alias
         # Creating and dropping databases needs a session, and PgBouncer may not serve 'postgres'.
-        return self.neon_direct_depth > 0 or self.alias == NO_DB_ALIAS
+        return alias == NO_DB_ALIAS or alias in _DIRECT_ALIASES.get()
 
-    def neon_route_settings(self) -> dict[str, Any]:
-        """``settings_dict`` with the direct endpoint's connection values when routed direct."""
-        if not self.neon_wants_direct:
-            return self.settings_dict
-        direct = self.neon["DIRECT"]
-        return {
-            **self.settings_dict,
-            **{key: direct[key] for key in ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")},
-        }
+    def neon_in_transaction(self) -> bool:
+        """True while the open connection holds a transaction (atomic() or autocommit off)."""
+        return self.in_atomic_block or (self.connection is not None and not self.autocommit)
 
-    def neon_enter_direct(self) -> None:
-        self._neon_refuse_in_transaction("enter")
+    def neon_follow_route(self) -> None:
+        """Close the open connection if it goes to the other endpoint and holds no transaction.
+
+        An open transaction keeps its connection, as Django would: the switch happens at the
+        first query after the transaction ends.
+        """
         if (
-            self.neon_direct_depth == 0
-            and self.connection is not None
-            and not self.neon_connected_direct
+            self.connection is not None
+            and self.neon_connected_direct != self.neon_wants_direct
+            and not self.neon_in_transaction()
         ):
             self.close()
-        self.neon_direct_depth += 1
 
-    def neon_exit_direct(self) -> None:
-        self._neon_refuse_in_transaction("leave")
-        self.neon_direct_depth -= 1
-        if (
-            self.neon_direct_depth == 0
-            and self.connection is not None
-            and self.neon_connected_direct
-        ):
-            self.close()  # the next query reconnects through the pooler
+    @contextlib.contextmanager
+    def neon_direct(self) -> Iterator[None]:
+        """Route this alias to the direct endpoint in the current thread or async context.
 
-    def _neon_refuse_in_transaction(self, verb: str) -> None:
-        in_transaction = self.in_atomic_block or (
-            self.connection is not None and not self.get_autocommit()
-        )
-        if in_transaction:
+        Leaves the routing exactly as it was on the way out, whatever happens in the block.
+        Never refuses: an open transaction stays on its connection (see neon_follow_route).
+        """
+        token = _DIRECT_ALIASES.set(_DIRECT_ALIASES.get() | {self.alias})
+        try:
+            self.neon_follow_route()
+            yield
+        finally:
+            _DIRECT_ALIASES.reset(token)
+            self.neon_follow_route()
+
+    def neon_refuse_in_transaction(self, verb: str) -> None:
+        """Raise if a transaction is open: ``direct()`` must not move one between servers."""
+        if self.neon_in_transaction():
             raise TransactionManagementError(
                 f"Cannot {verb} neon_django.direct(using={self.alias!r}) inside a transaction: "
-                "the switch would silently move the rest of it to another server. Move the "
+                "the transaction would run on one server and the block on another. Move the "
                 "atomic() block inside (or outside) the direct() block."
             )
 
     # -- connecting -----------------------------------------------------------------------
 
+    def ensure_connection(self) -> None:
+        self.neon_follow_route()  # a direct() block entered or left since the last query
+        super().ensure_connection()
+
     def get_connection_params(self) -> dict[str, Any]:
-        direct = self.neon_wants_direct
-        if direct:
-            original = self.settings_dict
-            self.settings_dict = self.neon_route_settings()
-            try:
-                params: dict[str, Any] = super().get_connection_params()
-            finally:
-                self.settings_dict = original
-        else:
-            params = super().get_connection_params()
-            neon = self.neon
-            if (
-                neon.get("TRANSACTION_POOLER")
-                and not neon.get("PREPARED_STATEMENTS")
-                and is_psycopg3
-            ):
-                params["prepare_threshold"] = None  # whatever OPTIONS say: the pooler mixes clients
+        params: dict[str, Any] = super().get_connection_params()  # reads the routed settings
+        neon = self.neon
+        if (
+            not self.neon_wants_direct
+            and neon.get("TRANSACTION_POOLER")
+            and not neon.get("PREPARED_STATEMENTS")
+            and is_psycopg3
+        ):
+            params["prepare_threshold"] = None  # whatever OPTIONS say: the pooler mixes clients
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:

@@ -71,10 +71,6 @@ def test_database_checks(db, expected):
     assert ids({"default": db}) == expected
 
 
-def test_unknown_direct_command():
-    assert ids(NEON_DIRECT_COMMANDS=["neon_probe", "no_such_command"]) == ["neon_django.W004"]
-
-
 def test_app_listed_after_an_override_of_migrate():
     apps = [
         "tests.migrate_override",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -64,11 +65,16 @@ def test_pool_is_refused_on_the_pooler_and_tuned_on_a_direct_endpoint():
     with pytest.raises(ImproperlyConfigured, match="double pooling") as info:
         neon_django.config(URL, pool=True)
     assert SECRET not in str(info.value)
-    db = neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False, pool={"max_size": 4})
-    assert db["DISABLE_SERVER_SIDE_CURSORS"] is False
-    assert db["OPTIONS"]["pool"]["max_size"] == 4 and db["OPTIONS"]["pool"]["max_idle"] == 120.0
-    assert callable(db["OPTIONS"]["pool"]["check"])
-    assert db["NEON"]["DIRECT"] is None  # one endpoint for both roles
+    if django.VERSION < (5, 1):  # Django's pool option arrived in 5.1
+        with pytest.raises(ImproperlyConfigured, match="needs Django 5.1"):
+            neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False, pool=True)
+    else:
+        db = neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False, pool={"max_size": 4})
+        assert db["DISABLE_SERVER_SIDE_CURSORS"] is False
+        assert db["OPTIONS"]["pool"]["max_size"] == 4
+        assert db["OPTIONS"]["pool"]["max_idle"] == 120.0
+        assert callable(db["OPTIONS"]["pool"]["check"])
+        assert db["NEON"]["DIRECT"] is None  # one endpoint for both roles
     with pytest.raises(ImproperlyConfigured, match="conn_max_age=0"):
         neon_django.config(
             URL.replace(POOLED, DIRECT), use_pooler=False, pool=True, conn_max_age=60

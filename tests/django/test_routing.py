@@ -11,13 +11,15 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command, get_commands, load_command_class
+from django.core.management import call_command
+from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import connection, connections, transaction
 from django.db.models.signals import pre_migrate
 from django.db.transaction import TransactionManagementError
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, override_settings
 
 import neon_django
+from neon_django.management.overrides import next_command
 from tests.djangoapp.evidence import route
 
 pytestmark = pytest.mark.integration
@@ -82,7 +84,7 @@ def test_manage_py_migrate_in_a_subprocess_runs_direct(tmp_path, neon_local):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_direct_commands_setting_routes_a_third_party_command():
+def test_a_direct_command_of_your_own_runs_direct():
     out = StringIO()
     call_command("neon_probe", stdout=out)
     assert json.loads(out.getvalue())["direct"] is True
@@ -92,20 +94,13 @@ def test_direct_commands_setting_routes_a_third_party_command():
     assert json.loads(result.stdout)["direct"] is True
 
 
-def test_overridden_commands_wrap_django_and_say_so():
-    for name in (
-        "migrate",
-        "makemigrations",
-        "sqlmigrate",
-        "squashmigrations",
-        "flush",
-        "createcachetable",
-        "dbshell",
-    ):
-        assert get_commands()[name] == "neon_django"
-        command = load_command_class("neon_django", name)
-        assert command.neon_runs_direct
-        assert "runs on the direct endpoint" in command.create_parser("manage.py", name).description
+def test_an_override_listed_after_neon_django_is_the_class_we_extend():
+    from tests.migrate_override.management.commands.migrate import Command as TheirMigrate
+
+    apps = ["neon_django", "tests.migrate_override", "django.contrib.contenttypes"]
+    with override_settings(INSTALLED_APPS=apps):
+        assert next_command("migrate") is TheirMigrate
+    assert next_command("migrate") is DjangoMigrate
 
 
 def test_dbshell_opens_psql_on_the_direct_endpoint(neon_local):
@@ -150,6 +145,48 @@ def test_plain_django_test_runner_through_the_pooler_fails_teardown(neon_local):
         su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def _keepdb_then_parallel(mode, name):
+    env = {"NEON_TESTS_TEST_DB": name, **({"NEON_TESTS_MODE": mode} if mode else {})}
+    first = _django("test", "tests.django.runner_probe", "--noinput", "--keepdb", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    return _django(
+        "test", "tests.django.runner_probe", "--noinput", "--keepdb", "--parallel", "2", env=env
+    )
+
+
+def _drop(neon_local, *names):
+    with neon_local.superuser() as su:
+        for name in names:
+            su.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_kept_test_database_is_cloned_for_parallel_workers(neon_local):
+    """PgBouncer's idle server connections from the first run hold the template database."""
+    name = "test_neon_keep"
+    try:
+        second = _keepdb_then_parallel(None, name)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert "Ran 2 tests" in second.stderr
+        with neon_local.superuser() as su:
+            clones = su.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (f"{name}_%",)
+            ).fetchall()
+        assert [c[0] for c in clones] == [f"{name}_1", f"{name}_2"]
+    finally:
+        _drop(neon_local, name, f"{name}_1", f"{name}_2")
+
+
+def test_plain_django_cannot_clone_a_kept_test_database_behind_the_pooler(neon_local):
+    """The control: Django's own backend on the pooled URL, same two runs."""
+    name = "test_neon_keep_plain"
+    try:
+        second = _keepdb_then_parallel("plain", name)
+        assert second.returncode != 0
+        assert "is being accessed by other users" in second.stderr
+    finally:
+        _drop(neon_local, name, f"{name}_1", f"{name}_2")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_direct_block_and_nesting():
     assert route(connection)["direct"] is False
@@ -169,18 +206,34 @@ def test_direct_block_and_nesting():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_direct_refuses_to_switch_inside_a_transaction():
-    with (
-        transaction.atomic(),
-        pytest.raises(TransactionManagementError, match="inside a transaction"),
-    ):
-        neon_django.direct().__enter__()
-    with (
-        neon_django.direct(),
-        pytest.raises(TransactionManagementError, match="leave"),
-        transaction.atomic(),
-    ):
-        neon_django.direct().__exit__(None, None, None)
+def test_direct_refuses_to_enter_inside_a_transaction_and_changes_nothing():
+    with transaction.atomic():
+        assert route(connection)["direct"] is False
+        with pytest.raises(TransactionManagementError, match="enter"), neon_django.direct():
+            pytest.fail("the block must not run")
+        assert route(connection)["direct"] is False  # same connection, same transaction
+    assert route(connection)["direct"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_exit_restores_the_routing_and_the_transaction_keeps_its_connection():
+    with pytest.raises(TransactionManagementError, match="leave"), neon_django.direct():
+        transaction.set_autocommit(False)  # a transaction opened inside, left open
+        assert route(connection)["direct"] is True
+    assert route(connection)["direct"] is True  # still the open transaction, on direct
+    transaction.rollback()
+    transaction.set_autocommit(True)
+    assert route(connection)["direct"] is False  # the routing is what it was before
+    with neon_django.direct():  # and direct() works again
+        assert route(connection)["direct"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_exception_in_the_block_restores_the_routing():
+    with pytest.raises(ZeroDivisionError), neon_django.direct():
+        assert route(connection)["direct"] is True
+        _ = 1 / 0
+    assert route(connection)["direct"] is False
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,7 +1,16 @@
-"""``dbshell`` on the direct endpoint (wraps the next ``dbshell`` in INSTALLED_APPS order)."""
+"""``dbshell``: psql on the direct endpoint of ``--database`` (an interactive session)."""
 
 from __future__ import annotations
 
-from neon_django.routing import next_command, runs_direct
+from typing import TYPE_CHECKING
 
-Command = runs_direct(next_command("dbshell"))
+from neon_django.management.overrides import DirectCommand, next_command
+
+if TYPE_CHECKING:
+    from django.core.management.commands.dbshell import Command as NextCommand
+else:
+    NextCommand = next_command("dbshell")
+
+
+class Command(DirectCommand, NextCommand):
+    pass

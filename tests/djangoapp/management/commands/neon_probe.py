@@ -1,17 +1,17 @@
-"""A stand-in for a worker that needs a session (listed in NEON_DIRECT_COMMANDS)."""
+"""A stand-in for a worker that needs a session: a ``neon_django.DirectCommand``."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
 from django.db import connection
 
+from neon_django import DirectCommand
 from tests.djangoapp.evidence import route
 
 
-class Command(BaseCommand):
+class Command(DirectCommand):
     help = "Print where the default connection goes."
 
     def handle(self, *args: Any, **options: Any) -> None:
