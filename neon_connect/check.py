@@ -5,6 +5,7 @@ Every finding carries the exact fix. Nothing printed ever contains a password.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -46,6 +47,8 @@ class EndpointReport:
     round_trip_ms: float | None = None
     max_connections: int | None = None
     behaves_as_transaction_pooler: bool | None = None
+    tracks_prepared_statements: bool | None = None
+    """Measured by a real probe (:mod:`neon_connect.probes`), on pooled endpoints only."""
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Report:
             ("round trip ms", "round_trip_ms"),
             ("max_connections", "max_connections"),
             ("transaction pooler", "behaves_as_transaction_pooler"),
+            ("tracks prepares", "tracks_prepared_statements"),
             ("error", "error"),
         ):
             values = [getattr(e, attr) for e in self.endpoints]
@@ -221,6 +225,11 @@ def _probe(entry: EndpointReport, endpoint: Endpoint, params: dict[str, Any]) ->
         entry.max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
         if endpoint.transaction_pooler:
             entry.behaves_as_transaction_pooler = _moves_between_backends(conn, params)
+    if endpoint.transaction_pooler:
+        from .probes import pooler_tracks_prepared_statements
+
+        with contextlib.suppress(psycopg.Error):
+            entry.tracks_prepared_statements = pooler_tracks_prepared_statements(**params)
 
 
 def _tls_version(endpoint: Endpoint, timeout: int) -> str | None:

@@ -874,3 +874,27 @@ def test_any_text_gives_an_endpoint_or_our_error(text):
     ):
         with contextlib.suppress(errors):
             run()
+
+
+@pytest.mark.integration
+def test_failed_django_connect_keeps_the_password_in_the_driver(neon_local, django_db_blocker):
+    """Django's own connect() frame holds conn_params: the backend hands it a masked value."""
+    from django.db import OperationalError, connections
+    from django.db.backends.postgresql.base import DatabaseWrapper as PlainWrapper
+
+    from neon_django.backend.base import DatabaseWrapper
+
+    wrong = "Wr0ngDjangoXq"
+    settings_ = neon_django.config(_wrong_password_url(neon_local, wrong, "postgresql"),
+                                   env={}, retry_timeout=0)  # fmt: skip
+    settings_ = connections.configure_settings({"default": settings_})["default"]  # its defaults
+    found = {}
+    for name, wrapper_class in (("ours", DatabaseWrapper), ("plain", PlainWrapper)):
+        wrapper = wrapper_class(settings_, alias=f"wrong_{name}")
+        with django_db_blocker.unblock(), pytest.raises(OperationalError) as info:
+            wrapper.ensure_connection()
+        wrapper.close()
+        found[name] = _frames_holding(info.value, wrong)
+    assert found["ours"] and all("psycopg" in name for name in found["ours"]), found["ours"]
+    # the control: Django's own backend keeps it in clear in its connect() frame
+    assert any(name.endswith("django/db/backends/base/base.py") for name in found["plain"])

@@ -20,6 +20,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.transaction import TransactionManagementError
 
 from neon_connect import Endpoint, RetryPolicy
+from neon_connect.secret import mask_driver_secrets
 
 from .creation import DatabaseCreation
 
@@ -145,6 +146,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             and is_psycopg3
         ):
             params["prepare_threshold"] = None  # whatever OPTIONS say: the pooler mixes clients
+        mask_driver_secrets(params)  # error pages that print frame locals show ****
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:

@@ -51,6 +51,10 @@ def test_check_against_the_stand_in(neon_local):
     assert app.tls and app.tls.startswith("TLS") and direct.tls and direct.tls.startswith("TLS")
     assert app.max_connections == direct.max_connections == 60
     assert app.server_version and app.connect_ms and app.round_trip_ms is not None
+    # measured by the probe, so it follows the pooler the suite runs on (1.24 tracks, 1.18 not)
+    assert app.tracks_prepared_statements is neon_local.tracks_prepared_statements
+    assert direct.tracks_prepared_statements is None
+    assert "tracks prepares" in report.to_text()
 
 
 @pytest.mark.integration

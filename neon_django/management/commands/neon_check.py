@@ -9,25 +9,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from neon_connect.check import Finding, Level, run_check
-from neon_connect.urls import build_url
-
-# Django and psycopg settings kept in OPTIONS that are not libpq connection parameters.
-_NOT_LIBPQ_OPTIONS = (
-    "prepare_threshold",
-    "cursor_factory",
-    "context",
-    "server_side_binding",
-    "pool",
-    "assume_role",
-    "isolation_level",
-)
+from neon_connect.urls import build_url, libpq_keywords
 
 
 def _url(settings: dict[str, Any]) -> str:
+    # OPTIONS also holds Django's and psycopg's own settings (pool, prepare_threshold...):
+    # only libpq's keywords belong in a connection string.
+    keywords = libpq_keywords()
     options = {
         k: str(v)
         for k, v in (settings.get("OPTIONS") or {}).items()
-        if k not in _NOT_LIBPQ_OPTIONS and v is not None
+        if k in keywords and v is not None
     }
     return build_url(
         host=settings["HOST"],
@@ -51,12 +43,16 @@ class Command(BaseCommand):
         settings = connections[database].settings_dict
         if not settings.get("HOST"):
             raise CommandError(f"DATABASES[{database!r}] has no HOST: use neon_django.config().")
-        direct = (settings.get("NEON") or {}).get("DIRECT")
+        neon = settings.get("NEON") or {}
+        direct = neon.get("DIRECT")
         app_url = _url(settings)
-        if direct is None and (settings.get("NEON") or {}).get("TRANSACTION_POOLER"):
+        if direct is None and neon.get("TRANSACTION_POOLER"):
             app_url += ("&" if "?" in app_url else "?") + "pgbouncer=true"
         report = run_check(
-            app_url, direct_url=_url({**settings, **direct}) if direct else None, env={}
+            app_url,
+            direct_url=_url({**settings, **direct}) if direct else None,
+            env={},
+            allow_mismatched_endpoints=bool(neon.get("ALLOW_MISMATCHED_ENDPOINTS")),
         )
         labels = {
             "app": f"DATABASES[{database!r}]",
