@@ -93,7 +93,12 @@ def latest(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def psycopg2(session: nox.Session) -> None:
-    """psycopg2 instead of psycopg 3 for the Django and SQLAlchemy paths that support it."""
+    """psycopg2 instead of psycopg 3 for the Django and SQLAlchemy paths that support it.
+
+    psycopg 3 stays installed (the core and the stand-in use it); Django is made to load
+    psycopg2 (tests/driver.py), and tests of psycopg 3 features are deselected, not skipped.
+    SQLAlchemy's psycopg2 engines are tested by name in every session.
+    """
     _install(session)
     _suite(session, "-m", "not psycopg3_only", env={"NEON_TESTS_DRIVER": "psycopg2"})
 

@@ -10,6 +10,9 @@ import json
 import os
 
 import neon_django
+from tests.driver import DJANGO_DRIVER, choose_django_driver
+
+choose_django_driver()  # psycopg2 in the matrix's psycopg2 session, before config() asks Django
 
 if "NEON_TESTS_STANDIN" not in os.environ:
     from neon_connect.pytest_plugin import local_standin
@@ -57,7 +60,8 @@ else:
 
     # The same, as a second alias sharing the test database, for side-by-side failures.
     handwritten = dict(dj_database_url.parse(STANDIN["DATABASE_URL"]))
-    handwritten["OPTIONS"].update(server_side_binding=True, prepare_threshold=1)
+    if DJANGO_DRIVER == "psycopg":  # psycopg 3's prepares; psycopg2 has neither option
+        handwritten["OPTIONS"].update(server_side_binding=True, prepare_threshold=1)
     handwritten["TEST"] = {"MIRROR": "default"}
     DATABASES["handwritten"] = handwritten  # type: ignore[assignment]
     # The same prepares, declared safe: for poolers that track them (PgBouncer >= 1.22).

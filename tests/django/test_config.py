@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 import neon_django
 from tests.conftest import SECRET
+from tests.driver import DJANGO_DRIVER
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
@@ -26,7 +27,10 @@ def test_pooled_neon_alias():
     )
     assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
     assert db["CONN_MAX_AGE"] == 0 and db["CONN_HEALTH_CHECKS"] is False
-    assert db["OPTIONS"]["prepare_threshold"] is None
+    # psycopg 3 prepares automatically unless told not to; psycopg2 never prepares
+    assert db["OPTIONS"].get("prepare_threshold", "absent") is (
+        None if DJANGO_DRIVER == "psycopg" else "absent"
+    )
     assert db["OPTIONS"]["sslmode"] == "require" and db["OPTIONS"]["channel_binding"] == "require"
     assert db["OPTIONS"]["connect_timeout"] == "10"
     assert "pool" not in db["OPTIONS"]
@@ -50,6 +54,7 @@ def test_conn_max_age_is_capped_below_the_suspend_and_health_checked():
     assert plain["CONN_MAX_AGE"] is None  # no suspend to outlive off Neon
 
 
+@pytest.mark.psycopg3_only  # psycopg 3's automatic prepares; psycopg2 never prepares
 def test_user_prepare_threshold_is_overridden_on_the_pooler_unless_declared():
     assert (
         neon_django.config(URL, options={"prepare_threshold": 5})["OPTIONS"]["prepare_threshold"]

@@ -10,6 +10,7 @@ from tests.django.test_failures_reproduced import PREPARE_ERRORS, _hammer
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.psycopg3_only,  # psycopg 3's automatic prepares; psycopg2 never prepares
     pytest.mark.django_db(transaction=True, databases=["default", "prepared"]),
 ]
 

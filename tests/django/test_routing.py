@@ -263,9 +263,15 @@ def test_session_features_inside_direct(neon_local):
     with neon_django.direct(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(777)")
         cursor.execute("LISTEN neon_test")
+        raw = connection.connection
+        received: list[str] = []
+        if hasattr(raw, "add_notify_handler"):  # psycopg 3 (every 3.x): called as it arrives
+            raw.add_notify_handler(lambda n: received.append(n.payload))
         cursor.execute("SELECT pg_notify('neon_test', 'hello')")
-        notes = list(connection.connection.notifies(timeout=2, stop_after=1))
-        assert [n.payload for n in notes] == ["hello"]
+        if not hasattr(raw, "add_notify_handler"):  # psycopg2 keeps a list
+            raw.poll()
+            received = [n.payload for n in raw.notifies]
+        assert received == ["hello"]
         cursor.execute("SELECT pg_advisory_unlock(777)")
         assert cursor.fetchone()[0] is True
     with neon_local.superuser() as su:

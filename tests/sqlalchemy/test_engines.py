@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import re
+import socket
 import warnings
 
+import asyncpg
 import psycopg.errors
 import pytest
 import sqlalchemy
@@ -91,6 +94,8 @@ async def _fifty_tasks(engine):
                     await conn.commit()
             except exc.DBAPIError as e:
                 errors.append(e.orig)
+            except asyncpg.PostgresError as e:  # older SQLAlchemy: unwrapped from on-connect
+                errors.append(e)
 
     await asyncio.gather(*(task() for _ in range(50)))
     await engine.dispose()
@@ -145,6 +150,36 @@ async def test_async_psycopg_engine_pooled_and_direct(neon_local):
             await conn.commit()
         await engine.dispose()
         assert (neon_local.pooler_transactions() > before) is not direct
+
+
+def _own_port(dbapi_connection) -> int:
+    """The local port of this driver connection's socket (psycopg and psycopg2 both expose
+    ``fileno()``): PostgreSQL sees it as ``inet_client_port()`` only without a pooler between."""
+    with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_sync_engines_pooled_and_direct_with_each_driver(neon_local, driver):
+    """Both libpq drivers: traffic through PgBouncer, direct=True past it, TLS on both."""
+    scheme = f"postgresql+{driver}://"
+    for direct, url in (
+        (False, neon_local.pooled_url.replace("postgresql://", scheme) + "&pgbouncer=true"),
+        (True, neon_local.direct_url.replace("postgresql://", scheme)),
+    ):
+        engine = neon_sqlalchemy.create_engine(url)
+        try:
+            assert isinstance(engine.pool, QueuePool) is direct  # NullPool on the pooler
+            assert engine.dialect.driver == driver
+            with engine.begin() as conn:
+                client_port, ssl = conn.execute(
+                    text("SELECT inet_client_port(), current_setting('ssl')")
+                ).one()
+                own = _own_port(conn.connection.dbapi_connection)
+        finally:
+            engine.dispose()
+        assert ssl == "on"
+        assert (client_port == own) is direct  # through PgBouncer, the server sees its socket
 
 
 def test_direct_engine_pre_pings_and_recycles_and_survives_a_killed_connection(neon_local):
