@@ -11,8 +11,10 @@ demo: $(STAMP)
 
 test: lint typecheck pytest
 
+# The whole benchmark set in one run (~10 min on 2 cores) -> docs/benchmarks.md and its plots.
+# BENCH_ARGS=--quick for a short run while iterating.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_connections.py
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
