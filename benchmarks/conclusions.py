@@ -82,7 +82,12 @@ request, TLS handshake, startup, two SCRAM steps) before the first query; see th
 - PgBouncer saw {f.conns("asgi_neon_240", "pooler_clients_left")} of its client connections
   still open after its run with 240, against {f.conns("asgi_neon", "pooler_clients_left")} with 0:
   they pile up until garbage collection.
-- **Rule:** under ASGI the effective `CONN_MAX_AGE` must be 0, whatever the default for WSGI.
+- Closing the request's connections when `request_finished` comes from an `ASGIHandler`
+  (prototype: `benchmarks/djangosite/apps.py`, measured as `asgi_neon_240_fix`) makes 240
+  behave like 0 under ASGI: {f.conns("asgi_neon_240_fix", "pooler_clients_left")} client
+  connections left after its run, {f.trips("asgi_neon_240_fix")} round trips per request.
+- **Rule:** under ASGI the effective `CONN_MAX_AGE` must be 0, whatever the default for WSGI;
+  the sender of `request_finished` tells the two apart at run time, in the request's context.
 
 **Serverless (a new process per request or a frozen one between requests): `CONN_MAX_AGE=0`.**
 Nothing is reused there, and a kept connection in a frozen function is a client connection

@@ -43,6 +43,13 @@ CONFIGS: tuple[Config, ...] = (
         "Django ASGI",
     ),
     Config(
+        "asgi_neon_240_fix",
+        "asgi",
+        "neon_persistent",
+        "240 + close at the end of each ASGI request (proposed)",
+        "Django ASGI",
+    ),
+    Config(
         "sync_neon", "sa", "sync_neon", "neon create_engine() (NullPool)", "SQLAlchemy sync psycopg"
     ),
     Config(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,9 @@ class Monitor:
             self._label = label
             self._peaks = self.sample(label)
 
-    def end(self) -> Peaks:
+    def end(self, settle: float = 0.25) -> Peaks:
+        """Peaks of the phase, and the clients still open ``settle`` seconds after its end."""
+        time.sleep(settle)  # let the servers finish what they do after the last response
         with self._lock:
             last = self.sample(self._label)
             peaks = self._peaks

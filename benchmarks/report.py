@@ -190,7 +190,7 @@ def _throughput(results: dict[str, Any]) -> str:
         "![throughput](benchmarks/throughput.png)\n\n"
         "Connections are peaks over the configuration's runs: *client conns* are open TCP "
         "connections through its proxy; *PgBouncer clients* are its `SHOW CLIENTS` rows (by "
-        "`application_name`), *left* those still open when its run ended; *PgBouncer servers* "
+        "`application_name`), *left* those still open 0.25 s after its run ended; *PgBouncer servers* "
         "(`SHOW SERVERS`) and *PostgreSQL backends* (`pg_stat_activity`) count everyone's.\n\n"
     )
     rows = []
