@@ -19,8 +19,10 @@ PYENV_BINS := $(subst $(space),:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3]*/bi
 matrix: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$(PYENV_BINS):$$PATH" UV_PYTHON_DOWNLOADS=never $(BIN)/nox $(NOX_ARGS)
 
+# The whole benchmark set in one run (~10 min on 2 cores) -> docs/benchmarks.md and its plots.
+# BENCH_ARGS=--quick for a short run while iterating.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_connections.py
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Prepared statements on PgBouncer >= 1.22: round trips and time per query, on and off.
 bench-prepared: $(STAMP)

@@ -48,8 +48,8 @@ def main() -> int:
 
             return op
 
-        kept_pooled = psycopg.connect(**pooled, autocommit=True)  # type: ignore[arg-type]
-        kept_direct = psycopg.connect(**direct, autocommit=True)  # type: ignore[arg-type]
+        kept_pooled = psycopg.connect(**pooled, autocommit=True)
+        kept_direct = psycopg.connect(**direct, autocommit=True)
         sa_pooled = neon_sqlalchemy.create_engine(env=state.env())  # NullPool
         sa_direct = neon_sqlalchemy.create_engine(
             env=state.env(), direct=True

@@ -1,0 +1,158 @@
+"""The "What the numbers say" section, with this run's figures filled in.
+
+The rules rest on round trips (machine-independent) and on connection counts; the times
+quoted next to them come from the run that wrote the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ONE_MS = "0.001"
+TWENTY_MS = "0.02"
+
+
+class _Figures:
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.results = results
+
+    def p50(self, name: str, rtt: str = ONE_MS) -> str:
+        return f"{self.results['latency']['configs'][name][rtt]['p50_ms']:.1f} ms"
+
+    def ratio(self, slow: str, fast: str, rtt: str = ONE_MS) -> str:
+        configs = self.results["latency"]["configs"]
+        return f"{configs[slow][rtt]['p50_ms'] / configs[fast][rtt]['p50_ms']:.1f}x"
+
+    def trips(self, name: str) -> str:
+        return f"{self.results['latency']['configs'][name][TWENTY_MS]['round_trips']:g}"
+
+    def rps(self, name: str, clients: str = "64") -> str:
+        return f"{self.results['throughput'][name][clients]['rps']:.0f}"
+
+    def conns(self, name: str, key: str = "pooler_clients") -> str:
+        return str(max(v[key] for v in self.results["throughput"][name].values()))
+
+    def errors(self, name: str) -> int:
+        total = 0
+        for rtt in self.results["latency"]["configs"][name].values():
+            total += sum(rtt["errors"].values())
+        for level in self.results["throughput"][name].values():
+            total += sum(level["errors"].values())
+        return total
+
+    def value(self, name: str, rtt: str = ONE_MS) -> float:
+        return float(self.results["latency"]["configs"][name][rtt]["p50_ms"])
+
+    def overhead(self) -> str:
+        rows = self.results["overhead"]
+        parts = [f"{name}: {v['ratio']:.3f}" for name, v in rows.items()]
+        first = next(iter(rows.values()))
+        share = first["resolve_params_ms"] / first["without_ms"] * 100
+        return f"{'; '.join(parts)}. `resolve()` + `psycopg_params()` is {share:.1f} % of a connect"
+
+
+def conclusions(results: dict[str, Any]) -> str:
+    f = _Figures(results)
+    return f"""## What the numbers say
+
+Round trips decide, because they are what a server 1-20 ms away charges for, and they do not
+depend on this machine. A new connection through the pooler costs about 5-6 round trips (TLS
+request, TLS handshake, startup, two SCRAM steps) before the first query; see the table below.
+
+**Django under a long-running WSGI server (gunicorn, threads): keep connections.**
+- `neon_django.config()` as it is today (`CONN_MAX_AGE=0`) pays {f.trips("dj_neon")} round
+  trips per request; `config(conn_max_age=240, conn_health_checks=True)` pays
+  {f.trips("dj_neon_240")}, the same as Neon's guide written by hand ({f.trips("dj_guide")}).
+  The default costs more round trips than the guide it replaces, which breaks a goal.
+- p50 at 1 ms RTT: {f.p50("dj_neon")} against {f.p50("dj_neon_240")} ({f.ratio("dj_neon", "dj_neon_240")});
+  at 20 ms RTT: {f.p50("dj_neon", TWENTY_MS)} against {f.p50("dj_neon_240", TWENTY_MS)}.
+  64 clients: {f.rps("dj_neon")} against {f.rps("dj_neon_240")} requests/s.
+- The cost at the pooler is bounded: one client connection per server thread
+  ({f.conns("dj_neon_240")} for 2 workers x 8 threads), and in transaction mode no server
+  connection is held between transactions (PgBouncer servers stayed at the pool size).
+- The health check adds one round trip per request (6 against 5); it is what makes the
+  connection safe after Neon's suspend or a pooler restart, so keep it.
+- **Rule:** long-running WSGI servers use `conn_max_age=240` (under Neon's 5-minute
+  suspend) with `conn_health_checks=True`.
+
+**Django under ASGI (uvicorn): do not keep connections.**
+- Each ASGI request runs in a new context, so a persistent connection is never reused:
+  `conn_max_age=240` still opens one connection per request ({f.trips("asgi_neon_240")} round
+  trips, like {f.trips("asgi_neon")} with `CONN_MAX_AGE=0`), and nothing closes it at the end.
+- PgBouncer saw {f.conns("asgi_neon_240", "pooler_clients_left")} of its client connections
+  still open after its run with 240, against {f.conns("asgi_neon", "pooler_clients_left")} with 0:
+  they pile up until garbage collection.
+- Closing the request's connections when `request_finished` comes from an `ASGIHandler`
+  (prototype: `benchmarks/djangosite/apps.py`, measured as `asgi_neon_240_fix`) makes 240
+  behave like 0 under ASGI: {f.conns("asgi_neon_240_fix", "pooler_clients_left")} client
+  connections left after its run, {f.trips("asgi_neon_240_fix")} round trips per request.
+- **Rule:** under ASGI the effective `CONN_MAX_AGE` must be 0, whatever the default for WSGI;
+  the sender of `request_finished` tells the two apart at run time, in the request's context.
+
+**Serverless (a new process per request or a frozen one between requests): `CONN_MAX_AGE=0`.**
+Nothing is reused there, and a kept connection in a frozen function is a client connection
+PgBouncer holds for nothing.
+
+**SQLAlchemy: NullPool stays the pooled default; here is what it costs.**
+- Sync psycopg: NullPool pays {f.trips("sync_neon")} round trips per request (a connect each
+  time; the raw psycopg floor pays {f.trips("sync_raw")}); `allow_client_pool=True` pays
+  {f.trips("sync_pool")} (pre-ping + the work). p50 at 1 ms RTT {f.p50("sync_neon")} against
+  {f.p50("sync_pool")} ({f.ratio("sync_neon", "sync_pool")}); at 20 ms RTT
+  {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}.
+- Async psycopg: {f.trips("apsy_neon")} against {f.trips("apsy_pool")} round trips;
+  p50 {f.p50("apsy_neon")} against {f.p50("apsy_pool")} at 1 ms.
+- asyncpg: {f.trips("apg_neon")} against {f.trips("apg_pool")} round trips: with the
+  statement caches off (the recipe the pooler needs), every statement is prepared then
+  executed, so a kept connection saves little. psycopg (client-side binding) needs far
+  fewer round trips per request through the pooler than asyncpg.
+- The hand-written recipe from Neon's guide (a default `QueuePool` on the pooled URL) is as
+  fast as our client pool ({f.trips("sync_guide")} round trips) but it is double pooling (up
+  to {f.conns("sync_guide")} client connections per process) and, with psycopg's automatic
+  prepares on, requests fail through a pooler that does not track prepared statements:
+  {f.errors("sync_guide")} (sync) and {f.errors("apsy_guide")} (async) in this run.
+- Connections: the client pool holds 2 client connections per process at PgBouncer; NullPool
+  holds one per request in flight (up to {f.conns("sync_neon")} at 64 clients). Capped at
+  2 connections, the pool still served {f.rps("sync_pool")} requests/s at 64 clients against
+  {f.rps("sync_neon")} for NullPool (the failing hand-written `QueuePool`: {f.rps("sync_guide")}).
+- **Rule:** NullPool (the default) for serverless, for many processes, and for bursty load: it
+  costs one connect per request, 4-6 round trips plus TLS + SCRAM CPU, i.e. about 2x the
+  latency of a kept connection at 1-20 ms RTT. `allow_client_pool=True` pays off for a
+  long-running process (1 ms RTT or more) that serves requests continuously: it removes the
+  connect from every request for 2 client connections per process.
+
+**Library overhead:** ratios of client CPU with and without neon-connect on the same path:
+{f.overhead()}. The ratios move by about +-3 % between runs on this shared machine.
+
+{_goals(f)}"""
+
+
+def _goals(f: _Figures) -> str:
+    rows = dict(f.results["overhead"])
+    core_name, core = next(iter(rows.items()))
+    rows.pop(core_name)
+    adapters = max(v["ratio"] for v in rows.values())
+    verdict = "met" if adapters <= 1.02 else "not met"
+    overhead = (
+        f"{verdict} on the adapters' request paths (largest ratio {adapters:.3f}). The core path "
+        f"that calls `resolve()` + `psycopg_params()` before every connect measures "
+        f"{core['ratio']:.3f}: those calls cost {core['resolve_params_ms'] * 1000:.0f} us in a "
+        "hot loop and more next to a connect; computed once per process (as the adapters do) "
+        "they cost nothing per connect"
+    )
+    django_now = f.value("dj_neon") / min(f.value("dj_neon_240"), f.value("dj_guide"))
+    django_240 = f.value("dj_neon_240") / min(f.value("dj_neon_240"), f.value("dj_guide"))
+    sa_now = f.value("sync_neon") / f.value("sync_pool")
+    return f"""**The issue's goals, in this run (1 ms RTT):**
+- Library overhead <= 2 %: {overhead}.
+- Default within 1.10x of the fastest safe configuration: Django WSGI today {django_now:.2f}x
+  (not met); with `conn_max_age=240` as the WSGI default {django_240:.2f}x. SQLAlchemy's
+  NullPool {sa_now:.2f}x of `allow_client_pool=True`: not met, by design (no client pool on
+  top of PgBouncer is the product's promise); the cost is published above.
+- No default with more round trips than the guide it replaces: Django today
+  {f.trips("dj_neon")} against {f.trips("dj_guide")} (not met); with 240,
+  {f.trips("dj_neon_240")} against {f.trips("dj_guide")}. SQLAlchemy NullPool
+  {f.trips("sync_neon")} against {f.trips("sync_guide")} for the hand-written `QueuePool`,
+  which fails requests; asyncpg {f.trips("apg_neon")} against {f.trips("apg_guide")} for
+  SQLAlchemy's own PgBouncer recipe.
+
+"""
