@@ -14,6 +14,7 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
+from neon_connect.urls import libpq_keywords
 from tests.conftest import SECRET
 
 CA_FILE = __file__  # any existing file: only its existence is checked before connecting
@@ -168,5 +169,11 @@ def test_asyncpg_settings_and_certificates():
 def test_asyncpg_refuses_what_it_cannot_honour_and_drops_client_only_keys():
     with pytest.raises(ConfigurationError, match="hostaddr .*asyncpg cannot honour"):
         asyncpg_params(endpoint(DIRECT, "?hostaddr=127.0.0.1"))
-    kwargs = asyncpg_params(endpoint(DIRECT, "?sslcertmode=allow&min_protocol_version=3.0"))
+    # libpq-only client settings, as many as the installed libpq knows (16 added sslcertmode
+    # and load_balance_hosts, 18 min_protocol_version); unknown keys are refused earlier
+    client_only = {"sslcertmode": "allow", "load_balance_hosts": "disable",
+                   "min_protocol_version": "3.0"}  # fmt: skip
+    known = "&".join(f"{k}={v}" for k, v in client_only.items() if k in libpq_keywords())
+    assert known, "libpq knows none of them"
+    kwargs = asyncpg_params(endpoint(DIRECT, "?" + known))
     assert "server_settings" not in kwargs  # client-side settings never reach the server
