@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck pytest system-deps clean
+.PHONY: demo test bench resilience lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
@@ -13,6 +13,10 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_connections.py
+
+# Faults under load (issue 12): runs every scenario and writes docs/reliability.md.
+resilience: $(STAMP)
+	$(BIN)/python -m resilience
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

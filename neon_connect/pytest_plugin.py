@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .local.faults import Faults
 from .local.standin import StandInState, running
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ class NeonLocal:
     def env(self) -> dict[str, str]:
         """``DATABASE_URL`` (pooled) and ``DATABASE_URL_UNPOOLED`` (direct)."""
         return self.state.env()
+
+    @property
+    def faults(self) -> Faults:
+        """Cold starts, suspends, restarts, pool exhaustion (see ``neon_connect.local.faults``)."""
+        return Faults(self.state)
 
     def superuser(self) -> psycopg.Connection[Any]:
         """An autocommit superuser connection to PostgreSQL (``pg_terminate_backend``...)."""
