@@ -27,8 +27,6 @@ class CommitOutcomeUnknown(psycopg.OperationalError):
     may or may not be committed. The driver's error is the ``__cause__``."""
 
 
-CommitOutcomeUnknown.__module__ = "neon_connect"
-
 _MESSAGE = (
     "the connection was lost during COMMIT, so the transaction may or may not be committed "
     "({cause}); check whether the write landed (e.g. by its key) or make it idempotent before "

@@ -1,10 +1,12 @@
 """Retry the connect step while a suspended Neon compute wakes up.
 
-Only connecting is retried, only on errors that a waking compute or a busy pooler produce,
-with exponential backoff and jitter, within a bounded total time. Authentication errors,
-unknown databases or roles, and anything after a query was sent are never retried. The last
-error is re-raised unchanged (callers keep catching what they catch), with a note naming
-the endpoint kind and host.
+Only connecting is retried, only on errors that a waking compute, a busy pooler, or a pooler
+or server going down or coming back mid-handshake produce, with exponential backoff and
+jitter, within a bounded total time. Authentication errors, unknown databases or roles, a
+server whose ``max_connections`` is used up, and anything after a query was sent are never
+retried: a statement is never re-sent (for ``COMMIT``, see :mod:`neon_connect.commit_outcome`).
+The last error is re-raised unchanged (callers keep catching what they catch), with a note
+naming the endpoint kind and host.
 """
 
 from __future__ import annotations

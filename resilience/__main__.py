@@ -43,12 +43,13 @@ def run_all(sizes: scenarios.Sizes, *, log: Callable[[str], None]) -> list[Figur
     results: list[Figures] = []
     with running() as state:
         scenarios.prepare(state)
-        for stack in scenarios.STACKS:
-            for name, scenario in plan(sizes):
-                started = time.monotonic()
-                result = scenario(state, stack, sizes)
-                results.append(result)
-                log(f"{stack:17} {name:28} {time.monotonic() - started:5.1f}s  {_line(result)}")
+        with scenarios.serving(state):
+            for stack in scenarios.STACKS + scenarios.SERVED:
+                for name, scenario in plan(sizes):
+                    started = time.monotonic()
+                    result = scenario(state, stack, sizes)
+                    results.append(result)
+                    log(f"{stack:17} {name:28} {time.monotonic() - started:5.1f}s  {_line(result)}")
     for result in scenarios.crowd(sizes, "sqlalchemy-sync"):
         results.append(result)
         log(f"{'sqlalchemy-sync':17} {result.scenario:28}         {_line(result)}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import http.client
+import json
 import random
 import statistics
 import threading
@@ -26,6 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlencode
 
 import psycopg
 from sqlalchemy import text
@@ -69,13 +72,26 @@ class Client:
         self.most_attempts = max(self.most_attempts, self.attempts - before)
 
     def connect_failed(self, exc: BaseException, began: float) -> None:
-        self.connect_errors.append(describe(exc))
+        notes = getattr(getattr(exc, "orig", None) or exc, "__notes__", [])
+        retried = [n.rsplit("(", 1)[1].rstrip(")") for n in notes if "attempts in" in n]
+        where = f" [retry gave up: {retried[0]}]" if retried else " [not retried]"
+        self.connect_errors.append(describe(exc) + where)
         self.connect_error_seconds = max(self.connect_error_seconds, time.monotonic() - began)
         if self.first_connect_error is None:
             self.first_connect_error = exc
 
 
 _client: contextvars.ContextVar[Client | None] = contextvars.ContextVar("client", default=None)
+
+
+@contextlib.contextmanager
+def client_context(client: Client) -> Iterator[None]:
+    """Count the connect attempts made inside the block for ``client``."""
+    token = _client.set(client)
+    try:
+        yield
+    finally:
+        _client.reset(token)
 
 
 def _count_attempt() -> None:
@@ -218,10 +234,62 @@ async def _async_client(
             await asyncio.sleep(plan.think * random.uniform(0.5, 1.5))
 
 
+@dataclass(frozen=True)
+class HttpTarget:
+    """An app server on loopback that does the write (see :mod:`resilience.app`)."""
+
+    port: int
+    path: str  # /write/sync or /write/async
+
+
+def _http_client(
+    target: HttpTarget, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+) -> None:
+    """The same client, through HTTP: the app answers which step failed."""
+    time.sleep(random.uniform(0, plan.arrive_within))
+    client.arrived = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=60)
+    try:
+        for i in range(plan.max_writes):
+            if stop.is_set() or time.monotonic() > end:
+                return
+            key = f"{run}:{client.number}:{i}"
+            began = time.monotonic()
+            query = urlencode({"run": run, "key": key, "client": client.number})
+            try:
+                conn.request("POST", f"{target.path}?{query}")
+                answer = json.loads(conn.getresponse().read())
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                client.unknown.append(key)  # the app may have written it
+                client.commit_errors.append(f"HTTP: {describe(exc)}")
+                conn.close()
+                continue
+            client.connects += 1
+            client.attempts += answer["attempts"]
+            client.most_attempts = max(client.most_attempts, answer["attempts"])
+            outcome, error = answer["outcome"], answer.get("error", "")
+            if outcome == "acked":
+                done = time.monotonic()
+                client.acked.append(key)
+                client.latencies.append(done - began)
+                client.ack_spans.append((began, done))
+            elif outcome == "connect":
+                client.connect_errors.append(error)
+            elif outcome == "tx":
+                client.failed.append(key)
+                client.tx_errors.append(error)
+            else:
+                client.unknown.append(key)
+                client.commit_errors.append(error)
+            time.sleep(plan.think * random.uniform(0.5, 1.5))
+    finally:
+        conn.close()
+
+
 class Load:
     """Clients running in the background (threads, or one event loop for async engines)."""
 
-    def __init__(self, engine: Engine | AsyncEngine, run: str, plan: Plan) -> None:
+    def __init__(self, engine: Engine | AsyncEngine | HttpTarget, run: str, plan: Plan) -> None:
         self.engine = engine
         self.run = run
         self.plan = plan
@@ -233,7 +301,16 @@ class Load:
     def start(self) -> Load:
         self.started = time.monotonic()
         end = self.started + self.plan.seconds
-        if isinstance(self.engine, AsyncEngine):
+        if isinstance(self.engine, HttpTarget):
+            self._threads = [
+                threading.Thread(
+                    target=_http_client,
+                    args=(self.engine, self.run, self.plan, c, self.stop, end),
+                    daemon=True,
+                )
+                for c in self.clients
+            ]
+        elif isinstance(self.engine, AsyncEngine):
             engine = self.engine
 
             async def main() -> None:
@@ -371,6 +448,21 @@ def figures(
 def connect_step_errors(load: Load) -> Iterator[str]:
     for client in load.clients:
         yield from client.connect_errors
+
+
+def peak_in_flight(load: Load) -> int:
+    """The most acknowledged writes that were in flight at the same moment."""
+    events = sorted(
+        (moment, step)
+        for c in load.clients
+        for began, done in c.ack_spans
+        for moment, step in ((began, 1), (done, -1))
+    )
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 def first_ack_after(load: Load, moment: float) -> float | None:

@@ -7,6 +7,8 @@ load, waits for the clients, and compares acknowledged writes with the ledger.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 import subprocess
@@ -15,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +29,25 @@ from sqlalchemy.pool import NullPool
 
 import neon_sqlalchemy
 from neon_connect.local.faults import Faults
-from neon_connect.local.standin import StandInState
+from neon_connect.local.standin import StandInState, _free_port, _port_open
 
-from .load import LEDGER_DDL, CountingRetry, Figures, Load, Plan, Stored, figures, first_ack_after
+from .load import (
+    LEDGER_DDL,
+    CountingRetry,
+    Figures,
+    HttpTarget,
+    Load,
+    Plan,
+    Stored,
+    figures,
+    first_ack_after,
+    peak_in_flight,
+)
 
-Stack = Literal["sqlalchemy-sync", "sqlalchemy-async"]
+Stack = Literal["sqlalchemy-sync", "sqlalchemy-async", "uvicorn-sync", "uvicorn-async"]
 STACKS: tuple[Stack, ...] = ("sqlalchemy-sync", "sqlalchemy-async")
+SERVED: tuple[Stack, ...] = ("uvicorn-sync", "uvicorn-async")
+_servers: dict[int, int] = {}  # the stand-in's pooler port -> its app server's port
 
 
 @dataclass(frozen=True)
@@ -47,8 +62,10 @@ class Sizes:
     crowd: int = 1000
     crowd_max_connections: int = 30
     crowd_pool_size: int = 20
+    crowd_arrival: float = 3.0  # the crowd arrives within this many seconds
     exhaustion_clients: int = 40
     migration_seconds: float = 2.0
+    restart_seconds: float = 24.0  # server restarts: PgBouncer's server_login_retry is 15 s
 
 
 FULL = Sizes()
@@ -59,8 +76,10 @@ SHORT = Sizes(
     writes=60,
     down=0.3,
     crowd=100,
+    crowd_arrival=0.3,
     exhaustion_clients=12,
     migration_seconds=0.5,
+    restart_seconds=2.0,
 )
 
 
@@ -83,7 +102,40 @@ def warm_pooler(state: StandInState) -> None:
         conn.execute("SELECT 1")
 
 
-def engine_for(state: StandInState, stack: Stack, **kwargs: Any) -> Engine | AsyncEngine:
+@contextlib.contextmanager
+def serving(state: StandInState) -> Iterator[int]:
+    """uvicorn running :mod:`resilience.app` on the stand-in's URLs; yields its port."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "resilience.app:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log",
+         "--timeout-graceful-shutdown", "5"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **state.env()},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        _servers[state.pooler_port] = port
+        yield port
+    finally:
+        _servers.pop(state.pooler_port, None)
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
+def engine_for(
+    state: StandInState, stack: Stack, **kwargs: Any
+) -> Engine | AsyncEngine | HttpTarget:
+    if stack in SERVED:
+        return HttpTarget(_servers[state.pooler_port], "/write/" + stack.split("-")[1])
     retry = CountingRetry()
     if stack == "sqlalchemy-async":
         return neon_sqlalchemy.create_async_engine(env=state.env(), retry=retry, **kwargs)
@@ -140,9 +192,15 @@ def _during_load(
     *,
     scenario: str,
     inject: Callable[[Faults], str],
+    seconds: float | None = None,
 ) -> Figures:
     faults = Faults(state)
-    plan = Plan(clients=sizes.clients, max_writes=sizes.writes, seconds=sizes.seconds)
+    seconds = seconds or sizes.seconds
+    plan = Plan(
+        clients=sizes.clients,
+        max_writes=sizes.writes * int(seconds // sizes.seconds + 1),
+        seconds=seconds,
+    )
     load = Load(engine_for(state, stack), _run_id(scenario.split()[0]), plan).start()
     time.sleep(random.uniform(0.3, 0.5) * sizes.seconds)  # a random moment mid-traffic
     fault_at = time.monotonic()
@@ -177,7 +235,14 @@ def server_restart(
         f.restart_server(mode=mode, down_for=sizes.down)
         return f"pg_ctl stop -m {mode}, down {sizes.down:g}s, started again"
 
-    return _during_load(state, stack, sizes, scenario=f"server restart ({mode})", inject=inject)
+    return _during_load(
+        state,
+        stack,
+        sizes,
+        scenario=f"server restart ({mode})",
+        inject=inject,
+        seconds=sizes.restart_seconds,
+    )
 
 
 def pool_exhaustion(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
@@ -225,7 +290,11 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
         for direct in (False, True):
             extra = {"poolclass": NullPool, "direct": True} if direct else {}
             plan = Plan(
-                clients=sizes.crowd, max_writes=1, seconds=30.0, think=0.0, arrive_within=0.2
+                clients=sizes.crowd,
+                max_writes=1,
+                seconds=30.0,
+                think=0.0,
+                arrive_within=sizes.crowd_arrival,
             )
             load = Load(engine_for(state, stack, **extra), _run_id("crowd"), plan)
             with _Peak(state) as peak:
@@ -238,8 +307,9 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
                 stack=stack,
             )
             result.notes.append(
-                f"max_connections {sizes.crowd_max_connections}, pool {sizes.crowd_pool_size}; "
-                f"peak server connections {peak.peak}"
+                f"arrivals within {sizes.crowd_arrival:g}s, up to {peak_in_flight(load)} writes "
+                f"in flight at once; max_connections {sizes.crowd_max_connections}, "
+                f"pool {sizes.crowd_pool_size}; peak server connections {peak.peak}"
             )
             if not direct and peak.peak > sizes.crowd_pool_size:
                 result.problems.append(f"{peak.peak} server connections > pool")
@@ -324,7 +394,8 @@ def migrations(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
     load = Load(engine_for(state, stack), _run_id("migrate"), plan)
     with tempfile.TemporaryDirectory(prefix="resilience-alembic-") as folder:
         ini = Path(folder) / "alembic.ini"
-        neon_alembic.init(Path(folder) / "migrations", ini=ini)
+        with contextlib.redirect_stdout(io.StringIO()):  # Alembic's "Generating ..." lines
+            neon_alembic.init(Path(folder) / "migrations", ini=ini)
         (Path(folder) / "migrations" / "versions" / "0001_gadgets.py").write_text(
             MIGRATION.replace("{seconds}", str(sizes.migration_seconds))
         )

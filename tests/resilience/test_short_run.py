@@ -52,3 +52,11 @@ def test_a_crowd_on_max_connections_30_pooled_fine_direct_fails_fast():
     assert direct.connect_errors > 0  # the server's limit, not hidden by retries
     assert (direct.lost, direct.doubled, direct.phantom) == (0, 0, 0)
     assert direct.problems == []  # every error points to the pooled endpoint
+
+
+def test_served_by_uvicorn_a_pooler_restart_loses_and_doubles_nothing(standin):
+    with scenarios.serving(standin):
+        for stack in scenarios.SERVED:
+            result = scenarios.pooler_restart(standin, stack, SHORT)
+            _check(result)
+            assert not any(e.startswith("HTTP") for e in result.errors), result.errors
