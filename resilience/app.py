@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import neon_sqlalchemy
 
-from .load import INSERT, Client, CountingRetry, client_context, describe
+from .load import INSERT, SLEEP, Client, CountingRetry, client_context, describe
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -39,7 +39,7 @@ def _engine(kind: str) -> Any:
     return _engines[kind]
 
 
-def _write_sync(run: str, key: str, number: int) -> dict[str, Any]:
+def _write_sync(run: str, key: str, number: int, sleep: float) -> dict[str, Any]:
     client = Client(number)
     with client_context(client):
         try:
@@ -48,6 +48,8 @@ def _write_sync(run: str, key: str, number: int) -> dict[str, Any]:
             return {"outcome": "connect", "error": describe(exc), "attempts": client.attempts}
         try:
             conn.execute(INSERT, {"run": run, "key": key, "client": number})
+            if sleep:
+                conn.execute(SLEEP, {"seconds": sleep})
         except Exception as exc:
             return {"outcome": "tx", "error": describe(exc), "attempts": client.attempts}
         else:
@@ -61,7 +63,7 @@ def _write_sync(run: str, key: str, number: int) -> dict[str, Any]:
     return {"outcome": "acked", "attempts": client.attempts}
 
 
-async def _write_async(run: str, key: str, number: int) -> dict[str, Any]:
+async def _write_async(run: str, key: str, number: int, sleep: float) -> dict[str, Any]:
     client = Client(number)
     with client_context(client):
         try:
@@ -70,6 +72,8 @@ async def _write_async(run: str, key: str, number: int) -> dict[str, Any]:
             return {"outcome": "connect", "error": describe(exc), "attempts": client.attempts}
         try:
             await conn.execute(INSERT, {"run": run, "key": key, "client": number})
+            if sleep:
+                await conn.execute(SLEEP, {"seconds": sleep})
         except Exception as exc:
             return {"outcome": "tx", "error": describe(exc), "attempts": client.attempts}
         else:
@@ -99,7 +103,7 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if path not in ("/write/sync", "/write/async"):
         await _answer(send, 404, {"error": "no such path"})
         return
-    args = (query["run"], query["key"], int(query["client"]))
+    args = (query["run"], query["key"], int(query["client"]), float(query.get("sleep", 0)))
     if path == "/write/async":
         body = await _write_async(*args)
     else:

@@ -21,6 +21,7 @@ import contextvars
 import http.client
 import json
 import random
+import re
 import statistics
 import threading
 import time
@@ -40,6 +41,7 @@ from neon_connect import Endpoint, RetryPolicy
 T = TypeVar("T")
 
 INSERT = text("INSERT INTO ledger (run, key, client) VALUES (:run, :key, :client)")
+SLEEP = text("SELECT pg_sleep(:seconds)")
 LEDGER_DDL = (
     "CREATE TABLE IF NOT EXISTS ledger ("
     " id bigserial PRIMARY KEY, run text NOT NULL, key text NOT NULL, client int NOT NULL,"
@@ -67,14 +69,15 @@ class Client:
     first_connect_error: BaseException | None = None
     connect_error_seconds: float = 0.0  # the slowest failed connect step
     most_attempts: int = 0  # the most driver attempts one connect step took
+    connect_seconds: list[float] = field(default_factory=list)  # successful connect steps
 
     def attempted(self, before: int) -> None:
         self.most_attempts = max(self.most_attempts, self.attempts - before)
 
     def connect_failed(self, exc: BaseException, began: float) -> None:
-        notes = getattr(getattr(exc, "orig", None) or exc, "__notes__", [])
-        retried = [n.rsplit("(", 1)[1].rstrip(")") for n in notes if "attempts in" in n]
-        where = f" [retry gave up: {retried[0]}]" if retried else " [not retried]"
+        notes = "\n".join(getattr(getattr(exc, "orig", None) or exc, "__notes__", []))
+        retried = re.search(r"\d+ attempts in [\d.]+s", notes)
+        where = f" [retry gave up: {retried.group()}]" if retried else " [not retried]"
         self.connect_errors.append(describe(exc) + where)
         self.connect_error_seconds = max(self.connect_error_seconds, time.monotonic() - began)
         if self.first_connect_error is None:
@@ -139,7 +142,8 @@ class Plan:
     seconds: float
     think: float = 0.02
     arrive_within: float = 0.0  # clients start at random times in [0, arrive_within]
-    statement: str | None = None  # an extra statement inside each transaction
+    sleep: float = 0.0  # seconds of pg_sleep inside each transaction (a slow transaction)
+    hold: bool = False  # one connection per client for the whole run (sync engines only)
 
 
 def _sync_client(
@@ -166,8 +170,8 @@ def _sync_client(
         try:
             try:
                 conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
-                if plan.statement:
-                    conn.execute(text(plan.statement))
+                if plan.sleep:
+                    conn.execute(SLEEP, {"seconds": plan.sleep})
             except Exception as exc:
                 client.failed.append(key)
                 client.tx_errors.append(describe(exc))
@@ -186,6 +190,51 @@ def _sync_client(
             with contextlib.suppress(Exception):  # broken: SQLAlchemy already invalidated it
                 conn.close()
             time.sleep(plan.think * random.uniform(0.5, 1.5))
+
+
+def _holding_client(
+    engine: Engine, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+) -> None:
+    """A connected client: one connection for the whole run, a transaction per write. It
+    stops at its first error (its connection may be gone)."""
+    _client.set(client)
+    time.sleep(random.uniform(0, plan.arrive_within))
+    client.arrived = began = time.monotonic()
+    client.connects += 1
+    try:
+        conn = engine.connect()
+    except Exception as exc:
+        client.connect_failed(exc, began)
+        return
+    finally:
+        client.attempted(0)
+    client.connect_seconds.append(time.monotonic() - began)
+    try:
+        for i in range(plan.max_writes):
+            if stop.is_set() or time.monotonic() > end:
+                return
+            key = f"{run}:{client.number}:{i}"
+            began = time.monotonic()
+            try:
+                conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
+            except Exception as exc:
+                client.failed.append(key)
+                client.tx_errors.append(describe(exc))
+                return
+            try:
+                conn.commit()
+            except Exception as exc:
+                client.unknown.append(key)
+                client.commit_errors.append(describe(exc))
+                return
+            done = time.monotonic()
+            client.acked.append(key)
+            client.latencies.append(done - began)
+            client.ack_spans.append((began, done))
+            time.sleep(plan.think * random.uniform(0.5, 1.5))
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 async def _async_client(
@@ -212,8 +261,8 @@ async def _async_client(
         try:
             try:
                 await conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
-                if plan.statement:
-                    await conn.execute(text(plan.statement))
+                if plan.sleep:
+                    await conn.execute(SLEEP, {"seconds": plan.sleep})
             except Exception as exc:
                 client.failed.append(key)
                 client.tx_errors.append(describe(exc))
@@ -255,7 +304,9 @@ def _http_client(
                 return
             key = f"{run}:{client.number}:{i}"
             began = time.monotonic()
-            query = urlencode({"run": run, "key": key, "client": client.number})
+            query = urlencode(
+                {"run": run, "key": key, "client": client.number, "sleep": plan.sleep}
+            )
             try:
                 conn.request("POST", f"{target.path}?{query}")
                 answer = json.loads(conn.getresponse().read())
@@ -326,7 +377,7 @@ class Load:
         else:
             self._threads = [
                 threading.Thread(
-                    target=_sync_client,
+                    target=_holding_client if self.plan.hold else _sync_client,
                     args=(self.engine, self.run, self.plan, c, self.stop, end),
                     daemon=True,
                 )

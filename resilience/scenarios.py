@@ -62,7 +62,8 @@ class Sizes:
     crowd: int = 1000
     crowd_max_connections: int = 30
     crowd_pool_size: int = 20
-    crowd_arrival: float = 3.0  # the crowd arrives within this many seconds
+    crowd_arrival: float = 20.0  # the crowd connects within this many seconds...
+    crowd_hold: float = 10.0  # ...and keeps writing, all connected, for this long after
     exhaustion_clients: int = 40
     migration_seconds: float = 2.0
     restart_seconds: float = 24.0  # server restarts: PgBouncer's server_login_retry is 15 s
@@ -76,7 +77,8 @@ SHORT = Sizes(
     writes=60,
     down=0.3,
     crowd=100,
-    crowd_arrival=0.3,
+    crowd_arrival=1.0,
+    crowd_hold=1.0,
     exhaustion_clients=12,
     migration_seconds=0.5,
     restart_seconds=2.0,
@@ -252,8 +254,8 @@ def pool_exhaustion(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
     plan = Plan(
         clients=sizes.exhaustion_clients,
         max_writes=3,
-        seconds=4.0,
-        statement="SELECT pg_sleep(0.3)",
+        seconds=sizes.seconds + 0.5,
+        sleep=0.3,
     )
     with faults.exhausted_pool(pool_size=1, query_wait_timeout=1):
         crowd = Load(engine_for(state, stack), _run_id("exhaust"), plan).start()
@@ -263,7 +265,7 @@ def pool_exhaustion(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
     after = Load(
         engine_for(state, stack),
         _run_id("exhaust-after"),
-        Plan(clients=max(2, sizes.exhaustion_clients // 4), max_writes=5, seconds=3.0),
+        Plan(clients=max(2, sizes.exhaustion_clients // 4), max_writes=5, seconds=sizes.seconds),
     ).start()
     recovered = _finish(after, state, scenario="after", stack=stack, fault_at=None)
     result.notes.append(
@@ -291,10 +293,11 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
             extra = {"poolclass": NullPool, "direct": True} if direct else {}
             plan = Plan(
                 clients=sizes.crowd,
-                max_writes=1,
-                seconds=30.0,
-                think=0.0,
+                max_writes=sizes.writes,
+                seconds=sizes.crowd_arrival + sizes.crowd_hold,
+                think=0.5,
                 arrive_within=sizes.crowd_arrival,
+                hold=True,
             )
             load = Load(engine_for(state, stack, **extra), _run_id("crowd"), plan)
             with _Peak(state) as peak:
@@ -306,10 +309,14 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
                 scenario=f"{sizes.crowd} clients, {'direct' if direct else 'pooled'}",
                 stack=stack,
             )
+            connects = sorted(t for c in load.clients for t in c.connect_seconds)
             result.notes.append(
-                f"arrivals within {sizes.crowd_arrival:g}s, up to {peak_in_flight(load)} writes "
-                f"in flight at once; max_connections {sizes.crowd_max_connections}, "
-                f"pool {sizes.crowd_pool_size}; peak server connections {peak.peak}"
+                f"connects within {sizes.crowd_arrival:g}s, then writes for "
+                f"{sizes.crowd_hold:g}s; up to {peak.clients} clients connected to the "
+                f"pooler at once, {peak_in_flight(load)} writes in flight at once; connect "
+                f"p50/max {_ms(connects, 0.5)}/{_ms(connects, 1.0)} ms; max_connections "
+                f"{sizes.crowd_max_connections}, pool {sizes.crowd_pool_size}; peak server "
+                f"connections {peak.peak}"
             )
             if not direct and peak.peak > sizes.crowd_pool_size:
                 result.problems.append(f"{peak.peak} server connections > pool")
@@ -327,6 +334,10 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
     return results
 
 
+def _ms(values: list[float], q: float) -> int:
+    return round(values[min(len(values) - 1, int(q * len(values)))] * 1000) if values else 0
+
+
 def _points_to_pooled(exc: BaseException) -> bool:
     driver_error = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
     return "pooled endpoint" in "\n".join(getattr(driver_error, "__notes__", []))
@@ -338,11 +349,15 @@ class _Peak:
     def __init__(self, state: StandInState) -> None:
         self.state = state
         self.peak = 0
+        self.clients = 0  # client connections PgBouncer holds (active + waiting)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> _Peak:
         self._conn = psycopg.connect(self.state.superuser_url, autocommit=True)
+        self._admin = psycopg.connect(
+            self.state.admin_url, autocommit=True, cursor_factory=psycopg.ClientCursor
+        )
         self._thread.start()
         return self
 
@@ -350,6 +365,7 @@ class _Peak:
         self._stop.set()
         self._thread.join(10)
         self._conn.close()
+        self._admin.close()
 
     def _sample(self) -> None:
         for _ in range(100_000):  # bounded: 100k samples
@@ -360,7 +376,17 @@ class _Peak:
                 "WHERE backend_type = 'client backend' AND datname = 'neondb'"
             ).fetchone()
             self.peak = max(self.peak, int(row[0]) if row else 0)
-            time.sleep(0.01)
+            with self._admin.cursor() as cur:
+                cur.execute("SHOW POOLS")
+                names = [d.name for d in cur.description or []]
+                pools = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            held = sum(
+                int(p["cl_active"]) + int(p["cl_waiting"])
+                for p in pools
+                if p["database"] == "neondb"
+            )
+            self.clients = max(self.clients, held)
+            time.sleep(0.02)
 
 
 MIGRATION = '''
