@@ -24,8 +24,9 @@ took {elapsed:.0f} s. Every figure below comes from that one run.
 - **Load:** {clients} writer clients per scenario (at most {writes} writes each, {seconds:g} s),
   through `neon_sqlalchemy.create_engine()` (threads) and `create_async_engine()` (psycopg
   async, one event loop). Cold start: a {pause:g} s `PAUSE`. Restarts: down {down:g} s.
-  The crowd: {crowd} clients at once on a stand-in with `max_connections`
-  {crowd_max}, PgBouncer pool {crowd_pool}.
+  The crowd: {crowd} clients connect within {arrival:g} s, then all of them write for
+  {hold:g} s, on a stand-in with `max_connections` {crowd_max} and PgBouncer pool
+  {crowd_pool}.
 
 ## How to read the table
 
@@ -116,6 +117,8 @@ def write_report(
             crowd=sizes.crowd,
             crowd_max=sizes.crowd_max_connections,
             crowd_pool=sizes.crowd_pool_size,
+            arrival=sizes.crowd_arrival,
+            hold=sizes.crowd_hold,
         ),
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -179,10 +179,12 @@ def cold_start(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
     resumed_at = time.monotonic()
     result = _finish(load, state, scenario="cold start", stack=stack, fault_at=paused_at)
     slowest = first_ack_after(load, resumed_at)
+    acks = [done for c in load.clients for _, done in c.ack_spans if done >= resumed_at]
+    first = f"{min(acks) - resumed_at:.3f}s" if acks else "never"
     result.notes.append(
-        f"pause {sizes.pause:g}s; slowest client's first row {slowest}s after RESUME"
-        if slowest is not None
-        else "some client never got a row"
+        f"pause {sizes.pause:g}s; first row {first} after RESUME, slowest client's first row "
+        f"{slowest}s after it ({sizes.clients} waiting transactions drain through a pool of "
+        f"{state.pool_size})"
     )
     return result
 
