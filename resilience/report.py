@@ -132,7 +132,5 @@ def write_report(
         for problem in f.problems:
             lines.append(f"  - PROBLEM: {problem}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n\n" + FINDINGS)
-
-
-FINDINGS = (Path(__file__).parent / "findings.md").read_text()
+    findings = (Path(__file__).parent / "findings.md").read_text()
+    path.write_text("\n".join(lines) + "\n\n" + findings)
