@@ -43,7 +43,7 @@ def run_all(sizes: scenarios.Sizes, *, log: Callable[[str], None]) -> list[Figur
     results: list[Figures] = []
     with running() as state:
         scenarios.prepare(state)
-        with scenarios.serving(state):
+        with scenarios.serving(state), scenarios.serving(state, "gunicorn"):
             for stack in scenarios.STACKS + scenarios.SERVED:
                 for name, scenario in plan(sizes):
                     started = time.monotonic()

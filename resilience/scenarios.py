@@ -44,10 +44,20 @@ from .load import (
     peak_in_flight,
 )
 
-Stack = Literal["sqlalchemy-sync", "sqlalchemy-async", "uvicorn-sync", "uvicorn-async"]
+Stack = Literal[
+    "sqlalchemy-sync", "sqlalchemy-async", "uvicorn-sync", "uvicorn-async", "gunicorn-django"
+]
 STACKS: tuple[Stack, ...] = ("sqlalchemy-sync", "sqlalchemy-async")
-SERVED: tuple[Stack, ...] = ("uvicorn-sync", "uvicorn-async")
-_servers: dict[int, int] = {}  # the stand-in's pooler port -> its app server's port
+SERVED: tuple[Stack, ...] = ("uvicorn-sync", "uvicorn-async", "gunicorn-django")
+_servers: dict[tuple[int, str], int] = {}  # (the stand-in's pooler port, server) -> app port
+_SERVERS = {
+    "uvicorn": ["-m", "uvicorn", "resilience.app:app", "--log-level", "warning",
+                "--no-access-log", "--timeout-graceful-shutdown", "5", "--host", "127.0.0.1",
+                "--port"],
+    "gunicorn": ["-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1",
+                 "--log-level", "warning", "--graceful-timeout", "5",
+                 "resilience.django_app:application", "--bind"],
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,39 +115,40 @@ def warm_pooler(state: StandInState) -> None:
 
 
 @contextlib.contextmanager
-def serving(state: StandInState) -> Iterator[int]:
-    """uvicorn running :mod:`resilience.app` on the stand-in's URLs; yields its port."""
+def serving(state: StandInState, server: str = "uvicorn") -> Iterator[int]:
+    """An app server on the stand-in's URLs: ``uvicorn`` runs :mod:`resilience.app`,
+    ``gunicorn`` (threads) :mod:`resilience.django_app`. Yields its port."""
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "resilience.app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log",
-         "--timeout-graceful-shutdown", "5"],
+    address = str(port) if server == "uvicorn" else f"127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, *_SERVERS[server], address],
         cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, **state.env()},
-    )  # fmt: skip
+        env={**os.environ, **state.env(), "DJANGO_SETTINGS_MODULE": "resilience.django_app"},
+    )
     try:
         deadline = time.monotonic() + 30
         while not _port_open(port):
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("uvicorn did not start")
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{server} did not start")
             time.sleep(0.05)
-        _servers[state.pooler_port] = port
+        _servers[state.pooler_port, server] = port
         yield port
     finally:
-        _servers.pop(state.pooler_port, None)
-        server.terminate()
+        _servers.pop((state.pooler_port, server), None)
+        process.terminate()
         try:
-            server.wait(15)
+            process.wait(15)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+            process.kill()
+            process.wait(5)
 
 
 def engine_for(
     state: StandInState, stack: Stack, **kwargs: Any
 ) -> Engine | AsyncEngine | HttpTarget:
     if stack in SERVED:
-        return HttpTarget(_servers[state.pooler_port], "/write/" + stack.split("-")[1])
+        server, kind = stack.split("-")
+        return HttpTarget(_servers[state.pooler_port, server], f"/write/{kind}")
     retry = CountingRetry()
     if stack == "sqlalchemy-async":
         return neon_sqlalchemy.create_async_engine(env=state.env(), retry=retry, **kwargs)
