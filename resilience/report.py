@@ -19,11 +19,15 @@ Written by `make resilience` (`python -m resilience`) on {date}; do not edit by 
 took {elapsed:.0f} s. Every figure below comes from that one run.
 
 - **Versions:** PostgreSQL {pg}, PgBouncer {bouncer} (transaction mode, TLS + SCRAM),
-  Python {python}, psycopg {psycopg}, SQLAlchemy {sqlalchemy}, Alembic {alembic}.
+  Python {python}, psycopg {psycopg}, SQLAlchemy {sqlalchemy}, Alembic {alembic},
+  Django {django}, uvicorn {uvicorn}, gunicorn {gunicorn}.
 - **Machine:** {machine}, shared with other work; loopback only.
-- **Load:** {clients} writer clients per scenario (at most {writes} writes each, {seconds:g} s),
-  through `neon_sqlalchemy.create_engine()` (threads) and `create_async_engine()` (psycopg
-  async, one event loop). Cold start: a {pause:g} s `PAUSE`. Restarts: down {down:g} s.
+- **Load:** {clients} writer clients per scenario (at most {writes} writes each, {seconds:g} s;
+  server restarts {restart:g} s). Stacks: `sync` is `neon_sqlalchemy.create_engine()` called
+  from threads, `async` is `create_async_engine()` (psycopg) on one event loop, `uvicorn-*`
+  is the same two served over HTTP by uvicorn, and `gunicorn-django` is a Django view
+  (`neon_django.config()`) served by gunicorn with 16 threads. Cold start: a {pause:g} s
+  `PAUSE`. Restarts: down {down:g} s.
   The crowd: {crowd} clients connect within {arrival:g} s, then all of them write for
   {hold:g} s, on a stand-in with `max_connections` {crowd_max} and PgBouncer pool
   {crowd_pool}.
@@ -108,6 +112,9 @@ def write_report(
             psycopg=version("psycopg"),
             sqlalchemy=version("SQLAlchemy"),
             alembic=version("alembic"),
+            django=version("Django"),
+            uvicorn=version("uvicorn"),
+            gunicorn=version("gunicorn"),
             machine=machine,
             clients=sizes.clients,
             writes=sizes.writes,
@@ -118,6 +125,7 @@ def write_report(
             crowd_max=sizes.crowd_max_connections,
             crowd_pool=sizes.crowd_pool_size,
             arrival=sizes.crowd_arrival,
+            restart=sizes.restart_seconds,
             hold=sizes.crowd_hold,
         ),
         "| " + " | ".join(COLUMNS) + " |",

@@ -1,6 +1,6 @@
 """Issue 12's second finding: a COMMIT cut by a dying pooler or server has no known outcome.
 
-A deferred trigger makes each COMMIT take 0.6 s, so a fault lands inside it. Killing PgBouncer
+A deferred trigger makes each COMMIT take 1 s, so a fault lands inside it. Killing PgBouncer
 there gives the caller an ordinary connection error for a transaction that was stored; a
 terminated backend gives psycopg's ``received 2 results from command 'COMMIT'``. The library's
 :func:`neon_connect.commit_outcome.commit` says "outcome unknown" for both, and leaves a refusal
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 SLOW_COMMIT = """
 CREATE TABLE IF NOT EXISTS slow_commits (k text);
 CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$;
+  $$ BEGIN PERFORM pg_sleep(1.0); RETURN NULL; END $$;
 DROP TRIGGER IF EXISTS slow_commit ON slow_commits;
 CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commits
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
