@@ -48,7 +48,8 @@ Stack = Literal[
     "sqlalchemy-sync", "sqlalchemy-async", "uvicorn-sync", "uvicorn-async", "gunicorn-django"
 ]
 STACKS: tuple[Stack, ...] = ("sqlalchemy-sync", "sqlalchemy-async")
-SERVED: tuple[Stack, ...] = ("uvicorn-sync", "uvicorn-async", "gunicorn-django")
+UVICORN: tuple[Stack, ...] = ("uvicorn-sync", "uvicorn-async")
+SERVED: tuple[Stack, ...] = (*UVICORN, "gunicorn-django")
 _servers: dict[tuple[int, str], int] = {}  # (the stand-in's pooler port, server) -> app port
 _SERVERS = {
     "uvicorn": ["-m", "uvicorn", "resilience.app:app", "--log-level", "warning",

@@ -56,7 +56,7 @@ def test_a_crowd_on_max_connections_30_pooled_fine_direct_fails_fast():
 
 def test_served_by_uvicorn_a_pooler_restart_loses_and_doubles_nothing(standin):
     with scenarios.serving(standin):
-        for stack in scenarios.SERVED:
+        for stack in scenarios.UVICORN:
             result = scenarios.pooler_restart(standin, stack, SHORT)
             _check(result)
             assert not any(e.startswith("HTTP") for e in result.errors), result.errors
