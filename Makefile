@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test matrix bench bench-prepared lint typecheck pytest system-deps clean
+.PHONY: demo test matrix bench bench-prepared resilience lint typecheck pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
@@ -28,6 +28,10 @@ bench: $(STAMP)
 bench-prepared: $(STAMP)
 	$(BIN)/python benchmarks/bench_prepared.py --query join
 	$(BIN)/python benchmarks/bench_prepared.py --query lookup
+
+# Faults under load (issue 12): runs every scenario and writes docs/reliability.md.
+resilience: $(STAMP)
+	$(BIN)/python -m resilience
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,7 +23,9 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     local = sub.add_parser(
         "local", help="run a local stand-in for Neon's pooled and direct endpoints"
     )
-    actions = local.add_subparsers(dest="action", required=True, metavar="{up,env,status,down}")
+    actions = local.add_subparsers(
+        dest="action", required=True, metavar="{up,env,status,down,fault}"
+    )
     for name, text in (
         ("up", "start PostgreSQL + PgBouncer and print export lines"),
         ("env", "print the export lines again"),
@@ -52,6 +54,11 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             )
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
+    fault = actions.add_parser("fault", help="inject a fault (cold start, suspend, restart...)")
+    fault.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default: {DEFAULT_DIR})")
+    from .local.faults import add_fault_arguments  # the stand-in loads only for `local`
+
+    add_fault_arguments(fault)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -178,6 +185,15 @@ def _local(args: argparse.Namespace) -> int:
             )
             return 1
         print(saved.export_lines(), end="")
+        return 0
+    if args.action == "fault":
+        saved = local.state()
+        if saved is None or not local.status()["running"]:
+            print(f"neon-connect: nothing runs in {local.directory}", file=sys.stderr)
+            return 1
+        from .local.faults import run_fault
+
+        print(run_fault(saved, args), file=sys.stderr)
         return 0
     if args.action == "status":
         status = local.status()

@@ -34,6 +34,7 @@ import pytest
 if TYPE_CHECKING:
     import psycopg
 
+    from .local.faults import Faults
     from .local.standin import StandInState
 
 __all__ = ["NeonLocal", "local_standin", "neon_local"]
@@ -80,6 +81,13 @@ class NeonLocal:
     def env(self) -> dict[str, str]:
         """``DATABASE_URL`` (pooled) and ``DATABASE_URL_UNPOOLED`` (direct)."""
         return self.state.env()
+
+    @property
+    def faults(self) -> Faults:
+        """Cold starts, suspends, restarts, pool exhaustion (see ``neon_connect.local.faults``)."""
+        from .local.faults import Faults
+
+        return Faults(self.state)
 
     def superuser(self) -> psycopg.Connection[Any]:
         """An autocommit superuser connection to PostgreSQL (``pg_terminate_backend``...)."""

@@ -1,10 +1,12 @@
 """Retry the connect step while a suspended Neon compute wakes up.
 
-Only connecting is retried, only on errors that a waking compute or a busy pooler produce,
-with exponential backoff and jitter, within a bounded total time. Authentication errors,
-unknown databases or roles, and anything after a query was sent are never retried. The last
-error is re-raised unchanged (callers keep catching what they catch), with a note naming
-the endpoint kind and host.
+Only connecting is retried, only on errors that a waking compute, a busy pooler, or a pooler
+or server going down or coming back mid-handshake produce, with exponential backoff and
+jitter, within a bounded total time. Authentication errors, unknown databases or roles, a
+server whose ``max_connections`` is used up, and anything after a query was sent are never
+retried: a statement is never re-sent (for ``COMMIT``, see :mod:`neon_connect.commit_outcome`).
+The last error is re-raised unchanged (callers keep catching what they catch), with a note
+naming the endpoint kind and host.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ logger = logging.getLogger("neon_connect")
 T = TypeVar("T")
 
 _TRANSIENT_SQLSTATES = frozenset({"57P01", "57P03", "08000", "08001", "08006"})
+_FULL_SERVER_SQLSTATE = "53300"  # too_many_connections
 _PERMANENT_SQLSTATES = frozenset({"28000", "28P01", "3D000", "42501", "08P01", "0A000"})
 _PERMANENT_TEXT = (
     "password authentication failed",
@@ -59,6 +62,23 @@ _TRANSIENT_TEXT = (
     "could not connect to compute node",
     "no more connections allowed",
 )
+# A pooler or server going down or coming back while a client is mid-handshake: the TLS
+# session or the socket is cut before the startup completes, or the pooler cannot reach the
+# server yet. Nothing was sent but the startup packet, so another attempt is safe.
+_RESTART_TEXT = (
+    "unexpected eof",  # OpenSSL 3: "SSL error: unexpected eof while reading"
+    "eof occurred in violation of protocol",  # Python's ssl (asyncpg)
+    "broken pipe",
+    "connection was closed in the middle of operation",  # asyncpg
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "pgbouncer cannot connect to server",
+    "server login has been failing",  # PgBouncer's server_login_retry
+    "query_wait_timeout",  # PgBouncer: no server connection came free in time
+    "server conn crashed",
+)
+# The server's own connection limit: waiting does not help a traffic spike; a pooler does.
+_FULL_SERVER_TEXT = ("too many clients already", "remaining connection slots are reserved")
 _TRANSIENT_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE}
 )
@@ -69,8 +89,10 @@ def is_transient(exc: BaseException) -> bool:
     text = str(exc).lower()
     if any(fragment in text for fragment in _PERMANENT_TEXT):
         return False
-    if any(fragment in text for fragment in _TRANSIENT_TEXT):
+    if any(fragment in text for fragment in _TRANSIENT_TEXT + _RESTART_TEXT):
         return True
+    if _is_full_server(exc):
+        return False
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _PERMANENT_SQLSTATES:
         return False
@@ -153,6 +175,11 @@ class RetryPolicy:
                 note = f"neon-connect: could not connect to {where}"
             if endpoint.is_neon and "authentication failed" in str(exc).lower():
                 note += "; check that user, password and host come from one Neon connection string"
+            if _is_full_server(exc) and not endpoint.transaction_pooler:
+                note += (
+                    "; the server's max_connections is used up: send app traffic to the pooled "
+                    "endpoint (DATABASE_URL with -pooler), keep the direct one for migrations"
+                )
             _add_note(exc, note)
             raise exc
         logger.warning(
@@ -168,6 +195,13 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(timeout=0)
+
+
+def _is_full_server(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return getattr(exc, "sqlstate", None) == _FULL_SERVER_SQLSTATE or any(
+        fragment in text for fragment in _FULL_SERVER_TEXT
+    )
 
 
 def _summary(exc: BaseException, endpoint: Endpoint) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import psycopg
 import pytest
@@ -48,6 +49,34 @@ FAST = RetryPolicy(timeout=2.0, initial_delay=0.01, max_delay=0.05)
         (psycopg.OperationalError("ERROR: Endpoint ID is not specified"), False),
         (psycopg.OperationalError("FATAL: unsupported startup parameter: options"), False),
         (ValueError("bad"), False),
+        # A pooler or server going down or coming back mid-handshake (issue 12).
+        (
+            psycopg.OperationalError("connection failed: SSL error: unexpected eof while reading"),
+            True,
+        ),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (psycopg.OperationalError("could not send startup packet: Broken pipe"), True),
+        (psycopg.OperationalError("FATAL: the database system is shutting down"), True),
+        (psycopg.OperationalError("FATAL: the database system is in recovery mode"), True),
+        (psycopg.OperationalError("ERROR: pgbouncer cannot connect to server"), True),
+        (
+            psycopg.OperationalError(
+                "ERROR: server login has been failing, try again later (server_login_retry)"
+            ),
+            True,
+        ),
+        (psycopg.OperationalError("ERROR: query_wait_timeout"), True),
+        (OSError("connection was closed in the middle of operation"), True),
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"), True),
+        # The server's own connection limit: waiting does not help; a pooler does.
+        (psycopg.OperationalError("FATAL: sorry, too many clients already"), False),
+        (
+            psycopg.OperationalError(
+                "FATAL: remaining connection slots are reserved for non-replication superuser connections"
+            ),
+            False,
+        ),
+        (psycopg.OperationalError("SSL error: certificate verify failed"), False),
     ],
 )
 def test_classification(exc, transient):
@@ -133,3 +162,22 @@ def test_bad_policies_are_refused():
         RetryPolicy(timeout=-1)
     with pytest.raises(ValueError, match="multiplier"):
         RetryPolicy(multiplier=0.5)
+
+
+def test_a_full_direct_endpoint_fails_at_once_and_points_to_the_pooled_one():
+    direct = resolve(
+        f"postgresql://u:{SECRET}@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb"
+    ).session()
+    calls = []
+
+    def connect():
+        calls.append(1)
+        raise psycopg.OperationalError("FATAL: sorry, too many clients already")
+
+    with pytest.raises(psycopg.OperationalError) as info:
+        FAST.call(connect, endpoint=direct)
+    assert len(calls) == 1
+    assert "send app traffic to the pooled endpoint" in info.value.__notes__[-1]
+    with pytest.raises(psycopg.OperationalError) as info:
+        FAST.call(connect, endpoint=ENDPOINT)  # on the pooled endpoint that hint would mislead
+    assert "pooled endpoint (DATABASE_URL" not in "\n".join(info.value.__notes__)

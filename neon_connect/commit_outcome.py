@@ -1,0 +1,72 @@
+"""Tell a caller when a ``COMMIT`` may or may not have happened.
+
+When the connection dies after ``COMMIT`` was sent and before its answer came back (the pooler
+is killed, the server restarts, a compute suspends), the client cannot know the outcome. On the
+stand-in, killing PgBouncer during a commit gave ``SSL error: unexpected eof while reading`` for
+a transaction that *was* stored. A backend terminated around a commit shows up in psycopg as
+``InternalError: received 2 results from command 'COMMIT'`` (PgBouncer relays the server's
+``FATAL`` and then its own ``server conn crashed?``), which hides the real cause.
+
+Retrying such a write blindly can double it; giving up can lose it. :class:`CommitOutcomeUnknown`
+says so: check whether the write landed (by its key) or make it idempotent, then retry. A
+``COMMIT`` refused by a healthy server (a serialization failure, a deferred constraint) leaves
+the connection open and is a definite rollback: it is re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+__all__ = ["CommitOutcomeUnknown", "acommit", "commit", "is_commit_outcome_unknown"]
+
+
+class CommitOutcomeUnknown(psycopg.OperationalError):
+    """``COMMIT`` was sent and the connection was lost before its answer: the transaction
+    may or may not be committed. The driver's error is the ``__cause__``."""
+
+
+_MESSAGE = (
+    "the connection was lost during COMMIT, so the transaction may or may not be committed "
+    "({cause}); check whether the write landed (e.g. by its key) or make it idempotent before "
+    "retrying"
+)
+
+
+def is_commit_outcome_unknown(exc: BaseException, connection: Any) -> bool:
+    """True when ``exc``, raised by ``connection.commit()``, leaves the outcome unknown.
+
+    The sign is the connection itself: broken (or closed) after the failed commit. A server that
+    refused the commit on a live connection has rolled back.
+    """
+    if isinstance(exc, CommitOutcomeUnknown):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
+
+
+def _unknown(exc: BaseException) -> CommitOutcomeUnknown:
+    cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    return CommitOutcomeUnknown(_MESSAGE.format(cause=cause))
+
+
+def commit(connection: psycopg.Connection[Any]) -> None:
+    """``connection.commit()``, raising :class:`CommitOutcomeUnknown` when the outcome is lost."""
+    try:
+        connection.commit()
+    except psycopg.Error as exc:
+        if is_commit_outcome_unknown(exc, connection):
+            raise _unknown(exc) from exc
+        raise
+
+
+async def acommit(connection: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`commit`."""
+    try:
+        await connection.commit()
+    except psycopg.Error as exc:
+        if is_commit_outcome_unknown(exc, connection):
+            raise _unknown(exc) from exc
+        raise

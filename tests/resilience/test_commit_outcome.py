@@ -1,0 +1,125 @@
+"""Issue 12's second finding: a COMMIT cut by a dying pooler or server has no known outcome.
+
+A deferred trigger makes each COMMIT take 1 s, so a fault lands inside it. Killing PgBouncer
+there gives the caller an ordinary connection error for a transaction that was stored; a
+terminated backend gives psycopg's ``received 2 results from command 'COMMIT'``. The library's
+:func:`neon_connect.commit_outcome.commit` says "outcome unknown" for both, and leaves a refusal
+by a live server (a definite rollback) unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from neon_connect.commit_outcome import CommitOutcomeUnknown, acommit, commit
+
+pytestmark = pytest.mark.integration
+
+SLOW_COMMIT = """
+CREATE TABLE IF NOT EXISTS slow_commits (k text);
+CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_sleep(1.0); RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS slow_commit ON slow_commits;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commits
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+CREATE TABLE IF NOT EXISTS deferred_unique (k int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+"""
+
+
+@pytest.fixture(scope="module")
+def slow(standin):
+    with psycopg.connect(standin.direct_url, autocommit=True) as conn:
+        conn.execute(SLOW_COMMIT)
+
+
+def _stored(standin, key: str) -> int:
+    """The rows stored for ``key`` once no COMMIT is still running on the server."""
+    for _ in range(100):  # bounded: the server may be coming back, a COMMIT may still run
+        try:
+            with psycopg.connect(standin.superuser_url, connect_timeout=2) as su:
+                running = su.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query = 'COMMIT'"
+                ).fetchone()[0]  # type: ignore[index]
+            if running == 0:
+                with psycopg.connect(standin.direct_url, connect_timeout=2) as conn:
+                    row = conn.execute("SELECT count(*) FROM slow_commits WHERE k = %s", (key,))
+                    return int(row.fetchone()[0])  # type: ignore[index]
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not settle")
+
+
+def _commit_during(standin, fault, committer) -> tuple[BaseException, str]:
+    key = uuid.uuid4().hex
+    conn = psycopg.connect(standin.pooled_url)
+    conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
+    timer = threading.Timer(0.3, fault)
+    timer.start()
+    try:
+        with pytest.raises(psycopg.Error) as info:
+            committer(conn)
+    finally:
+        timer.join()
+        conn.close()
+    return info.value, key
+
+
+def test_pooler_killed_during_commit_the_write_landed_and_the_caller_is_told_unknown(
+    standin, faults, slow
+):
+    error, key = _commit_during(standin, lambda: faults.restart_pooler(down_for=0.1), commit)
+    assert isinstance(error, CommitOutcomeUnknown)
+    assert isinstance(error, psycopg.OperationalError)  # callers' existing handlers still match
+    assert "may or may not be committed" in str(error)
+    assert "eof" in str(error.__cause__).lower() or "closed" in str(error.__cause__).lower()
+    assert _stored(standin, key) == 1  # the error was not a rollback: that is the ambiguity
+
+
+def test_control_the_driver_alone_reports_that_commit_as_a_plain_connection_error(
+    standin, faults, slow
+):
+    error, key = _commit_during(
+        standin, lambda: faults.restart_pooler(down_for=0.1), lambda c: c.commit()
+    )
+    assert type(error) is psycopg.OperationalError  # reads like "it failed"...
+    assert _stored(standin, key) == 1  # ...yet it was committed
+
+
+def test_a_backend_terminated_in_the_transaction_gives_2_results_and_unknown(standin, faults, slow):
+    key = uuid.uuid4().hex
+    with psycopg.connect(standin.pooled_url) as conn:
+        conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
+        assert faults.suspend() >= 1
+        time.sleep(0.2)
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            commit(conn)
+    # psycopg's own error hides the server's FATAL behind "received 2 results"
+    assert isinstance(info.value.__cause__, psycopg.InternalError)
+    assert "received 2 results from command 'COMMIT'" in str(info.value.__cause__)
+    assert _stored(standin, key) == 0
+
+
+async def test_async_commit_outcome(standin, faults, slow):
+    key = uuid.uuid4().hex
+    conn = await psycopg.AsyncConnection.connect(standin.pooled_url)
+    await conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
+    faults.suspend()
+    with pytest.raises(CommitOutcomeUnknown):
+        await acommit(conn)
+    await conn.close()
+
+
+def test_a_commit_refused_by_a_live_server_is_a_definite_rollback_and_unchanged(standin):
+    with psycopg.connect(standin.pooled_url) as conn:
+        conn.execute("INSERT INTO deferred_unique VALUES (1), (1)")
+        with pytest.raises(psycopg.errors.UniqueViolation) as info:
+            commit(conn)
+        assert not isinstance(info.value, CommitOutcomeUnknown)
+        assert not conn.broken

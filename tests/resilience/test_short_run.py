@@ -1,0 +1,62 @@
+"""The resilience harness, shortened for every test run: fewer clients, shorter pauses.
+
+The full set (``make resilience``) writes docs/reliability.md. Here every scenario must end
+with 0 lost, 0 doubled and 0 phantom writes, and with no caller error from the connect step
+(the only step outside a transaction). Server restarts are left to the full run: PgBouncer's
+``server_login_retry`` (15 s) makes each one last ~16 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from resilience import scenarios
+from resilience.load import Figures
+
+pytestmark = pytest.mark.integration
+
+SHORT = scenarios.SHORT
+
+
+def _check(result: Figures) -> None:
+    assert result.acked > 0, result
+    assert result.connect_errors == 0, result.errors
+    assert (result.lost, result.doubled, result.phantom) == (0, 0, 0), result
+    assert result.problems == []
+
+
+@pytest.mark.parametrize("stack", scenarios.STACKS)
+@pytest.mark.parametrize(
+    "scenario", [scenarios.cold_start, scenarios.suspend, scenarios.pooler_restart]
+)
+def test_faults_under_load_lose_and_double_nothing(standin, scenario, stack):
+    result = scenario(standin, stack, SHORT)
+    _check(result)
+    assert result.recovery_s is not None  # writes begun after the fault were acknowledged
+
+
+def test_pool_exhaustion_gives_query_wait_timeout_then_recovers(standin):
+    result = scenarios.pool_exhaustion(standin, "sqlalchemy-sync", SHORT)
+    _check(result)  # also: someone got query_wait_timeout, and no error after the load dropped
+    assert set(result.errors) <= {"ProtocolViolation: query_wait_timeout"}, result.errors
+
+
+def test_alembic_migrations_during_traffic(standin):
+    _check(scenarios.migrations(standin, "sqlalchemy-sync", SHORT))
+
+
+def test_a_crowd_on_max_connections_30_pooled_fine_direct_fails_fast():
+    pooled, direct = scenarios.crowd(SHORT, "sqlalchemy-sync")
+    _check(pooled)
+    assert pooled.acked >= SHORT.crowd and pooled.tx_errors == 0
+    assert direct.connect_errors > 0  # the server's limit, not hidden by retries
+    assert (direct.lost, direct.doubled, direct.phantom) == (0, 0, 0)
+    assert direct.problems == []  # every error points to the pooled endpoint
+
+
+def test_served_by_uvicorn_a_pooler_restart_loses_and_doubles_nothing(standin):
+    with scenarios.serving(standin):
+        for stack in scenarios.UVICORN:
+            result = scenarios.pooler_restart(standin, stack, SHORT)
+            _check(result)
+            assert not any(e.startswith("HTTP") for e in result.errors), result.errors
