@@ -153,12 +153,14 @@ def asyncpg_params(
     endpoint: Endpoint,
     *,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    prepared_statements: bool = False,
 ) -> dict[str, Any]:
     """``asyncpg.connect()`` keyword arguments for ``endpoint``.
 
     ``sslmode`` becomes ``ssl``; ``channel_binding`` and other libpq-only settings are
     dropped (asyncpg would raise ``TypeError``); ``-c`` options become ``server_settings``.
-    Behind a transaction pooler the statement cache is off.
+    Behind a transaction pooler the statement cache is off, unless ``prepared_statements=True``
+    declares that the pooler tracks prepared statements (as for :func:`psycopg_params`).
     """
     params = dict(endpoint.params)
     unsupported = [key for key in _ASYNCPG_UNSUPPORTED if key in params]
@@ -204,7 +206,7 @@ def asyncpg_params(
         server_settings.update(params)
     if server_settings:
         kwargs["server_settings"] = server_settings
-    if endpoint.transaction_pooler:
+    if endpoint.transaction_pooler and not prepared_statements:
         kwargs["statement_cache_size"] = 0
     return kwargs
 
