@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
 from neon_connect.params import connection_options
-from neon_connect.urls import build_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -54,15 +53,7 @@ def direct_url(
     }
     if lock:
         params.update(plugin="neon_connect", neon_migration_lock="1")
-    return build_url(
-        host=endpoint.host,
-        port=endpoint.port,
-        user=endpoint.user,
-        password=endpoint.password,
-        database=endpoint.database,
-        params=params,
-        scheme="postgresql+psycopg",
-    )
+    return endpoint.url(reveal_password=True, scheme="postgresql+psycopg", params=params)
 
 
 def configure(
