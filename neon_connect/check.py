@@ -20,7 +20,7 @@ from .params import libpq_version, psycopg_params
 from .resolve import resolve
 from .secret import Secret
 
-__all__ = ["EndpointReport", "Finding", "Report", "check_endpoints", "run_check"]
+__all__ = ["EndpointReport", "Finding", "Level", "Report", "check_endpoints", "run_check"]
 
 Level = Literal["error", "warning", "info"]
 
