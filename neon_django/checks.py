@@ -82,7 +82,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
         if options.get("prepare_threshold") is not None and not declared:
             out.append(
                 Error(
-                    f"{name}['OPTIONS']['prepare_threshold'] turns prepares on at a pooler.",
+                    f"{name}['OPTIONS'] turns psycopg's prepares on at a pooler.",
                     hint=f"Set {name}['OPTIONS']['prepare_threshold'] = None, or declare "
                     "neon_django.config(pooler_prepared_statements=True) (PgBouncer >= 1.22).",
                     obj=name,
@@ -101,7 +101,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
         if "-c" in str(options.get("options") or "") or options.get("assume_role"):
             out.append(
                 Error(
-                    f"{name}['OPTIONS'] sets session state that a transaction pooler rejects.",
+                    f"{name}['OPTIONS'] sets session state a pooler rejects.",
                     hint="Remove OPTIONS['options'] / ['assume_role']; use ALTER ROLE ... SET, "
                     "SET LOCAL, or neon_django.direct().",
                     obj=name,
@@ -202,8 +202,7 @@ def check_app_order(
             if provides(app_config.name, command):
                 out.append(
                     Error(
-                        f"INSTALLED_APPS lists {app_config.name!r}, which overrides "
-                        f"{command!r}, above 'neon_django'.",
+                        f"{app_config.name!r} overrides {command!r} above 'neon_django'.",
                         hint=f"Move 'neon_django' above {app_config.name!r} in INSTALLED_APPS, so "
                         f"'{command}' runs on the direct endpoint.",
                         obj="INSTALLED_APPS",

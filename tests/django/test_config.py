@@ -8,7 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 import neon_django
 from neon_django.config import NeonSettings
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"

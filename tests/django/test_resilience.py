@@ -10,7 +10,7 @@ from django.db import OperationalError, connections, transaction
 from django.db.utils import ConnectionHandler
 
 import neon_django
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 pytestmark = [
     pytest.mark.integration,

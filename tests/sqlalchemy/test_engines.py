@@ -22,7 +22,7 @@ from neon_connect import (
     InvalidURLError,
     NoDirectEndpointError,
 )
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 pytestmark = pytest.mark.integration
 QUERY = text("SELECT count(*) FROM pg_class WHERE relname LIKE :p AND relpages >= :n")

@@ -14,7 +14,7 @@ import pytest
 from neon_connect.local import LocalNeon, StandInError
 from neon_connect.local.processes import wait_dead as _wait_dead
 from neon_connect.local.standin import _pgbouncer_pid
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 pytestmark = pytest.mark.integration
 
