@@ -154,7 +154,6 @@ def config(
         )
     )
     settings.update(_connection_settings(app, app_options))
-    settings["ENGINE"] = ENGINE
     settings["NEON"] = NeonSettings(
         ENDPOINTS=endpoints,
         DIRECT=direct_settings,
