@@ -155,10 +155,10 @@ def _engine_kwargs(
 
 
 def _sa_url(endpoint: Endpoint, driver: Driver) -> URL:
+    """Where to connect, for SQLAlchemy; the password travels in ``connect_args`` only."""
     return URL.create(
         f"postgresql+{driver}",
         username=endpoint.user,
-        password=endpoint.password,
         host=endpoint.host or None,
         port=endpoint.port,
         database=endpoint.database,
@@ -178,8 +178,8 @@ def _arguments(
     connect_args = _connect_args(
         endpoint, driver, kwargs.pop("connect_args", {}), prepared_statements=prepared_statements
     )
-    # SQLAlchemy copies the URL's password into its own `cparams` dict, which error pages show
-    # among a frame's locals; connect_args override it with a value whose repr is masked:
+    # SQLAlchemy's `cparams` dict (shown among a frame's locals on error pages) gets the
+    # password from connect_args alone (the URL has none), as a value whose repr is masked:
     # a str subclass for libpq drivers (they call str()), a callable for asyncpg (exact str).
     if endpoint.password and "password" not in connect_args:
         connect_args["password"] = (

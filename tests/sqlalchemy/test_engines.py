@@ -351,3 +351,20 @@ def test_connect_args_that_prepare_at_the_pooler_are_refused_unless_declared(
     for engine in (declared, direct):
         assert isinstance(engine, AsyncEngine)
         engine.sync_engine.dispose()
+
+
+async def test_the_engine_url_holds_no_password_and_engines_still_connect(neon_local):
+    """The password reaches the driver through connect_args only (masked in cparams)."""
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    try:
+        assert engine.url.password is None
+        assert neon_local.state.password not in engine.url.render_as_string(hide_password=False)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    async_engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), driver="asyncpg")
+    assert async_engine.url.password is None
+    async with async_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    await async_engine.dispose()
