@@ -1,6 +1,11 @@
 """neon-connect core: find the pooled and direct endpoints and build driver parameters.
 
 Framework-free: importing this package imports neither Django nor SQLAlchemy.
+
+The names below are what users call (the README documents each). The adapters also use
+building blocks from the core's modules (``params``, ``secret``, ``limits``, ``check``), only
+names listed in each module's ``__all__`` (``tests/core/test_public_surface.py`` holds them
+to that).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from .errors import (
 from .hosts import NeonHost, parse_neon_host
 from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
 from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
-from .retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy, is_transient
+from .retry import DEFAULT_RETRY, RetryPolicy, is_transient
 from .secret import Secret, SecretParams
 from .urls import mask_url, parse_url
 
@@ -34,7 +39,6 @@ __all__ = [
     "APP_VARS",
     "DEFAULT_RETRY",
     "DIRECT_VARS",
-    "NO_RETRY",
     "POOLED_VARS",
     "ConfigurationError",
     "DoublePoolingError",

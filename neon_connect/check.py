@@ -20,7 +20,7 @@ from .params import libpq_version, psycopg_params
 from .resolve import resolve
 from .secret import Secret
 
-__all__ = ["EndpointReport", "Finding", "Report", "run_check"]
+__all__ = ["EndpointReport", "Finding", "Level", "Report", "check_endpoints", "run_check"]
 
 Level = Literal["error", "warning", "info"]
 
@@ -171,6 +171,12 @@ def run_check(
         )
     if failure is not None:
         return failure
+    return check_endpoints(endpoints, connect=connect, timeout=timeout)
+
+
+def check_endpoints(endpoints: Endpoints, *, connect: bool = True, timeout: int = 10) -> Report:
+    """Connect to each endpoint of an already resolved pair and collect findings."""
+    version = libpq_version()
     report = Report(
         configured=True,
         is_neon=endpoints.is_neon,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import NoDirectEndpointError
 from .hosts import NeonHost, parse_neon_host
@@ -38,6 +38,14 @@ class Endpoint:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
     __hash__ = None  # type: ignore[assignment]  # params is a mapping
+
+    # Immutable: a copy is the same value. Django copies settings dicts that carry endpoints
+    # (``DATABASES[alias]["NEON"]``), and a read-only params mapping cannot be deep-copied.
+    def __copy__(self) -> Endpoint:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Endpoint:
+        return self
 
     def __repr__(self) -> str:
         return (
@@ -84,16 +92,28 @@ class Endpoint:
             text = text.replace(secret, MASK)
         return text
 
-    def url(self, *, reveal_password: bool = False, scheme: str = "postgresql") -> str:
-        """This endpoint as a URL; the password is masked unless ``reveal_password``."""
+    def url(
+        self,
+        *,
+        reveal_password: bool = False,
+        scheme: str = "postgresql",
+        params: Mapping[str, str] | None = None,
+    ) -> str:
+        """This endpoint as a URL; the password is masked unless ``reveal_password``.
+
+        ``params`` replaces the query (driver parameters built from this endpoint, say).
+        """
         password = self.password if reveal_password else (MASK if self.password else None)
+        query = dict(self.params if params is None else params)
+        if not reveal_password:
+            query = {k: (MASK if is_secret_key(k) else v) for k, v in query.items()}
         return build_url(
             host=self.host,
             port=self.port,
             user=self.user,
             password=password,
             database=self.database,
-            params=dict(self.params) if reveal_password else self._shown_params(),
+            params=query,
             scheme=scheme,
         )
 

@@ -92,16 +92,18 @@ def libpq_version() -> int:
 def libpq_params(
     endpoint: Endpoint,
     *,
-    libpq_version: int | None = None,
+    client_version: int | None = None,
     connect_timeout: int | None = DEFAULT_CONNECT_TIMEOUT,
 ) -> dict[str, Any]:
     """libpq keyword arguments (for psycopg 3 or psycopg2) for ``endpoint``.
+
+    ``client_version`` is the libpq version to write them for (default: :func:`libpq_version`).
 
     Raises :class:`~neon_connect.InsecureConnectionError` for ``sslmode`` weaker than
     ``require`` on a Neon host, and :class:`~neon_connect.UnsupportedStartupParameterError`
     for startup ``options`` on an endpoint behind a transaction pooler.
     """
-    version = _libpq_version() if libpq_version is None else libpq_version
+    version = libpq_version() if client_version is None else client_version
     params = dict(endpoint.params)
     _apply_tls_rules(endpoint, params)
     neon_options, startup_options = _split_options(params.pop("options", ""))
@@ -134,7 +136,7 @@ def libpq_params(
 def psycopg_params(
     endpoint: Endpoint,
     *,
-    libpq_version: int | None = None,
+    client_version: int | None = None,
     connect_timeout: int | None = DEFAULT_CONNECT_TIMEOUT,
     prepared_statements: bool = False,
 ) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def psycopg_params(
     ``prepared_statements=True`` declares that the pooler tracks protocol-level prepared
     statements (PgBouncer >= 1.22 with ``max_prepared_statements``, as Neon's does).
     """
-    params = libpq_params(endpoint, libpq_version=libpq_version, connect_timeout=connect_timeout)
+    params = libpq_params(endpoint, client_version=client_version, connect_timeout=connect_timeout)
     if endpoint.transaction_pooler and not prepared_statements:
         params["prepare_threshold"] = None
     return params
@@ -153,12 +155,14 @@ def asyncpg_params(
     endpoint: Endpoint,
     *,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    prepared_statements: bool = False,
 ) -> dict[str, Any]:
     """``asyncpg.connect()`` keyword arguments for ``endpoint``.
 
     ``sslmode`` becomes ``ssl``; ``channel_binding`` and other libpq-only settings are
     dropped (asyncpg would raise ``TypeError``); ``-c`` options become ``server_settings``.
-    Behind a transaction pooler the statement cache is off.
+    Behind a transaction pooler the statement cache is off, unless ``prepared_statements=True``
+    declares that the pooler tracks prepared statements (as for :func:`psycopg_params`).
     """
     params = dict(endpoint.params)
     unsupported = [key for key in _ASYNCPG_UNSUPPORTED if key in params]
@@ -204,7 +208,7 @@ def asyncpg_params(
         server_settings.update(params)
     if server_settings:
         kwargs["server_settings"] = server_settings
-    if endpoint.transaction_pooler:
+    if endpoint.transaction_pooler and not prepared_statements:
         kwargs["statement_cache_size"] = 0
     return kwargs
 
@@ -212,10 +216,6 @@ def asyncpg_params(
 def connection_options(params: dict[str, Any]) -> dict[str, Any]:
     """Driver parameters minus where to connect and as whom (for ``OPTIONS``/``connect_args``)."""
     return SecretParams({k: v for k, v in params.items() if k not in CONNECTION_KEYS})
-
-
-def _libpq_version() -> int:
-    return libpq_version()
 
 
 def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from neon_connect import parse_neon_host
 from neon_connect.limits import SUSPEND_SECONDS
 from neon_connect.params import WEAK_SSLMODES
 
-from .config import ENGINE
+from .config import ENGINE, neon_settings
 from .management.overrides import DIRECT_COMMANDS, provides
 
 __all__ = ["CHECK_IDS", "check_app_order", "check_databases"]
@@ -37,9 +37,9 @@ CHECK_IDS: dict[str, str] = {
 
 
 def _pooled(db: dict[str, Any]) -> bool:
-    neon = db.get("NEON") or {}
-    if neon:
-        return bool(neon.get("TRANSACTION_POOLER"))
+    neon = neon_settings(db)
+    if neon is not None:
+        return neon["ENDPOINTS"].app.transaction_pooler
     host = parse_neon_host(str(db.get("HOST") or ""))
     return bool(host and host.pooled)
 
@@ -66,6 +66,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
     options = db.get("OPTIONS") or {}
     neon_host = parse_neon_host(str(db.get("HOST") or ""))
     pooled = _pooled(db)
+    neon = neon_settings(db)
     out: list[CheckMessage] = []
     if pooled:
         if not db.get("DISABLE_SERVER_SIDE_CURSORS") and not _ours(db):
@@ -77,11 +78,13 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                     id="neon_django.E002",
                 )
             )
-        if options.get("prepare_threshold") is not None and not _ours(db):
+        declared = neon is not None and neon["PREPARED_STATEMENTS"]
+        if options.get("prepare_threshold") is not None and not declared:
             out.append(
                 Error(
-                    f"{name}['OPTIONS']['prepare_threshold'] turns prepares on at a pooler.",
-                    hint=f"Set {name}['OPTIONS']['prepare_threshold'] = None, or use neon_django.config().",
+                    f"{name}['OPTIONS'] turns psycopg's prepares on at a pooler.",
+                    hint=f"Set {name}['OPTIONS']['prepare_threshold'] = None, or declare "
+                    "neon_django.config(pooler_prepared_statements=True) (PgBouncer >= 1.22).",
                     obj=name,
                     id="neon_django.E003",
                 )
@@ -98,15 +101,14 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
         if "-c" in str(options.get("options") or "") or options.get("assume_role"):
             out.append(
                 Error(
-                    f"{name}['OPTIONS'] sets session state that a transaction pooler rejects.",
+                    f"{name}['OPTIONS'] sets session state a pooler rejects.",
                     hint="Remove OPTIONS['options'] / ['assume_role']; use ALTER ROLE ... SET, "
                     "SET LOCAL, or neon_django.direct().",
                     obj=name,
                     id="neon_django.E006",
                 )
             )
-        neon = db.get("NEON") or {}
-        if neon and not neon.get("DIRECT_KNOWN"):
+        if neon is not None and neon["ENDPOINTS"].direct is None:
             out.append(
                 Warning(
                     f"{name} has no direct endpoint: migrations would use the pooler.",
@@ -151,8 +153,8 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
 
 def _check_pair(name: str, db: dict[str, Any]) -> list[CheckMessage]:
     """Migrations run on NEON['DIRECT']: it must be the database the app reads."""
-    neon = db.get("NEON") or {}
-    direct = neon.get("DIRECT") or {}
+    neon = neon_settings(db)
+    direct = neon["DIRECT"] if neon is not None else None
     if not direct:
         return []
     app_host, direct_host = (parse_neon_host(str(d.get("HOST") or "")) for d in (db, direct))
@@ -166,7 +168,7 @@ def _check_pair(name: str, db: dict[str, Any]) -> list[CheckMessage]:
     )
     if same:
         return []
-    if neon.get("ALLOW_MISMATCHED_ENDPOINTS"):
+    if neon is not None and neon["ALLOW_MISMATCHED_ENDPOINTS"]:
         return [
             Warning(
                 f"{name} migrates a different database from the one it reads.",
@@ -200,8 +202,7 @@ def check_app_order(
             if provides(app_config.name, command):
                 out.append(
                     Error(
-                        f"INSTALLED_APPS lists {app_config.name!r}, which overrides "
-                        f"{command!r}, above 'neon_django'.",
+                        f"{app_config.name!r} overrides {command!r} above 'neon_django'.",
                         hint=f"Move 'neon_django' above {app_config.name!r} in INSTALLED_APPS, so "
                         f"'{command}' runs on the direct endpoint.",
                         obj="INSTALLED_APPS",

@@ -9,7 +9,7 @@ direct traffic share one alias, one set of models and one test database. The bac
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -21,19 +21,41 @@ from neon_connect import (
     ConfigurationError,
     DoublePoolingError,
     Endpoint,
+    Endpoints,
     Secret,
     SecretParams,
     UnsupportedStartupParameterError,
     libpq_params,
+    psycopg_params,
     resolve,
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import scrubbed
 
-__all__ = ["ENGINE", "config"]
+__all__ = ["ENGINE", "NeonSettings", "config", "neon_settings"]
 
 ENGINE = "neon_django.backend"
+
+
+class NeonSettings(TypedDict):
+    """``DATABASES[alias]["NEON"]``: written by :func:`config`, read by the backend, the
+    system checks and ``neon_check``. Only what they read."""
+
+    ENDPOINTS: Endpoints
+    """The pair resolved once by config(): where the alias connects, for logs and checks."""
+    DIRECT: dict[str, Any] | None
+    """HOST, PORT, USER, PASSWORD, NAME and OPTIONS of the direct endpoint (None when the
+    app endpoint serves both roles, or no direct endpoint is known)."""
+    PREPARED_STATEMENTS: bool
+    RETRY_TIMEOUT: float
+    ALLOW_MISMATCHED_ENDPOINTS: bool
+
+
+def neon_settings(db: Mapping[str, Any]) -> NeonSettings | None:
+    """The ``NEON`` entry of a ``DATABASES`` alias, or None when config() did not build it."""
+    neon: NeonSettings | None = db.get("NEON")
+    return neon
 
 
 def _is_psycopg3() -> bool:
@@ -97,15 +119,20 @@ def config(
     user_options = dict(options or {})
     if ssl_require and "sslmode" not in app.params:
         user_options.setdefault("sslmode", "require")
-    _check_user_options(app, user_options, pool=pool, conn_max_age=conn_max_age)
+    _check_user_options(
+        app,
+        user_options,
+        pool=pool,
+        conn_max_age=conn_max_age,
+        prepared=pooler_prepared_statements,
+    )
     app_options = _options(app, user_options, prepared=pooler_prepared_statements)
     direct = endpoints.direct
     direct_settings = None
     if direct is not None and direct is not app:
-        direct_settings = {
-            **_connection_settings(direct, _options(direct, user_options, prepared=True)),
-            "SOURCE": direct.source,
-        }
+        direct_settings = _connection_settings(
+            direct, _options(direct, user_options, prepared=True)
+        )
 
     if retry_timeout < 0:
         raise ConfigurationError("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
@@ -127,20 +154,13 @@ def config(
         )
     )
     settings.update(_connection_settings(app, app_options))
-    settings["ENGINE"] = ENGINE
-    settings["NEON"] = {
-        "ENDPOINT_KIND": app.kind,
-        "TRANSACTION_POOLER": app.transaction_pooler,
-        "IS_NEON": endpoints.is_neon,
-        "ENDPOINT_ID": endpoints.endpoint_id,
-        "REGION": endpoints.region,
-        "SOURCE": app.source,
-        "DIRECT": direct_settings,
-        "DIRECT_KNOWN": direct is not None,
-        "PREPARED_STATEMENTS": pooler_prepared_statements,
-        "RETRY_TIMEOUT": retry_timeout,
-        "ALLOW_MISMATCHED_ENDPOINTS": allow_mismatched_endpoints,
-    }
+    settings["NEON"] = NeonSettings(
+        ENDPOINTS=endpoints,
+        DIRECT=direct_settings,
+        PREPARED_STATEMENTS=pooler_prepared_statements,
+        RETRY_TIMEOUT=retry_timeout,
+        ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
+    )
     return settings
 
 
@@ -156,22 +176,25 @@ def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[st
 
 
 def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool) -> dict[str, Any]:
-    """libpq parameters from the URL, then the user's OPTIONS, then what the pooler needs."""
-    params = connection_options(libpq_params(endpoint))
-    options: dict[str, Any] = SecretParams({**params, **user_options})
+    """The core's driver parameters (prepares decided there), then the user's OPTIONS."""
+    params = (
+        psycopg_params(endpoint, prepared_statements=prepared)
+        if _is_psycopg3()
+        else libpq_params(endpoint)
+    )
+    options: dict[str, Any] = SecretParams({**connection_options(params), **user_options})
     if not _is_psycopg3():
         options.pop("prepare_threshold", None)  # psycopg 3 only; psycopg2 never prepares
-    if endpoint.transaction_pooler:
-        options.pop("pool", None)
-        if _is_psycopg3() and not prepared:
-            options["prepare_threshold"] = None
-    elif "pool" in options:
-        options.pop("pool")  # passed separately (see config); never copied to the direct twin
     return options
 
 
 def _check_user_options(
-    app: Endpoint, options: dict[str, Any], *, pool: bool | dict[str, Any], conn_max_age: int | None
+    app: Endpoint,
+    options: dict[str, Any],
+    *,
+    pool: bool | dict[str, Any],
+    conn_max_age: int | None,
+    prepared: bool,
 ) -> None:
     if "pool" in options:
         raise ConfigurationError(
@@ -191,6 +214,13 @@ def _check_user_options(
                 f"OPTIONS['options'] sets startup parameters on the pooled endpoint {app.display_host}; "
                 "a transaction pooler rejects them. Use SET LOCAL inside a transaction, "
                 "ALTER ROLE ... SET ..., or neon_django.direct() for session settings."
+            )
+        if options.get("prepare_threshold") is not None and not prepared and _is_psycopg3():
+            raise ConfigurationError(
+                f"OPTIONS['prepare_threshold'] turns psycopg's prepares on at the pooled endpoint "
+                f"{app.display_host}, where another client's statements collide with them. Drop "
+                "it, or pass neon_django.config(pooler_prepared_statements=True) if the pooler "
+                "tracks them (PgBouncer >= 1.22 with max_prepared_statements, as Neon's does)."
             )
         if options.get("assume_role"):
             raise UnsupportedStartupParameterError(

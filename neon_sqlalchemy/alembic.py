@@ -13,13 +13,13 @@ concurrent ``alembic upgrade`` wait for the first and then find nothing to do.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
 from neon_connect.params import connection_options
-from neon_connect.urls import build_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -28,6 +28,7 @@ __all__ = ["configure", "direct_url", "init"]
 
 _PLACEHOLDER = "driver://user:pass@localhost/dbname"
 ENV_LINE = "neon_sqlalchemy.alembic.configure(config)"
+_IMPORTS = ("from __future__ import annotations", "import neon_sqlalchemy.alembic")
 
 
 def direct_url(
@@ -54,15 +55,7 @@ def direct_url(
     }
     if lock:
         params.update(plugin="neon_connect", neon_migration_lock="1")
-    return build_url(
-        host=endpoint.host,
-        port=endpoint.port,
-        user=endpoint.user,
-        password=endpoint.password,
-        database=endpoint.database,
-        params=params,
-        scheme="postgresql+psycopg",
-    )
+    return endpoint.url(reveal_password=True, scheme="postgresql+psycopg", params=params)
 
 
 def configure(
@@ -108,6 +101,48 @@ def init(
         + "\n",
         1,
     )
-    text = "import neon_sqlalchemy.alembic\n" + text
-    env_py.write_text(text)
+    env_py.write_text(_sorted_imports(text, add=_IMPORTS))
     return env_py
+
+
+def _sorted_imports(text: str, *, add: tuple[str, ...]) -> str:
+    """``text`` with its leading imports (plus ``add``) grouped and sorted as isort/ruff want:
+    ``__future__``, the standard library, third party, then ours; same-module imports merged.
+    Alembic's own templates split one module's imports and put ``alembic`` after
+    ``sqlalchemy``, which ruff's isort rule flags."""
+    lines = text.splitlines(keepends=True)
+    end = 0
+    while end < len(lines) and (
+        lines[end].startswith(("import ", "from ")) or not lines[end].strip()
+    ):
+        end += 1
+    straight: set[str] = set()
+    names: dict[str, set[str]] = {}
+    for line in [*lines[:end], *add]:
+        words = line.split()
+        if words and words[0] == "import":
+            straight.add(words[1])
+        elif words:
+            names.setdefault(words[1], set()).update(
+                n.strip() for n in line.split(" import ")[1].split(",")
+            )
+
+    def section(module: str) -> int:
+        top = module.partition(".")[0]
+        return (
+            0
+            if top == "__future__"
+            else 1
+            if top in sys.stdlib_module_names
+            else 3
+            if top == "neon_sqlalchemy"
+            else 2
+        )
+
+    groups: list[list[str]] = [[], [], [], []]
+    for module in sorted(straight):
+        groups[section(module)].append(f"import {module}")
+    for module in sorted(names):
+        groups[section(module)].append(f"from {module} import {', '.join(sorted(names[module]))}")
+    header = "\n\n".join("\n".join(group) for group in groups if group)
+    return header + "\n\n" + "".join(lines[end:])

@@ -21,6 +21,7 @@ from neon_connect import (
     RetryPolicy,
     Secret,
     asyncpg_params,
+    libpq_params,
     psycopg_params,
     resolve,
 )
@@ -76,34 +77,43 @@ def _unique_statement_name() -> str:
 
 
 def _connect_args(
-    endpoint: Endpoint, driver: Driver, *, prepared_statements: bool
+    endpoint: Endpoint, driver: Driver, user_args: dict[str, Any], *, prepared_statements: bool
 ) -> dict[str, Any]:
+    """The core's driver parameters (prepares decided there), then the user's connect_args."""
     if driver == "asyncpg":
-        args = asyncpg_params(endpoint)
+        args = asyncpg_params(endpoint, prepared_statements=prepared_statements)
+        if args.get("statement_cache_size") == 0:
+            # SQLAlchemy's half of the recipe: its own statement cache off, and names that
+            # cannot collide on a server connection another client prepared statements on.
+            args.update(
+                prepared_statement_cache_size=0,
+                prepared_statement_name_func=_unique_statement_name,
+            )
     elif driver == "psycopg":
         args = psycopg_params(endpoint, prepared_statements=prepared_statements)
     else:
-        from neon_connect import libpq_params
-
         args = libpq_params(endpoint)
-    return connection_options(args)
+    if endpoint.transaction_pooler and not prepared_statements:
+        _refuse_prepares(user_args, endpoint)
+    return {**connection_options(args), **user_args}
 
 
-def _keep_prepares_off(
-    connect_args: dict[str, Any], endpoint: Endpoint, driver: Driver, *, declared: bool
-) -> None:
-    """Behind a transaction pooler, whatever connect_args say (unless the pooler tracks them)."""
-    if not endpoint.transaction_pooler or declared:
-        return
-    if driver == "psycopg":
-        connect_args["prepare_threshold"] = None
-    elif driver == "asyncpg":
-        # The full recipe: asyncpg's own cache off, SQLAlchemy's cache off, and names that
-        # cannot collide on a server connection another client prepared statements on.
-        connect_args.update(
-            statement_cache_size=0,
-            prepared_statement_cache_size=0,
-            prepared_statement_name_func=_unique_statement_name,
+_PREPARES_ON = {
+    "prepare_threshold": None,
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+}
+"""connect_args that turn prepared statements on, unless they hold these values."""
+
+
+def _refuse_prepares(user_args: dict[str, Any], endpoint: Endpoint) -> None:
+    asked = [k for k, off in _PREPARES_ON.items() if k in user_args and user_args[k] != off]
+    if asked:
+        raise ConfigurationError(
+            f"connect_args {', '.join(asked)} turn prepared statements on at the pooled "
+            f"endpoint {endpoint.display_host}, where another client's statements collide with "
+            "them. Drop them, or pass prepared_statements=True if the pooler tracks them "
+            "(PgBouncer >= 1.22 with max_prepared_statements, as Neon's does)."
         )
 
 
@@ -145,10 +155,10 @@ def _engine_kwargs(
 
 
 def _sa_url(endpoint: Endpoint, driver: Driver) -> URL:
+    """Where to connect, for SQLAlchemy; the password travels in ``connect_args`` only."""
     return URL.create(
         f"postgresql+{driver}",
         username=endpoint.user,
-        password=endpoint.password,
         host=endpoint.host or None,
         port=endpoint.port,
         database=endpoint.database,
@@ -165,13 +175,11 @@ def _arguments(
     factory: str,
 ) -> tuple[URL, dict[str, Any]]:
     """The URL and keyword arguments for SQLAlchemy's own factory (shared by sync and async)."""
-    connect_args = {
-        **_connect_args(endpoint, driver, prepared_statements=prepared_statements),
-        **kwargs.pop("connect_args", {}),
-    }
-    _keep_prepares_off(connect_args, endpoint, driver, declared=prepared_statements)
-    # SQLAlchemy copies the URL's password into its own `cparams` dict, which error pages show
-    # among a frame's locals; connect_args override it with a value whose repr is masked:
+    connect_args = _connect_args(
+        endpoint, driver, kwargs.pop("connect_args", {}), prepared_statements=prepared_statements
+    )
+    # SQLAlchemy's `cparams` dict (shown among a frame's locals on error pages) gets the
+    # password from connect_args alone (the URL has none), as a value whose repr is masked:
     # a str subclass for libpq drivers (they call str()), a callable for asyncpg (exact str).
     if endpoint.password and "password" not in connect_args:
         connect_args["password"] = (

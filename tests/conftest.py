@@ -1,4 +1,3 @@
-from __future__ import annotations
-
-SECRET = "npg_S3cr3t-P4ss"
-"""A password tests plant in URLs and then look for in every message."""
+"""Fixtures come from neon-connect's own pytest plugin (``neon_connect.pytest_plugin``: the
+stand-in, ``neon_local``); shared values live in ``tests/constants.py`` and the subprocess
+helper in ``tests/helpers.py``."""

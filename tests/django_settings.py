@@ -40,10 +40,8 @@ DATABASES = {
     "default": neon_django.config(
         env=STANDIN, test_options={"NAME": _test_name} if _test_name else None
     ),
-    # psycopg's server-side binding with prepares asked for: config() keeps them off at the pooler
-    "binding": neon_django.config(
-        env=STANDIN, options={"server_side_binding": True, "prepare_threshold": 1}
-    ),
+    # psycopg's server-side binding (which prepares asking for) at the pooler, prepares off
+    "binding": neon_django.config(env=STANDIN, options={"server_side_binding": True}),
     # persistent connections with health checks
     "persistent": neon_django.config(env=STANDIN, conn_max_age=60),
 }

@@ -32,11 +32,11 @@ from hypothesis import strategies as st
 
 import neon_django
 from neon_connect import (
-    NO_RETRY,
     ConfigurationError,
     InsecureConnectionError,
     InvalidURLError,
     MissingURLError,
+    RetryPolicy,
     Secret,
     libpq_params,
     parse_url,
@@ -785,7 +785,7 @@ def test_error_pages_after_a_failed_connect(neon_local):
     url = build_url(host=parts.host or "", port=parts.port, user=parts.user, password=wrong,
                     database=parts.database, params=parts.params)  # fmt: skip
     with pytest.raises(psycopg.OperationalError) as info:
-        neon_connect.connect(Secret(url), retry=NO_RETRY)
+        neon_connect.connect(Secret(url), retry=RetryPolicy(timeout=0))
     del url
     exc = info.value
     assert "authentication failed" in str(exc)
@@ -826,7 +826,7 @@ def test_failed_engine_connect_keeps_the_password_in_the_driver(neon_local, driv
 
     wrong = "Wr0ngEngineXq" + driver
     engine = create_engine(_wrong_password_url(neon_local, wrong, f"postgresql+{driver}"),
-                           retry=NO_RETRY)  # fmt: skip
+                           retry=RetryPolicy(timeout=0))  # fmt: skip
     with pytest.raises(sqlalchemy.exc.OperationalError) as info:
         engine.connect()
     engine.dispose()
@@ -839,7 +839,7 @@ def test_failed_engine_connect_keeps_the_password_in_the_driver(neon_local, driv
 async def test_failed_asyncpg_connect_keeps_the_password_in_the_driver(neon_local):
     wrong = "Wr0ngAsyncpgXq"
     engine = create_async_engine(_wrong_password_url(neon_local, wrong, "postgresql"),
-                                 driver="asyncpg", retry=NO_RETRY)  # fmt: skip
+                                 driver="asyncpg", retry=RetryPolicy(timeout=0))  # fmt: skip
     with pytest.raises(Exception) as info:  # noqa: PT011 - asyncpg's auth error class
         async with engine.connect():
             pass

@@ -16,11 +16,11 @@ from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.transaction import TransactionManagementError
 
-from neon_connect import Endpoint, RetryPolicy
+from neon_connect import RetryPolicy
 from neon_connect.secret import mask_driver_secrets
+from neon_django.config import NeonSettings, neon_settings
 
 from .creation import DatabaseCreation
 
@@ -64,8 +64,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # (DISABLE_SERVER_SIDE_CURSORS) all follow direct() without being told.
     @property
     def settings_dict(self) -> dict[str, Any]:
-        if self.neon_wants_direct:
-            return _DirectSettings(self._neon_settings, self.neon["DIRECT"])
+        neon = self.neon
+        if neon is not None and neon["DIRECT"] is not None and self.neon_wants_direct:
+            return _DirectSettings(self._neon_settings, neon["DIRECT"])
         return self._neon_settings
 
     @settings_dict.setter
@@ -75,15 +76,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # -- routing --------------------------------------------------------------------------
 
     @property
-    def neon(self) -> dict[str, Any]:
+    def neon(self) -> NeonSettings | None:
         """The ``NEON`` entry that ``neon_django.config()`` put in the settings (read live)."""
-        neon: dict[str, Any] = self._neon_settings.get("NEON") or {}
-        return neon
+        return neon_settings(self._neon_settings)
+
+    @property
+    def neon_transaction_pooler(self) -> bool:
+        """True when the alias's app endpoint is behind a transaction pooler."""
+        neon = self.neon
+        return neon is not None and neon["ENDPOINTS"].app.transaction_pooler
 
     @property
     def neon_wants_direct(self) -> bool:
         """True when this alias's next connection should go to the direct endpoint."""
-        if not self.neon.get("DIRECT"):
+        neon = self.neon
+        if neon is None or neon["DIRECT"] is None:
             return False  # one endpoint serves both roles, or none is known
         alias = getattr(self, "alias", None)  # settings_dict is read before Django sets alias
         # Creating and dropping databases needs a session, and PgBouncer may not serve 'postgres'.
@@ -138,41 +145,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()  # reads the routed settings
-        neon = self.neon
-        if (
-            not self.neon_wants_direct
-            and neon.get("TRANSACTION_POOLER")
-            and not neon.get("PREPARED_STATEMENTS")
-            and is_psycopg3
-        ):
-            params["prepare_threshold"] = None  # whatever OPTIONS say: the pooler mixes clients
         mask_driver_secrets(params)  # error pages that print frame locals show ****
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         direct = self.neon_wants_direct
+        neon = self.neon
+        if neon is None:  # the engine named without neon_django.config(): Django's own
+            return super().get_new_connection(conn_params)
         connect = super().get_new_connection
-        policy = RetryPolicy(timeout=float(self.neon.get("RETRY_TIMEOUT", 15.0)))
-        connection = policy.call(
-            lambda: connect(conn_params), endpoint=self._neon_endpoint(conn_params, direct)
-        )
+        endpoints = neon["ENDPOINTS"]
+        # config() resolved both endpoints: the same objects label retry logs and error notes
+        endpoint = endpoints.session() if direct else endpoints.app
+        policy = RetryPolicy(timeout=float(neon["RETRY_TIMEOUT"]))
+        connection = policy.call(lambda: connect(conn_params), endpoint=endpoint)
         self.neon_connected_direct = direct
         return connection
-
-    def _neon_endpoint(self, conn_params: dict[str, Any], direct: bool) -> Endpoint:
-        """A description of where we connect, for retry logs and error notes."""
-        pooled = not direct and bool(self.neon.get("TRANSACTION_POOLER"))
-        return Endpoint(
-            kind="pooled" if pooled else "direct",
-            host=str(conn_params.get("host", "")),
-            port=int(conn_params.get("port") or 5432),
-            user=conn_params.get("user"),
-            password=conn_params.get("password"),
-            database=conn_params.get("dbname"),
-            params={},
-            transaction_pooler=pooled,
-            source=f"settings.DATABASES[{self.alias!r}]",
-        )
 
     def close(self) -> None:
         super().close()

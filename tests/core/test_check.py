@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from neon_connect.check import run_check
-from tests.conftest import SECRET
+from tests.constants import SECRET
+from tests.helpers import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[2]
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 
 
 def _cli(*args, env):
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "POSTGRES_URL", "PG", "DIRECT_URL"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "neon_connect.cli_main", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    drop = ("DATABASE_URL", "POSTGRES_URL", "PG", "DIRECT_URL")
+    return run_python("-m", "neon_connect", *args, env=env, drop=drop, timeout=60)
 
 
 @pytest.mark.integration
@@ -116,11 +102,10 @@ def test_a_refused_endpoint_is_an_error_with_a_fix():
 
 @pytest.mark.integration
 def test_manage_py_neon_check(neon_local):
-    env = {**os.environ, **neon_local.env(), "DJANGO_SETTINGS_MODULE": "shop.settings"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "neon_check", "--json"],
-        cwd=ROOT / "example_projects" / "django_app", env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    env = {**neon_local.env(), "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    result = run_python(
+        "manage.py", "neon_check", "--json", env=env, cwd=ROOT / "example_projects" / "django_app"
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     data = json.loads(result.stdout)
     assert data["ok"] and [e["kind"] for e in data["endpoints"]] == ["pooled", "direct"]

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.helpers import run_python
 
 
 def test_importing_the_core_imports_neither_framework():
@@ -10,5 +9,5 @@ def test_importing_the_core_imports_neither_framework():
         "bad = [m for m in ('django', 'sqlalchemy', 'alembic', 'asyncpg') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stdout + result.stderr

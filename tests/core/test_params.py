@@ -15,7 +15,7 @@ from neon_connect import (
     resolve,
 )
 from neon_connect.urls import libpq_keywords
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 CA_FILE = __file__  # any existing file: only its existence is checked before connecting
 
@@ -38,7 +38,7 @@ def endpoint(host: str, query: str = "", **kw):
     ],
 )
 def test_neon_tls_defaults_and_pass_through(query, expected):
-    params = libpq_params(endpoint(POOLED, query), libpq_version=170000)
+    params = libpq_params(endpoint(POOLED, query), client_version=170000)
     assert params["sslmode"] == expected
     if "sslrootcert" in query:
         assert params["sslrootcert"] in ("system", CA_FILE)
@@ -56,15 +56,15 @@ def test_weak_sslmode_on_neon_is_refused(mode):
 
 
 def test_non_neon_hosts_keep_what_the_user_set():
-    params = libpq_params(endpoint("127.0.0.1", "?sslmode=disable"), libpq_version=170000)
+    params = libpq_params(endpoint("127.0.0.1", "?sslmode=disable"), client_version=170000)
     assert params["sslmode"] == "disable"
-    assert "sslmode" not in libpq_params(endpoint("127.0.0.1"), libpq_version=170000)
+    assert "sslmode" not in libpq_params(endpoint("127.0.0.1"), client_version=170000)
 
 
 @pytest.mark.parametrize(("version", "kept"), [(120000, False), (130000, True), (170002, True)])
 def test_channel_binding_needs_libpq_13(version, kept):
     params = libpq_params(
-        endpoint(POOLED, "?sslmode=require&channel_binding=require"), libpq_version=version
+        endpoint(POOLED, "?sslmode=require&channel_binding=require"), client_version=version
     )
     assert ("channel_binding" in params) is kept
 
@@ -80,11 +80,13 @@ def test_channel_binding_needs_libpq_13(version, kept):
     ],
 )
 def test_sni_fallback(host, version, options):
-    assert libpq_params(endpoint(host), libpq_version=version).get("options") == options
+    assert libpq_params(endpoint(host), client_version=version).get("options") == options
 
 
 def test_sni_fallback_joins_direct_startup_options():
-    params = libpq_params(endpoint(DIRECT, "?options=-c%20search_path%3Dapp"), libpq_version=130000)
+    params = libpq_params(
+        endpoint(DIRECT, "?options=-c%20search_path%3Dapp"), client_version=130000
+    )
     assert params["options"] == "endpoint=ep-cool-darkness-123456 -c search_path=app"
 
 
@@ -104,7 +106,7 @@ def test_startup_options_on_a_pooler_are_refused(query):
         }
         ep = resolve(env=env).app
         with pytest.raises(UnsupportedStartupParameterError) as info:
-            libpq_params(ep, libpq_version=170000)
+            libpq_params(ep, client_version=170000)
         message = str(info.value)
         assert "'options'" in message and "direct endpoint" in message and "SET LOCAL" in message
         assert SECRET not in message
@@ -112,22 +114,22 @@ def test_startup_options_on_a_pooler_are_refused(query):
 
 def test_neon_endpoint_option_is_allowed_on_the_pooler():
     params = libpq_params(
-        endpoint(POOLED, "?options=endpoint%3Dep-cool-darkness-123456"), libpq_version=130000
+        endpoint(POOLED, "?options=endpoint%3Dep-cool-darkness-123456"), client_version=130000
     )
     assert params["options"] == "endpoint=ep-cool-darkness-123456"
 
 
 def test_timeout_and_application_name():
-    params = libpq_params(endpoint(POOLED, "?application_name=web"), libpq_version=170000)
+    params = libpq_params(endpoint(POOLED, "?application_name=web"), client_version=170000)
     assert (params["connect_timeout"], params["application_name"]) == ("10", "web")
     assert (
-        libpq_params(endpoint(POOLED, "?connect_timeout=30"), libpq_version=170000)[
+        libpq_params(endpoint(POOLED, "?connect_timeout=30"), client_version=170000)[
             "connect_timeout"
         ]
         == "30"
     )
     assert "connect_timeout" not in libpq_params(
-        endpoint(POOLED), libpq_version=170000, connect_timeout=None
+        endpoint(POOLED), client_version=170000, connect_timeout=None
     )
 
 

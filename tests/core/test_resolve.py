@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from neon_connect import InvalidURLError, MissingURLError, NoDirectEndpointError, resolve
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 DIRECT = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from neon_connect import RetryPolicy, is_transient, resolve
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 ENDPOINT = resolve(
     f"postgresql://u:{SECRET}@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"

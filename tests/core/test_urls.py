@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from neon_connect import InvalidURLError, mask_url, parse_url
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 HOST = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
@@ -9,6 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 import neon_django
+import neon_django.checks
 from neon_django.checks import CHECK_IDS
 
 # The checks only read settings.DATABASES; no connection is opened, so overriding it is safe.
@@ -32,64 +36,77 @@ def by_hand(host=POOLED, **extra):
     return {**db, **extra}
 
 
-def ids(databases=None, **settings):
+def messages(databases=None, **settings):
     with override_settings(DATABASES=databases or {"default": GOOD}, **settings):
-        return sorted(m.id for m in run_checks() if m.id and m.id.startswith("neon_django."))
+        return [m for m in run_checks() if m.id and m.id.startswith("neon_django.")]
+
+
+def ids(databases=None, **settings):
+    return sorted(m.id for m in messages(databases, **settings))
 
 
 def test_config_alias_is_clean():
     assert ids() == []
 
 
-@pytest.mark.parametrize(
-    ("db", "expected"),
-    [
-        (by_hand(), ["neon_django.E002", "neon_django.W003"]),
-        (
-            by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"prepare_threshold": 5}),
-            ["neon_django.E003", "neon_django.W003"],
-        ),
-        (
-            by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"pool": True}),
-            ["neon_django.E004", "neon_django.W003"],
-        ),
-        (by_hand(DIRECT, OPTIONS={"sslmode": "disable"}), ["neon_django.E005"]),
-        (
-            by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"options": "-c search_path=x"}),
-            ["neon_django.E006", "neon_django.W003"],
-        ),
-        (by_hand(DIRECT, CONN_MAX_AGE=600), ["neon_django.W001"]),
-        (by_hand(DIRECT, CONN_MAX_AGE=None), ["neon_django.W001"]),
-        (by_hand(DIRECT, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True), []),
-        (
-            neon_django.config("postgresql://u:p@bouncer:6432/app?pgbouncer=true"),
-            ["neon_django.W002"],
-        ),
-    ],
-)
+DATABASE_CASES = [
+    (by_hand(), ["neon_django.E002", "neon_django.W003"]),
+    (
+        by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"prepare_threshold": 5}),
+        ["neon_django.E003", "neon_django.W003"],
+    ),
+    (
+        by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"pool": True}),
+        ["neon_django.E004", "neon_django.W003"],
+    ),
+    (by_hand(DIRECT, OPTIONS={"sslmode": "disable"}), ["neon_django.E005"]),
+    (
+        by_hand(DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS={"options": "-c search_path=x"}),
+        ["neon_django.E006", "neon_django.W003"],
+    ),
+    (by_hand(DIRECT, CONN_MAX_AGE=600), ["neon_django.W001"]),
+    (by_hand(DIRECT, CONN_MAX_AGE=None), ["neon_django.W001"]),
+    (by_hand(DIRECT, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True), []),
+    (
+        neon_django.config("postgresql://u:p@bouncer:6432/app?pgbouncer=true"),
+        ["neon_django.W002"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("db", "expected"), DATABASE_CASES)
 def test_database_checks(db, expected):
     assert ids({"default": db}) == expected
 
 
+OVERRIDE_ABOVE_US = [
+    "tests.migrate_override",
+    "neon_django",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+]
+
+
 def test_app_listed_after_an_override_of_migrate():
-    apps = [
-        "tests.migrate_override",
-        "neon_django",
-        "django.contrib.contenttypes",
-        "django.contrib.auth",
-    ]
-    with override_settings(INSTALLED_APPS=apps, DATABASES={"default": GOOD}):
-        messages = [m for m in run_checks() if m.id == "neon_django.E001"]
-    assert len(messages) == 1
+    found = [m for m in messages(INSTALLED_APPS=OVERRIDE_ABOVE_US) if m.id == "neon_django.E001"]
+    assert len(found) == 1
     assert (
-        "'tests.migrate_override'" in messages[0].msg
-        and "Move 'neon_django' above" in messages[0].hint
+        "'tests.migrate_override'" in found[0].msg and "Move 'neon_django' above" in found[0].hint
     )
 
 
-def test_every_id_is_registered_once_and_described():
-    assert len(CHECK_IDS) == len(set(CHECK_IDS))
-    assert all(len(desc) < 80 for desc in CHECK_IDS.values())
+def test_every_id_is_registered_once_described_emitted_and_short():
+    """Each id in CHECK_IDS is written once in checks.py and emitted by some case here; every
+    message is under 80 characters (Django prints it after the alias or app name)."""
+    source = Path(neon_django.checks.__file__).read_text()
+    written = re.findall(r'id="(neon_django\.[EW]\d{3})"', source)
+    assert sorted(written) == sorted(CHECK_IDS)  # no id twice, none unregistered
+    assert all(0 < len(desc) < 80 for desc in CHECK_IDS.values())
+    emitted = [m for db, _ in DATABASE_CASES for m in messages({"default": db})]
+    emitted += messages(INSTALLED_APPS=OVERRIDE_ABOVE_US)
+    emitted += messages({"default": _split()}) + messages({"default": _edited_split()})
+    assert {m.id for m in emitted} == set(CHECK_IDS)
+    assert [m.msg for m in emitted if len(m.msg) >= 80] == []
 
 
 def test_call_command_check_raises_for_errors():
@@ -112,12 +129,16 @@ def _split(**kw):
     )
 
 
+def _edited_split():
+    edited = _split()
+    edited["NEON"] = {**edited["NEON"], "ALLOW_MISMATCHED_ENDPOINTS": False}
+    return edited
+
+
 def test_a_mismatched_pair_is_reported():
     # allowed by the caller: a warning that can be silenced
     assert ids({"default": _split()}) == ["neon_django.W005"]
     # the same pair written (or edited) by hand: an error
-    edited = _split()
-    edited["NEON"] = {**edited["NEON"], "ALLOW_MISMATCHED_ENDPOINTS": False}
-    assert ids({"default": edited}) == ["neon_django.E007"]
+    assert ids({"default": _edited_split()}) == ["neon_django.E007"]
     other_db = dict(GOOD, NEON={**GOOD["NEON"], "DIRECT": {**GOOD["NEON"]["DIRECT"], "NAME": "x"}})
     assert ids({"default": other_db}) == ["neon_django.E007"]

@@ -7,7 +7,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import neon_django
-from tests.conftest import SECRET
+from neon_django.config import NeonSettings
+from tests.constants import SECRET
 from tests.driver import DJANGO_DRIVER
 
 POOLED = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -35,14 +36,16 @@ def test_pooled_neon_alias():
     assert db["OPTIONS"]["connect_timeout"] == "10"
     assert "pool" not in db["OPTIONS"]
     direct = db["NEON"]["DIRECT"]
-    assert (direct["HOST"], direct["SOURCE"]) == (DIRECT, "derived from url argument")
-    assert "prepare_threshold" not in direct["OPTIONS"]
-    assert db["NEON"]["ENDPOINT_ID"] == "ep-cool-darkness-123456"
+    assert direct["HOST"] == DIRECT and "prepare_threshold" not in direct["OPTIONS"]
+    endpoints = db["NEON"]["ENDPOINTS"]  # resolved once, carried for the backend and checks
+    assert endpoints.direct.source == "derived from url argument"
+    assert endpoints.endpoint_id == "ep-cool-darkness-123456"
+    assert sorted(db["NEON"]) == sorted(NeonSettings.__annotations__)
 
 
 def test_env_and_custom_variable_names():
     db = neon_django.config(env={"MY_DB": URL}, app_vars=["MY_DB"])
-    assert db["HOST"] == POOLED and db["NEON"]["SOURCE"] == "MY_DB"
+    assert db["HOST"] == POOLED and db["NEON"]["ENDPOINTS"].app.source == "MY_DB"
 
 
 def test_conn_max_age_is_capped_below_the_suspend_and_health_checked():
@@ -55,15 +58,17 @@ def test_conn_max_age_is_capped_below_the_suspend_and_health_checked():
 
 
 @pytest.mark.psycopg3_only  # psycopg 3's automatic prepares; psycopg2 never prepares
-def test_user_prepare_threshold_is_overridden_on_the_pooler_unless_declared():
-    assert (
-        neon_django.config(URL, options={"prepare_threshold": 5})["OPTIONS"]["prepare_threshold"]
-        is None
-    )
+def test_user_prepare_threshold_is_refused_on_the_pooler_unless_declared():
+    with pytest.raises(ImproperlyConfigured, match="pooler_prepared_statements=True"):
+        neon_django.config(URL, options={"prepare_threshold": 5})
     declared = neon_django.config(
         URL, options={"prepare_threshold": 5}, pooler_prepared_statements=True
     )
     assert declared["OPTIONS"]["prepare_threshold"] == 5
+    direct = neon_django.config(
+        "postgresql://u:p@db.internal/app", options={"prepare_threshold": 5}
+    )
+    assert direct["OPTIONS"]["prepare_threshold"] == 5  # a real session keeps its statements
 
 
 def test_pool_is_refused_on_the_pooler_and_tuned_on_a_direct_endpoint():
@@ -145,8 +150,24 @@ def test_non_neon_pair_and_pgbouncer_marker():
     )
     assert db["DISABLE_SERVER_SIDE_CURSORS"] is True and db["NEON"]["DIRECT"]["HOST"] == "pg"
     marked = neon_django.config("postgresql://u:p@bouncer:6432/app?pgbouncer=true")
-    assert marked["NEON"]["DIRECT_KNOWN"] is False and "pgbouncer" not in marked["OPTIONS"]
+    assert marked["NEON"]["ENDPOINTS"].direct is None and "pgbouncer" not in marked["OPTIONS"]
     lone = neon_django.config("postgresql://u:p@db.internal/app")
     assert (
         lone["DISABLE_SERVER_SIDE_CURSORS"] is False and "prepare_threshold" not in lone["OPTIONS"]
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs", "fragment"),
+    [
+        (URL, {"conn_max_age": -1}, "conn_max_age"),
+        (URL, {"retry_timeout": -1}, "retry_timeout"),
+        (f"postgresql://u:{SECRET}@h1:5432,h2:5433/db", {}, "several hosts"),
+        (f"postgresql://u:{SECRET}@{POOLED}/db", {"options": {"pool": True}}, "pool="),
+    ],
+)
+def test_every_configuration_error_is_improperly_configured(url, kwargs, fragment):
+    with pytest.raises(ImproperlyConfigured, match=fragment) as info:
+        neon_django.config(url, **kwargs)
+    assert type(info.value) is ImproperlyConfigured
+    assert SECRET not in str(info.value) and info.value.__context__ is None

@@ -13,6 +13,7 @@ import psycopg.errors
 import pytest
 from django.db import connections, utils
 
+from neon_django.checks import check_databases
 from tests.djangoapp.models import Item
 
 ALL = ["default", "binding", "handwritten"]
@@ -102,16 +103,18 @@ def test_prepared_statements_collide_by_hand_unless_the_pooler_tracks_them(neon_
     assert any("_pg3_" in str(e) for e in errors)
 
 
-@pytest.mark.psycopg3_only  # psycopg 3's automatic prepares; psycopg2 never prepares
-def test_prepared_statements_stay_off_with_config_even_when_asked_for():
+@pytest.mark.psycopg3_only  # psycopg 3's server-side binding and prepares
+def test_server_side_binding_through_config_prepares_nothing_and_edits_are_checked():
     settings_dict = connections["binding"].settings_dict
     assert settings_dict["OPTIONS"]["server_side_binding"] is True
     assert settings_dict["OPTIONS"]["prepare_threshold"] is None
-    # even if the setting is edited after config(), the backend keeps prepares off
+    assert _hammer("binding") == []
+    connections["binding"].ensure_connection()
+    assert connections["binding"].connection.prepare_threshold is None
+    # prepares switched on by editing the settings after config(): the system check says so
     settings_dict["OPTIONS"]["prepare_threshold"] = 1
     try:
-        assert _hammer("binding") == []
-        connections["binding"].ensure_connection()
-        assert connections["binding"].connection.prepare_threshold is None
+        assert "neon_django.E003" in [m.id for m in check_databases()]
     finally:
         settings_dict["OPTIONS"]["prepare_threshold"] = None
+    assert "neon_django.E003" not in [m.id for m in check_databases()]

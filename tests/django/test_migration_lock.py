@@ -8,11 +8,7 @@ to do.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,9 +19,9 @@ from django.db.models.signals import pre_migrate
 
 import neon_django
 from neon_django.management.commands.migrate import MIGRATION_LOCK_KEY
+from tests.helpers import start_python
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 RUNS = 3
 
 # Each process says "ready" at a point (after setup, or after planning its migrations), then
@@ -65,23 +61,11 @@ def fresh_database(neon_local, django_db_blocker):
 
 def _migrate_at_once(database, *args, go_at):
     env = {
-        **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.django.race_settings",
         "NEON_TESTS_RACE_DB": database,
         "NEON_TESTS_GO_AT": go_at,
     }
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _START_TOGETHER, *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(RUNS)
-    ]
+    runs = [start_python("-c", _START_TOGETHER, *args, env=env, stdin=True) for _ in range(RUNS)]
     for run in runs:
         while (line := run.stdout.readline()) != "ready\n":
             assert line, run.communicate()[1]  # the run ended before it was ready

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_python
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import json, sys
@@ -42,18 +39,10 @@ print(json.dumps(out))
 
 def test_config_routing_and_direct_with_psycopg2(neon_local):
     env = {
-        **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.django_settings",
         "NEON_TESTS_STANDIN": json.dumps(neon_local.env()),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python("-c", SCRIPT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["psycopg3"] is False

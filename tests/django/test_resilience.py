@@ -7,8 +7,10 @@ import threading
 import pytest
 from django.core import signals
 from django.db import OperationalError, connections, transaction
+from django.db.utils import ConnectionHandler
 
 import neon_django
+from tests.constants import SECRET
 
 pytestmark = [
     pytest.mark.integration,
@@ -85,16 +87,14 @@ def test_connect_waits_out_a_cold_start(neon_local):
 
 
 def test_refused_connect_is_retried_and_named(caplog):
-    db = connections["default"]
-    original = db.settings_dict["PORT"], db.settings_dict["NEON"]["RETRY_TIMEOUT"]
-    db.close()
-    db.settings_dict["PORT"], db.settings_dict["NEON"]["RETRY_TIMEOUT"] = "1", 0.5
-    try:
-        with pytest.raises(OperationalError) as info:
-            db.ensure_connection()
-    finally:
-        db.settings_dict["PORT"], db.settings_dict["NEON"]["RETRY_TIMEOUT"] = original
+    """Retry logs and the final note name the endpoint config() resolved (no password)."""
+    settings = neon_django.config(
+        f"postgresql://u:{SECRET}@127.0.0.1:1/db?pgbouncer=true", retry_timeout=0.5
+    )
+    db = ConnectionHandler({"default": settings})["default"]
+    with pytest.raises(OperationalError) as info:
+        db.ensure_connection()
     cause = info.value.__cause__
     assert "pooled endpoint 127.0.0.1:1" in "\n".join(getattr(cause, "__notes__", []))
     assert "retry" in caplog.text
-    assert db.settings_dict["PASSWORD"] not in caplog.text
+    assert SECRET not in caplog.text

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -21,21 +17,14 @@ from django.test import AsyncClient, Client, override_settings
 import neon_django
 from neon_django.management.overrides import next_command
 from tests.djangoapp.evidence import route
+from tests.helpers import run_python
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _django(*args, env=None, timeout=120):
-    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.django_settings", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    env = {"DJANGO_SETTINGS_MODULE": "tests.django_settings", **(env or {})}
+    return run_python("-m", "django", *args, env=env, timeout=timeout)
 
 
 @pytest.mark.django_db(transaction=True)

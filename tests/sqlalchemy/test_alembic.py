@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from alembic.config import Config
 
 import neon_sqlalchemy.alembic as neon_alembic
 from neon_connect import ConfigurationError
+from tests.helpers import ROOT, run_python, start_python
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +58,7 @@ def _project(tmp_path: Path, suffix: str, template: str = "generic") -> Path:
 
 
 @pytest.fixture
-def db(neon_local, request):
+def own_database(neon_local, request):
     """A database of this test's own (migrations leave an alembic_version table behind)."""
     name = "alembic_" + request.node.name.removeprefix("test_")[:40]
     with neon_local.superuser() as su:
@@ -72,20 +71,12 @@ def db(neon_local, request):
 
 
 def _alembic(ini: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "alembic", "-c", str(ini), *args],
-        cwd=ini.parent,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_python("-m", "alembic", "-c", str(ini), *args, env=env, cwd=ini.parent)
 
 
 def _run(ini, *args, env):
-    proc = _alembic(ini, *args, env=env)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
+    result = run_python("-m", "alembic", "-c", str(ini), *args, env=env, cwd=ini.parent)
+    return result.returncode, result.stdout, result.stderr
 
 
 def _version(env, suffix):
@@ -107,8 +98,20 @@ def test_init_writes_a_stock_env_py_with_one_added_line(tmp_path):
     assert "engine_from_config" in env_py  # the stock shape is untouched
 
 
-def test_upgrade_current_check_and_downgrade_run_direct(tmp_path, neon_local, db):
-    name, env = db
+@pytest.mark.parametrize("template", ["generic", "async"])
+def test_the_written_env_py_passes_the_projects_linter(tmp_path, template):
+    """Lint under this project's ruff settings; format at the width of Alembic's templates."""
+    env_py = neon_alembic.init(tmp_path / "m", ini=tmp_path / "alembic.ini", template=template)
+    config = str(ROOT / "pyproject.toml")
+    lint = run_python("-m", "ruff", "check", "--config", config, str(env_py))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    fmt = ("-m", "ruff", "format", "--check", "--config", config, "--line-length", "79")
+    formatted = run_python(*fmt, str(env_py))
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def test_upgrade_current_check_and_downgrade_run_direct(tmp_path, neon_local, own_database):
+    name, env = own_database
     ini = _project(tmp_path, "direct")
     before = neon_local.pooler_transactions(name)
     code, out, err = _run(ini, "upgrade", "head", env=env)
@@ -124,9 +127,11 @@ def test_upgrade_current_check_and_downgrade_run_direct(tmp_path, neon_local, db
     assert neon_local.pooler_transactions(name) == before == 0  # PgBouncer forwarded none of it
 
 
-def test_the_migration_connection_is_seen_by_postgres_as_a_direct_client(tmp_path, neon_local, db):
+def test_the_migration_connection_is_seen_by_postgres_as_a_direct_client(
+    tmp_path, neon_local, own_database
+):
     """While an upgrade runs, pg_stat_activity shows its backend, reached without PgBouncer."""
-    name, env = db
+    name, env = own_database
     ini = _project(tmp_path, "seen")
     proc = _alembic(ini, "upgrade", "head", env=env)
     try:
@@ -144,8 +149,8 @@ def test_the_migration_connection_is_seen_by_postgres_as_a_direct_client(tmp_pat
     assert rows[0]["client_port"] not in pooler_ports
 
 
-def test_two_concurrent_upgrades_one_applies_the_other_waits(tmp_path, neon_local, db):
-    name, env = db
+def test_two_concurrent_upgrades_one_applies_the_other_waits(tmp_path, neon_local, own_database):
+    name, env = own_database
     ini = _project(tmp_path, "race")
     first = _alembic(ini, "upgrade", "head", env=env)
     time.sleep(0.3)
@@ -163,7 +168,7 @@ def test_two_concurrent_upgrades_one_applies_the_other_waits(tmp_path, neon_loca
 
 
 def test_without_the_helper_concurrent_upgrades_through_the_pooler_collide(
-    tmp_path, neon_local, db
+    tmp_path, neon_local, own_database
 ):
     """The control: the stock env.py on the pooled URL, no lock: both runs try to apply."""
     ini = tmp_path / "alembic.ini"
@@ -173,7 +178,11 @@ def test_without_the_helper_concurrent_upgrades_through_the_pooler_collide(
     (tmp_path / "migrations" / "versions" / "0001_widgets.py").write_text(
         MIGRATION.format(suffix="plain")
     )
-    url = db[1]["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://").replace("%", "%%")
+    url = (
+        own_database[1]["DATABASE_URL"]
+        .replace("postgresql://", "postgresql+psycopg://")
+        .replace("%", "%%")
+    )
     ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", url))
     first = _alembic(ini, "upgrade", "head", env={})
     time.sleep(0.3)
@@ -203,15 +212,15 @@ def test_percent_in_the_password_survives_config_interpolation(tmp_path, neon_lo
         assert conn.execute("SELECT current_user").fetchone() == ("percent_user",)
 
 
-def test_offline_sql_mode_uses_the_direct_url(tmp_path, neon_local, db):
+def test_offline_sql_mode_uses_the_direct_url(tmp_path, neon_local, own_database):
     ini = _project(tmp_path, "offline")
-    code, out, err = _run(ini, "upgrade", "head", "--sql", env=db[1])
+    code, out, err = _run(ini, "upgrade", "head", "--sql", env=own_database[1])
     assert code == 0, err
     assert "CREATE TABLE widgets_offline" in out
 
 
-def test_async_template_runs_direct(tmp_path, neon_local, db):
-    name, env = db
+def test_async_template_runs_direct(tmp_path, neon_local, own_database):
+    name, env = own_database
     ini = _project(tmp_path, "asynctpl", template="async")
     code, out, err = _run(ini, "upgrade", "head", env=env)
     assert code == 0, err

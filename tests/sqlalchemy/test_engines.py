@@ -14,12 +14,18 @@ import psycopg.errors
 import pytest
 import sqlalchemy
 from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
 
 import neon_sqlalchemy
-from neon_connect import DoublePoolingError, InvalidURLError, NoDirectEndpointError
-from tests.conftest import SECRET
+from neon_connect import (
+    ConfigurationError,
+    DoublePoolingError,
+    InvalidURLError,
+    NoDirectEndpointError,
+)
+from tests.constants import SECRET
 
 pytestmark = pytest.mark.integration
 QUERY = text("SELECT count(*) FROM pg_class WHERE relname LIKE :p AND relpages >= :n")
@@ -353,3 +359,47 @@ def test_plain_engine_shares_its_socket_with_forked_children(neon_local):
         re.search(r"SSL|bad record mac|decryption|EOF|unexpected|lost synchronization|closed", f)
         for f in failures
     ), failures
+
+
+@pytest.mark.parametrize(
+    ("driver", "connect_args"),
+    [
+        ("psycopg", {"prepare_threshold": 5}),
+        ("asyncpg", {"statement_cache_size": 100}),
+        ("asyncpg", {"prepared_statement_cache_size": 100}),
+    ],
+)
+def test_connect_args_that_prepare_at_the_pooler_are_refused_unless_declared(
+    neon_local, driver, connect_args
+):
+    with pytest.raises(ConfigurationError, match="prepared_statements=True") as info:
+        neon_sqlalchemy.create_async_engine(
+            env=neon_local.env(), driver=driver, connect_args=connect_args
+        )
+    assert neon_local.state.password not in str(info.value)
+    declared = neon_sqlalchemy.create_async_engine(
+        env=neon_local.env(), driver=driver, connect_args=connect_args, prepared_statements=True
+    )
+    direct = neon_sqlalchemy.create_async_engine(
+        env=neon_local.env(), driver=driver, connect_args=connect_args, direct=True
+    )  # a real session keeps its statements: nothing to declare
+    for engine in (declared, direct):
+        assert isinstance(engine, AsyncEngine)
+        engine.sync_engine.dispose()
+
+
+async def test_the_engine_url_holds_no_password_and_engines_still_connect(neon_local):
+    """The password reaches the driver through connect_args only (masked in cparams)."""
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    try:
+        assert engine.url.password is None
+        assert neon_local.state.password not in engine.url.render_as_string(hide_password=False)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    async_engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), driver="asyncpg")
+    assert async_engine.url.password is None
+    async with async_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    await async_engine.dispose()

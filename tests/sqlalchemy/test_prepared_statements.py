@@ -13,13 +13,14 @@ import asyncio
 
 import asyncpg
 import pytest
+from sqlalchemy import exc
 from sqlalchemy.pool import NullPool
 
 import neon_sqlalchemy
 from neon_connect import asyncpg_params, resolve
 from tests.sqlalchemy.test_engines import (
     PREPARE_ERRORS,
-    _fifty_tasks,
+    QUERY,
     _same_statement_on_several_backends,
 )
 
@@ -49,17 +50,59 @@ def test_psycopg_prepared_statements_true(neon_local):
         assert any("_pg3_" in str(e) for e in errors)
 
 
-async def test_asyncpg_engine_prepared_statements_true_prepares_nothing(neon_local):
-    """Today ``prepared_statements=True`` changes nothing for asyncpg: ``asyncpg_params`` sets
-    ``statement_cache_size=0`` on a pooled endpoint either way, and asyncpg's ``prepare()``
-    (which SQLAlchemy's statement cache uses) then sends unnamed statements. So no collisions
-    on either pooler, and no named statements (no Binds counted) on the one that tracks them."""
+async def _statement_cache_size(engine):
+    """The size of asyncpg's own statement cache on a connection the engine opens."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        return raw.driver_connection._stmt_cache.get_max_size()
+
+
+async def _statements_reused_across_transactions(engine):
+    """20 connections at once, each running one statement in 10 transactions: a transaction
+    pooler gives each transaction whichever server connection is free."""
+    errors = []
+
+    async def task():
+        async with engine.connect() as conn:
+            for i in range(10):
+                try:
+                    await conn.execute(QUERY, {"p": "pg_%", "n": i % 2})
+                    await conn.commit()
+                except exc.DBAPIError as e:
+                    errors.append(e)
+                    await conn.rollback()
+
+    await asyncio.gather(*(task() for _ in range(20)))
+    await engine.dispose()
+    return errors
+
+
+async def test_asyncpg_engine_prepared_statements_true(neon_local):
+    """``prepared_statements=True`` reaches asyncpg too (``asyncpg_params`` keeps its statement
+    cache): no errors and Binds counted where the pooler tracks statements, collisions where
+    it passes names through (PgBouncer 1.18)."""
     engine = neon_sqlalchemy.create_async_engine(
         env=neon_local.env(), driver="asyncpg", prepared_statements=True
     )
+    assert isinstance(engine.sync_engine.pool, NullPool)
+    assert await _statement_cache_size(engine) == 100  # asyncpg's default
     binds = neon_local.prepared_statement_binds()
-    assert await _fifty_tasks(engine) == []
-    assert neon_local.prepared_statement_binds() == binds
+    errors = await _statements_reused_across_transactions(engine)
+    if neon_local.tracks_prepared_statements:
+        assert errors == []
+        assert neon_local.prepared_statement_binds() > binds
+    else:
+        assert errors and all(
+            isinstance(e.orig.__cause__, ASYNCPG_PREPARE_ERRORS) for e in errors
+        ), {str(e)[:120] for e in errors}
+        assert any("__asyncpg_stmt_" in str(e) for e in errors), {str(e)[:120] for e in errors}
+
+
+async def test_asyncpg_engine_keeps_its_statement_cache_off_by_default(neon_local):
+    """The control: without the declaration asyncpg caches nothing, on either pooler."""
+    engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), driver="asyncpg")
+    assert await _statement_cache_size(engine) == 0
+    assert await _statements_reused_across_transactions(engine) == []
 
 
 async def _asyncpg_tasks(neon_local, *, statement_cache_size):

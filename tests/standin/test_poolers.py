@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from neon_connect.local import LocalNeon, StandInError
 from neon_connect.local.binaries import NEON_PGBOUNCER, find_binaries, parse_version, version_of
 from neon_connect.local.configs import max_prepared_statements, pgbouncer_ini
+from tests.helpers import run_python
 
 OLD_POOLER = "/usr/sbin/pgbouncer"  # Debian 12's PgBouncer 1.18 (apt package pgbouncer)
 
@@ -73,28 +72,19 @@ def test_a_pgbouncer_that_is_not_there_is_one_clear_line(tmp_path):
 
 
 def test_cli_up_with_the_old_pooler_names_its_version(tmp_path):
-    cli = [sys.executable, "-m", "neon_connect.local"]
+    cli = ("-m", "neon_connect.local")
     os.chmod(tmp_path, 0o755)
     folder = str(tmp_path / "old")
-    up = subprocess.run(
-        [*cli, "up", "--dir", folder, "--pool-size", "2", "--pgbouncer", OLD_POOLER],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2", "--pgbouncer", OLD_POOLER)
     try:
         assert up.returncode == 0, up.stderr
         assert "PgBouncer 1.18" in up.stderr and "max_prepared_statements 0" in up.stderr
-        text = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+        text = run_python(*cli, "status", "--dir", folder)
         assert "(PgBouncer 1.18" in text.stdout and "(PostgreSQL " in text.stdout
-        status = json.loads(
-            subprocess.run(
-                [*cli, "status", "--dir", folder, "--json"], capture_output=True, text=True
-            ).stdout
-        )
+        status = json.loads(run_python(*cli, "status", "--dir", folder, "--json").stdout)
         assert status["running"] and status["max_prepared_statements"] == 0
         assert status["pgbouncer_version"] == version_of(
             find_binaries(pgbouncer=OLD_POOLER).pgbouncer
         )
     finally:
-        subprocess.run([*cli, "down", "--dir", folder], capture_output=True, check=True)
+        assert run_python(*cli, "down", "--dir", folder).returncode == 0

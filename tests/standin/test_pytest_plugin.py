@@ -7,28 +7,19 @@ Each case is a small project run by a real pytest in a subprocess (the plugin co
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.helpers import run_python
 
 HEADER = "neon-connect stand-in:"
 
 
 def _pytest(project, *args):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("NEON_LOCAL_POOL", "NEON_LOCAL_MAX", "NEON_TESTS_", "DJANGO_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    drop = ("NEON_LOCAL_POOL", "NEON_LOCAL_MAX", "NEON_TESTS_", "DJANGO_")
+    return run_python(
+        "-m", "pytest", "-p", "no:cacheprovider", *args, cwd=project, drop=drop, timeout=180
     )
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import psycopg
@@ -14,7 +12,8 @@ import pytest
 from neon_connect.local import LocalNeon, StandInError
 from neon_connect.local.processes import wait_dead as _wait_dead
 from neon_connect.local.standin import _pgbouncer_pid
-from tests.conftest import SECRET
+from tests.constants import SECRET
+from tests.helpers import run_python
 
 pytestmark = pytest.mark.integration
 
@@ -136,15 +135,10 @@ def test_missing_binaries_are_named(tmp_path, monkeypatch):
 
 
 def test_cli_round_trip_masks_passwords_except_exports(tmp_path):
-    cli = [sys.executable, "-m", "neon_connect.local"]
+    cli = ("-m", "neon_connect.local")
     os.chmod(tmp_path, 0o755)
     folder = str(tmp_path / "cli")
-    up = subprocess.run(
-        [*cli, "up", "--dir", folder, "--pool-size", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2")
     try:
         assert up.returncode == 0, up.stderr
         exports = dict(
@@ -153,14 +147,14 @@ def test_cli_round_trip_masks_passwords_except_exports(tmp_path):
         assert set(exports) == {"DATABASE_URL", "DATABASE_URL_UNPOOLED"}
         password = exports["DATABASE_URL"].split(":")[2].split("@")[0]
         assert password not in up.stderr
-        status = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+        status = run_python(*cli, "status", "--dir", folder)
         assert (
             status.returncode == 0 and "running" in status.stdout and password not in status.stdout
         )
-        env = subprocess.run([*cli, "env", "--dir", folder], capture_output=True, text=True)
+        env = run_python(*cli, "env", "--dir", folder)
         assert env.stdout == up.stdout
     finally:
-        down = subprocess.run([*cli, "down", "--dir", folder], capture_output=True, text=True)
+        down = run_python(*cli, "down", "--dir", folder)
     assert down.returncode == 0
-    status = subprocess.run([*cli, "status", "--dir", folder], capture_output=True, text=True)
+    status = run_python(*cli, "status", "--dir", folder)
     assert status.returncode == 3 and "not running" in status.stdout

@@ -71,7 +71,7 @@ def migration_lock(connection: Any, *, on_wait: Callable[[], None]) -> Iterator[
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK_KEY])
         yield
         return
-    if not connection.neon_connected_direct and connection.neon.get("TRANSACTION_POOLER"):
+    if not connection.neon_connected_direct and connection.neon_transaction_pooler:
         yield  # no direct endpoint known (check neon_django.W002)
         return
     with connection.cursor() as cursor:

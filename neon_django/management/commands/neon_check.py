@@ -8,27 +8,8 @@ from django.core.checks import run_checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from neon_connect.check import Finding, Level, run_check
-from neon_connect.urls import build_url, libpq_keywords
-
-
-def _url(settings: dict[str, Any]) -> str:
-    # OPTIONS also holds Django's and psycopg's own settings (pool, prepare_threshold...):
-    # only libpq's keywords belong in a connection string.
-    keywords = libpq_keywords()
-    options = {
-        k: str(v)
-        for k, v in (settings.get("OPTIONS") or {}).items()
-        if k in keywords and v is not None
-    }
-    return build_url(
-        host=settings["HOST"],
-        port=int(settings.get("PORT") or 5432),
-        user=settings.get("USER") or None,
-        password=settings.get("PASSWORD") or None,
-        database=settings.get("NAME") or None,
-        params=options,
-    )
+from neon_connect.check import Finding, Level, check_endpoints
+from neon_django.config import neon_settings
 
 
 class Command(BaseCommand):
@@ -40,20 +21,13 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args: Any, database: str, json: bool, **options: Any) -> None:
-        settings = connections[database].settings_dict
-        if not settings.get("HOST"):
-            raise CommandError(f"DATABASES[{database!r}] has no HOST: use neon_django.config().")
-        neon = settings.get("NEON") or {}
-        direct = neon.get("DIRECT")
-        app_url = _url(settings)
-        if direct is None and neon.get("TRANSACTION_POOLER"):
-            app_url += ("&" if "?" in app_url else "?") + "pgbouncer=true"
-        report = run_check(
-            app_url,
-            direct_url=_url({**settings, **direct}) if direct else None,
-            env={},
-            allow_mismatched_endpoints=bool(neon.get("ALLOW_MISMATCHED_ENDPOINTS")),
-        )
+        neon = neon_settings(connections[database].settings_dict)
+        if neon is None:
+            raise CommandError(
+                f"DATABASES[{database!r}] was not built by neon_django.config(): use it, or run "
+                "'neon-connect check --url ...' on the alias's URL."
+            )
+        report = check_endpoints(neon["ENDPOINTS"])  # what config() resolved, as it connects
         labels = {
             "app": f"DATABASES[{database!r}]",
             "direct": f"DATABASES[{database!r}]['NEON']['DIRECT']",

@@ -1,0 +1,51 @@
+"""One way to run a Python subprocess in tests: the test's interpreter, text output, a timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (the default working directory)."""
+
+
+def start_python(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str = ROOT,
+    drop: tuple[str, ...] = (),
+    stdin: bool = False,
+) -> subprocess.Popen[str]:
+    """Start ``python *args`` with this process's environment, minus variables starting with
+    one of ``drop``, plus ``env``; stdout and stderr (and stdin if asked) are text pipes."""
+    base = {k: v for k, v in os.environ.items() if not (drop and k.startswith(drop))}
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_python(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str = ROOT,
+    drop: tuple[str, ...] = (),
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """:func:`start_python`, then wait for it (killing it after ``timeout`` seconds)."""
+    proc = start_python(*args, env=env, cwd=cwd, drop=drop)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
