@@ -7,8 +7,7 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from neon_connect.local.binaries import find_binaries
-from neon_connect.local.standin import _version
+from neon_connect.local.binaries import find_binaries, version_of
 
 from .load import Figures
 from .scenarios import Sizes
@@ -106,8 +105,8 @@ def write_report(
         HEADER.format(
             date=began.strftime("%Y-%m-%d %H:%M UTC"),
             elapsed=elapsed,
-            pg=_version(binaries.postgres),
-            bouncer=_version(binaries.pgbouncer),
+            pg=version_of(binaries.postgres),
+            bouncer=version_of(binaries.pgbouncer),
             python=platform.python_version(),
             psycopg=version("psycopg"),
             sqlalchemy=version("SQLAlchemy"),

@@ -29,7 +29,8 @@ from sqlalchemy.pool import NullPool
 
 import neon_sqlalchemy
 from neon_connect.local.faults import Faults
-from neon_connect.local.standin import StandInState, _free_port, _port_open
+from neon_connect.local.processes import free_port, port_open
+from neon_connect.local.standin import StandInState
 
 from .load import (
     LEDGER_DDL,
@@ -119,7 +120,7 @@ def warm_pooler(state: StandInState) -> None:
 def serving(state: StandInState, server: str = "uvicorn") -> Iterator[int]:
     """An app server on the stand-in's URLs: ``uvicorn`` runs :mod:`resilience.app`,
     ``gunicorn`` (threads) :mod:`resilience.django_app`. Yields its port."""
-    port = _free_port()
+    port = free_port()
     address = str(port) if server == "uvicorn" else f"127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, *_SERVERS[server], address],
@@ -128,7 +129,7 @@ def serving(state: StandInState, server: str = "uvicorn") -> Iterator[int]:
     )
     try:
         deadline = time.monotonic() + 30
-        while not _port_open(port):
+        while not port_open(port):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"{server} did not start")
             time.sleep(0.05)
