@@ -27,7 +27,6 @@ from typing import Any
 
 from .endpoints import Endpoint, Endpoints
 from .errors import ConfigurationError
-from .hosts import parse_neon_host
 from .resolve import resolve
 from .secret import Secret, SecretParams, scrubbed
 
@@ -87,7 +86,11 @@ def resolve_replicas(
     for origin, url in sources:
         endpoint = _resolve_one(origin, url, primary)
         for other in replicas:
-            if (other.host, other.port, other.database) == (endpoint.host, endpoint.port, endpoint.database):
+            if (other.host, other.port, other.database) == (
+                endpoint.host,
+                endpoint.port,
+                endpoint.database,
+            ):
                 raise ConfigurationError(
                     f"{origin} repeats {other.source} ({endpoint.display_host}): list each replica once."
                 )
@@ -164,11 +167,15 @@ class ReplicaStatus:
             return f"{where} unreachable ({self.error})"
         role = "read-only (in recovery)" if self.read_only else "NOT read-only (a primary?)"
         lag = "unknown lag" if self.lag_bytes is None else f"{self.lag_bytes} bytes behind"
-        age = "" if self.replay_age is None else f", last replayed commit {self.replay_age:.1f} s ago"
+        age = (
+            "" if self.replay_age is None else f", last replayed commit {self.replay_age:.1f} s ago"
+        )
         return f"{where} {role}, {lag}{age}"
 
 
-def measure_replica(endpoint: Endpoint, *, primary: Endpoint | None = None, timeout: int = 10) -> ReplicaStatus:
+def measure_replica(
+    endpoint: Endpoint, *, primary: Endpoint | None = None, timeout: int = 10
+) -> ReplicaStatus:
     """Ask the replica (through ``endpoint``) whether it is read-only and how far it lags.
 
     The lag is measured on the servers: the primary's ``pg_current_wal_lsn()`` against the

@@ -68,11 +68,15 @@ class Replica:
     run_as: str | None
 
     def __repr__(self) -> str:
-        return f"Replica({self.index}, pooled={HOST}:{self.pooler_port}, direct={HOST}:{self.pg_port})"
+        return (
+            f"Replica({self.index}, pooled={HOST}:{self.pooler_port}, direct={HOST}:{self.pg_port})"
+        )
 
     def _url(self, port: int, *, user: str, password: str, db: str) -> str:
         params = {"sslmode": "require"}
-        return build_url(host=HOST, port=port, user=user, password=password, database=db, params=params)
+        return build_url(
+            host=HOST, port=port, user=user, password=password, database=db, params=params
+        )
 
     @property
     def pooled_url(self) -> str:
@@ -91,7 +95,9 @@ class Replica:
     def superuser_url(self) -> str:
         from .standin import SUPERUSER
 
-        return self._url(self.pg_port, user=SUPERUSER, password=self.superuser_password, db="postgres")
+        return self._url(
+            self.pg_port, user=SUPERUSER, password=self.superuser_password, db="postgres"
+        )
 
     @property
     def data_dir(self) -> Path:
@@ -133,7 +139,7 @@ class Replica:
         import psycopg
 
         with psycopg.connect(primary_superuser_url, autocommit=True, connect_timeout=10) as pri:
-            target = _fetch(pri, "SELECT pg_current_wal_lsn()::text")
+            target = _fetch(pri, "SELECT pg_current_wal_insert_lsn()::text")
         with self.superuser() as su:
             query = f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
             if not _wait(lambda: bool(_fetch(su, query)), timeout):
@@ -159,7 +165,9 @@ class Replica:
             check=False,
         )  # fmt: skip
         if result.returncode != 0:
-            raise StandInError(f"replica {self.index} did not start on port {self.pg_port}{proc.tail(log)}")
+            raise StandInError(
+                f"replica {self.index} did not start on port {self.pg_port}{proc.tail(log)}"
+            )
         proc.run(
             [self.pgbouncer, "-d", str(runtime / "pgbouncer.ini")],
             what=f"replica {self.index} PgBouncer",
@@ -184,7 +192,7 @@ class Replica:
 
 
 def _fetch(conn: psycopg.Connection[Any], query: str) -> Any:
-    row = conn.execute(query).fetchone()  # type: ignore[arg-type]  # our own constant text
+    row = conn.execute(query).fetchone()
     return row[0] if row else None
 
 
@@ -279,11 +287,15 @@ def _create(state: StandInState, index: int, *, timeout: float) -> Replica:
         cwd=runtime,
     )  # fmt: skip
     with open(replica.data_dir / "postgresql.conf", "a") as f:
-        f.write(f"\n# replica {index} of the neon-connect stand-in\nport = {pg_port}\nhot_standby = on\n")
+        f.write(
+            f"\n# replica {index} of the neon-connect stand-in\nport = {pg_port}\nhot_standby = on\n"
+        )
     for name in ("server.key", "server.crt"):  # PgBouncer's TLS files, next to its ini
         source = Path(state.runtime_dir) / name
         proc.write_file(runtime / name, source.read_text(), mode=0o600, owner=state.run_as)
-    proc.write_file(runtime / _USERS, f'"{OWNER}" "{state.password}"\n', mode=0o600, owner=state.run_as)
+    proc.write_file(
+        runtime / _USERS, f'"{OWNER}" "{state.password}"\n', mode=0o600, owner=state.run_as
+    )
     ini = pgbouncer_ini(
         runtime=runtime,
         pg_port=pg_port,
