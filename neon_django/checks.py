@@ -111,7 +111,9 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                 )
             )
         neon = db.get("NEON") or {}
-        if neon and not neon.get("DIRECT_KNOWN"):
+        if (
+            neon and not neon.get("DIRECT_KNOWN") and not neon.get("REPLICA_OF")
+        ):  # replicas never migrate
             out.append(
                 Warning(
                     f"{name} has no direct endpoint: migrations would use the pooler.",
