@@ -183,6 +183,12 @@ def test_a_replica_that_is_down_is_skipped_with_a_log_line(
         assert _get(Client(), "/read/")["replica"] == [False]
         assert time.monotonic() - started < budget
         assert len([r for r in caplog.records if r.name == "neon_django.replicas"]) == 1
+        # control: without the router's fallback, a read pinned to the replica fails
+        from django.db import OperationalError
+
+        with pytest.raises(OperationalError, match="Connection refused|connection failed"):
+            Item.objects.using(ALIAS).count()
+        connections[ALIAS].close()
     finally:
         neon_local_replica.start()
         the_router._down.clear()  # the router would try it again after retry_after
