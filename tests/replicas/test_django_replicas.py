@@ -16,7 +16,7 @@ from django.test import AsyncClient, Client, override_settings
 import neon_django
 from neon_connect.local.replica import Replica
 from neon_connect.pytest_plugin import NeonLocal
-from neon_django.routers import ReplicaRouter, sticky_scope
+from neon_django.routers import _SCOPE, ReplicaRouter, sticky_scope
 from tests.djangoapp.models import Item
 
 ALIAS = "replica_1"
@@ -54,6 +54,14 @@ def replica_alias(
         connections[ALIAS].close()
         del connections[ALIAS]
         del connections.settings[ALIAS]
+
+
+@pytest.fixture(autouse=True)
+def no_sticky_scope() -> Iterator[None]:
+    """Each test starts unscoped: a write outside a scope keeps its thread on the primary."""
+    token = _SCOPE.set(None)
+    yield
+    _SCOPE.reset(token)
 
 
 def _name() -> str:
@@ -194,3 +202,17 @@ def test_a_replica_that_is_down_is_skipped_with_a_log_line(
         the_router._down.clear()  # the router would try it again after retry_after
     neon_local_replica.catch_up(neon_local.state.superuser_url)
     assert _get(Client(), "/read/")["replica"] == [True]
+
+
+async def test_outside_a_request_an_async_write_keeps_the_task_on_the_primary(
+    baseline: str,
+) -> None:
+    """The flag set in sync_to_async's worker thread comes back to the calling task."""
+    from asgiref.sync import sync_to_async
+
+    def routed() -> str:
+        return str(Item.objects.all().db)
+
+    assert await sync_to_async(routed)() == ALIAS
+    await Item.objects.acreate(name=_name())
+    assert await sync_to_async(routed)() == "default"
