@@ -62,6 +62,8 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
     """Why the configuration could not be resolved (``None`` when it was)."""
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    """Read replicas (``DATABASE_URL_REPLICA``): see :mod:`neon_connect.replica_check`."""
 
     @property
     def ok(self) -> bool:
@@ -112,6 +114,9 @@ class Report:
                     str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
                 ).rstrip()
             )
+        lines += [
+            f"replica {r.get('summary') or r['source'] + ': ' + r['url']}" for r in self.replicas
+        ]
         for finding in self.findings:
             lines.append(f"{finding.level.upper()}: {finding.message}\n  fix: {finding.fix}")
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
@@ -171,7 +176,14 @@ def run_check(
         )
     if failure is not None:
         return failure
-    return check_endpoints(endpoints, connect=connect, timeout=timeout)
+    report = check_endpoints(endpoints, connect=connect, timeout=timeout)
+    from .replica_check import check_replicas  # read replicas come from the environment
+
+    report.replicas, replica_findings = check_replicas(
+        endpoints, env=env, connect=connect, timeout=timeout
+    )
+    report.findings += replica_findings
+    return report
 
 
 def check_endpoints(endpoints: Endpoints, *, connect: bool = True, timeout: int = 10) -> Report:

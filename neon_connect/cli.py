@@ -44,6 +44,14 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                 default=100,
                 help="PostgreSQL max_connections (default: 100)",
             )
+            p.add_argument(
+                "--replicas",
+                type=int,
+                default=0,
+                metavar="N",
+                help="also start N streaming read replicas, each with its own PgBouncer "
+                "(exported as DATABASE_URL_REPLICA, comma-separated)",
+            )
             p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
             p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
             p.add_argument(
@@ -168,12 +176,15 @@ def _local(args: argparse.Namespace) -> int:
         )
         was_running = local.status()["running"]
         state = local.up()
+        from .local.replica import load_replicas, replica_export_lines, start_replicas
+
+        replicas = start_replicas(state, max(args.replicas - len(load_replicas(state)), 0))
         print(
             ("already running" if was_running else "started") + f" in {local.directory}",
             file=sys.stderr,
         )
-        print(state.describe(), end="", file=sys.stderr)
-        print(state.export_lines(), end="")
+        print(state.describe() + "".join(r.describe() for r in replicas), end="", file=sys.stderr)
+        print(state.export_lines() + replica_export_lines(replicas), end="")
         return 0
     local = LocalNeon(args.dir)
     if args.action == "env":
@@ -184,7 +195,9 @@ def _local(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(saved.export_lines(), end="")
+        from .local.replica import load_replicas, replica_export_lines
+
+        print(saved.export_lines() + replica_export_lines(load_replicas(saved)), end="")
         return 0
     if args.action == "fault":
         saved = local.state()

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import config
+from .replicas import databases
 
 if TYPE_CHECKING:
     from .management.overrides import DirectCommand
+    from .routers import ReplicaRouter
     from .routing import direct
 
-__all__ = ["DirectCommand", "config", "direct"]
+__all__ = ["DirectCommand", "ReplicaRouter", "config", "databases", "direct"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from .management.overrides import DirectCommand
 
         return DirectCommand
+    if name == "ReplicaRouter":
+        from .routers import ReplicaRouter
+
+        return ReplicaRouter
     raise AttributeError(f"module 'neon_django' has no attribute {name!r}")

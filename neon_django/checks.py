@@ -33,6 +33,9 @@ CHECK_IDS: dict[str, str] = {
     "neon_django.W002": "no direct endpoint known for a pooled endpoint",
     "neon_django.W003": "Django's own engine on a Neon pooler: migrations would go through it",
     "neon_django.W005": "E007's split, allowed by allow_mismatched_endpoints=True",
+    "neon_django.E008": "a read-replica alias that no ReplicaRouter in DATABASE_ROUTERS serves",
+    "neon_django.E009": "a read-replica alias whose primary is missing or not its TEST MIRROR",
+    "neon_django.W006": "ReplicaRouter without ReplicaStickinessMiddleware",
 }
 
 
@@ -58,7 +61,9 @@ def check_databases(
     messages: list[CheckMessage] = []
     for alias, db in settings.DATABASES.items():
         messages += _check_alias(alias, db)
-    return messages
+    from .replica_checks import check_replicas
+
+    return messages + check_replicas()
 
 
 def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
@@ -108,7 +113,8 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                     id="neon_django.E006",
                 )
             )
-        if neon is not None and neon["ENDPOINTS"].direct is None:
+        # replicas never migrate: they need no direct endpoint
+        if neon is not None and neon["ENDPOINTS"].direct is None and not neon.get("REPLICA_OF"):
             out.append(
                 Warning(
                     f"{name} has no direct endpoint: migrations would use the pooler.",

@@ -50,6 +50,8 @@ class NeonSettings(TypedDict):
     PREPARED_STATEMENTS: bool
     RETRY_TIMEOUT: float
     ALLOW_MISMATCHED_ENDPOINTS: bool
+    REPLICA_OF: str | None
+    """The primary alias of a read replica (set by :func:`neon_django.databases`)."""
 
 
 def neon_settings(db: Mapping[str, Any]) -> NeonSettings | None:
@@ -160,6 +162,7 @@ def config(
         PREPARED_STATEMENTS=pooler_prepared_statements,
         RETRY_TIMEOUT=retry_timeout,
         ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
+        REPLICA_OF=None,
     )
     return settings
 

@@ -7,5 +7,13 @@ migrations = neon_sqlalchemy.create_engine(direct=True)  # direct, pre-ping, rec
 from __future__ import annotations
 
 from .engines import NeonClientPoolWarning, create_async_engine, create_engine, endpoint_for
+from .replicas import RoutingSession, create_replica_engines
 
-__all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
+__all__ = [
+    "NeonClientPoolWarning",
+    "RoutingSession",
+    "create_async_engine",
+    "create_engine",
+    "create_replica_engines",
+    "endpoint_for",
+]

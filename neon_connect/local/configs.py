@@ -47,6 +47,7 @@ def postgresql_conf(*, runtime: Path, port: int, max_connections: int) -> str:
 PG_HBA = (
     "# TLS + SCRAM only, like Neon\n"
     "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+    "hostssl replication cloud_admin 127.0.0.1/32 scram-sha-256\n"  # replicas (replica.py)
     "hostnossl all all 0.0.0.0/0 reject\n"
 )
 

@@ -359,6 +359,9 @@ class LocalNeon:
         )
 
     def _stop(self, state: StandInState) -> None:
+        from .replica import stop_replicas
+
+        stop_replicas(state)  # before the primary, whose folder holds theirs
         bouncer = _pgbouncer_pid(state)
         if proc.alive(bouncer):
             proc.terminate(bouncer)

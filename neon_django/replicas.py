@@ -1,0 +1,110 @@
+"""``neon_django.databases()``: ``default`` plus one alias per Neon read replica.
+
+DATABASES = neon_django.databases()        # default + replica_1, replica_2, ... (from the env)
+DATABASE_ROUTERS = ["neon_django.routers.ReplicaRouter"]
+MIDDLEWARE = ["neon_django.routers.ReplicaStickinessMiddleware", ...]
+
+Replica URLs come from ``replica_urls=`` or ``DATABASE_URL_REPLICA`` (comma-separated); see
+:mod:`neon_connect.replicas` for the rules. Each replica alias gets the same settings as
+``default`` (pooled endpoint, TLS, prepares off at the pooler), a short connect retry so a
+replica that is down is skipped quickly, and ``TEST: {"MIRROR": "default"}``: tests read the
+test database through the replica, as Django mirrors do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from neon_connect import ConfigurationError, Endpoint, Secret, resolve
+from neon_connect.replicas import REPLICA_VAR, resolve_replicas
+from neon_connect.resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
+from neon_connect.secret import scrubbed
+
+from .config import config
+
+__all__ = ["REPLICA_ALIAS", "databases", "replica_of"]
+
+REPLICA_ALIAS = "replica_{n}"
+"""How replica aliases are named: ``replica_1``, ``replica_2``, ..."""
+
+
+@scrubbed(ConfigurationError, raise_as=ImproperlyConfigured)
+def databases(
+    url: str | Secret | None = None,
+    *,
+    direct_url: str | Secret | None = None,
+    replica_urls: str | Secret | Sequence[str | Secret] | None = None,
+    env: Mapping[str, str] | None = None,
+    replica_var: str = REPLICA_VAR,
+    replica_retry_timeout: float = 2.0,
+    use_pooler: bool = True,
+    allow_mismatched_endpoints: bool = False,
+    app_vars: Sequence[str] = APP_VARS,
+    direct_vars: Sequence[str] = DIRECT_VARS,
+    pooled_vars: Sequence[str] = POOLED_VARS,
+    **options: Any,
+) -> dict[str, dict[str, Any]]:
+    """``{"default": config(...), "replica_1": ..., ...}``; just ``default`` without replicas.
+
+    ``options`` are :func:`neon_django.config`'s other keyword arguments, applied to every
+    alias. ``replica_retry_timeout`` bounds how long a replica's connect is retried before
+    :class:`~neon_django.routers.ReplicaRouter` reads from the primary instead.
+    """
+    where: dict[str, Any] = {
+        "use_pooler": use_pooler,
+        "allow_mismatched_endpoints": allow_mismatched_endpoints,
+        "app_vars": app_vars,
+        "direct_vars": direct_vars,
+        "pooled_vars": pooled_vars,
+    }
+    primary = resolve(url, direct_url=direct_url, env=env, **where)
+    default = config(url, direct_url=direct_url, env=env, **where, **options)
+    replicas = resolve_replicas(replica_urls, primary=primary, env=env, var=replica_var)
+    del url, direct_url, replica_urls, env  # error pages print locals
+    result = {"default": default}
+    for n, endpoint in enumerate(replicas, start=1):
+        result[REPLICA_ALIAS.format(n=n)] = _replica_settings(
+            endpoint, retry_timeout=replica_retry_timeout, options=options
+        )
+    return result
+
+
+def _replica_settings(
+    endpoint: Endpoint, *, retry_timeout: float, options: dict[str, Any]
+) -> dict[str, Any]:
+    params = dict(endpoint.params)
+    if endpoint.transaction_pooler and not endpoint.is_neon:
+        params["pgbouncer"] = (
+            "true"  # keep the kind the core settled on (see neon_connect.replicas)
+        )
+    replica = Endpoint(
+        kind=endpoint.kind,
+        host=endpoint.host,
+        port=endpoint.port,
+        user=endpoint.user,
+        password=endpoint.password,
+        database=endpoint.database,
+        params=params,
+        transaction_pooler=endpoint.transaction_pooler,
+        source=endpoint.source,
+    )
+    test = {**(options.get("test_options") or {}), "MIRROR": "default"}
+    # An environment of its own, so logs and errors name the replica's variable; the URL is
+    # built inside the call, so no frame of ours holds it in clear.
+    settings = config(
+        env={endpoint.source: replica.url(reveal_password=True)},
+        app_vars=[endpoint.source],
+        **{**options, "retry_timeout": retry_timeout, "test_options": test},
+    )
+    settings["NEON"]["REPLICA_OF"] = "default"
+    return settings
+
+
+def replica_of(db: Mapping[str, Any]) -> str | None:
+    """The primary alias a ``DATABASES`` entry is a replica of, or ``None``."""
+    neon = db.get("NEON") or {}
+    primary = neon.get("REPLICA_OF") if isinstance(neon, Mapping) else None
+    return str(primary) if primary else None
