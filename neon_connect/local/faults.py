@@ -148,7 +148,11 @@ class Faults:
             str(Path(self.state.runtime_dir) / "pgbouncer.ini"),
         ]
         result = proc.run(cmd, what="PgBouncer", run_as=self.state.run_as, check=False)
-        if not _wait_until(lambda: proc.port_open(self.state.pooler_port), self.timeout):
+
+        def serving() -> bool:  # PgBouncer may listen before its daemon writes the pidfile
+            return proc.port_open(self.state.pooler_port) and proc.alive(_pgbouncer_pid(self.state))
+
+        if not _wait_until(serving, self.timeout):
             raise StandInError(
                 f"PgBouncer did not start again on port {self.state.pooler_port}: "
                 f"{(result.stderr or '').strip()[-200:]}"

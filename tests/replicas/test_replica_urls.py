@@ -10,7 +10,7 @@ from django.test import override_settings
 import neon_django
 from neon_connect import ConfigurationError, InvalidURLError, resolve
 from neon_connect.replicas import REPLICA_VAR, resolve_replicas
-from tests.conftest import SECRET
+from tests.constants import SECRET
 
 REGION = "us-east-2.aws.neon.tech"
 PRIMARY = (
