@@ -120,7 +120,8 @@ def test_command_inside_a_transaction_runs_on_the_connection_that_holds_it(
         assert connection.in_atomic_block
         assert all(raw == holder for _, raw in seen)
         assert {port for port, _ in seen} <= {neon_local.state.pooler_port}
-        assert seen
+        # squashmigrations reads migration files; since Django 6.1 it asks no database at all
+        assert seen or name == "squashmigrations"
     assert route(connection)["direct"] is False
 
 

@@ -1,8 +1,10 @@
 """Where did a Django connection really go? Asked of the servers, not of the adapter.
 
 PostgreSQL's ``inet_client_port()`` is the port of whoever connected to it. If that equals
-the local port of our own socket, nothing sat in between: the connection is direct. Through
-PgBouncer the server sees PgBouncer's port instead.
+the local port of our own socket, and our socket's peer is PostgreSQL's own port, nothing sat
+in between: the connection is direct. Through PgBouncer the server sees PgBouncer's port
+instead. (The peer check matters: Linux may give PgBouncer's socket to PostgreSQL the same
+local port as ours to PgBouncer, since the two go to different destinations.)
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ def route(connection: Any) -> dict[str, Any]:
         seen_port, server_port = cursor.fetchone()
     raw = connection.connection
     with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
-        local_port = sock.getsockname()[1]
+        local_port, peer_port = sock.getsockname()[1], sock.getpeername()[1]
     return {
-        "direct": seen_port == local_port,
+        "direct": seen_port == local_port and peer_port == server_port,
         "server_saw_port": seen_port,
         "local_port": local_port,
         "server_port": server_port,

@@ -158,11 +158,12 @@ async def test_async_psycopg_engine_pooled_and_direct(neon_local):
         assert (neon_local.pooler_transactions() > before) is not direct
 
 
-def _own_port(dbapi_connection) -> int:
-    """The local port of this driver connection's socket (psycopg and psycopg2 both expose
-    ``fileno()``): PostgreSQL sees it as ``inet_client_port()`` only without a pooler between."""
+def _own_ports(dbapi_connection) -> tuple[int, int]:
+    """Local and peer port of this driver connection's socket (psycopg and psycopg2 both
+    expose ``fileno()``): PostgreSQL sees them as ``inet_client_port()`` and
+    ``inet_server_port()`` only without a pooler between."""
     with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
-        return int(sock.getsockname()[1])
+        return int(sock.getsockname()[1]), int(sock.getpeername()[1])
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
@@ -178,14 +179,15 @@ def test_sync_engines_pooled_and_direct_with_each_driver(neon_local, driver):
             assert isinstance(engine.pool, QueuePool) is direct  # NullPool on the pooler
             assert engine.dialect.driver == driver
             with engine.begin() as conn:
-                client_port, ssl = conn.execute(
-                    text("SELECT inet_client_port(), current_setting('ssl')")
+                client_port, server_port, ssl = conn.execute(
+                    text("SELECT inet_client_port(), inet_server_port(), current_setting('ssl')")
                 ).one()
-                own = _own_port(conn.connection.dbapi_connection)
+                own = _own_ports(conn.connection.dbapi_connection)
         finally:
             engine.dispose()
         assert ssl == "on"
-        assert (client_port == own) is direct  # through PgBouncer, the server sees its socket
+        # through PgBouncer, the server sees PgBouncer's socket
+        assert ((client_port, server_port) == own) is direct
 
 
 def test_direct_engine_pre_pings_and_recycles_and_survives_a_killed_connection(neon_local):

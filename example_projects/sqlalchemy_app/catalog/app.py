@@ -23,11 +23,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 async def served_by(conn: AsyncConnection) -> str:
-    """'direct' when PostgreSQL sees our own socket's port, 'pooled' when it sees PgBouncer's."""
-    seen = (await conn.execute(sa.text("SELECT inet_client_port()"))).scalar()
+    """'direct' when PostgreSQL sees our own socket (and it is PostgreSQL our socket reaches),
+    'pooled' when it sees PgBouncer's. Both checks: Linux may give PgBouncer's socket to
+    PostgreSQL the same local port as ours to PgBouncer."""
+    result = await conn.execute(sa.text("SELECT inet_client_port(), inet_server_port()"))
+    seen, server = result.one()
     raw = (await conn.get_raw_connection()).driver_connection
     with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return "direct" if seen == sock.getsockname()[1] else "pooled"
+        mine = (sock.getsockname()[1], sock.getpeername()[1])
+    return "direct" if (seen, server) == mine else "pooled"
 
 
 async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:
