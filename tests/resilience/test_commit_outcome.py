@@ -100,9 +100,14 @@ def test_a_backend_terminated_in_the_transaction_gives_2_results_and_unknown(sta
         time.sleep(0.2)
         with pytest.raises(CommitOutcomeUnknown) as info:
             commit(conn)
-    # psycopg's own error hides the server's FATAL behind "received 2 results"
-    assert isinstance(info.value.__cause__, psycopg.InternalError)
-    assert "received 2 results from command 'COMMIT'" in str(info.value.__cause__)
+    # psycopg 3.3 hides the server's FATAL behind "received 2 results"; 3.2 reports the
+    # crash itself. Either way the driver's error alone does not say what became of COMMIT.
+    cause = info.value.__cause__
+    assert isinstance(cause, psycopg.Error)
+    assert any(
+        text in str(cause)
+        for text in ("received 2 results from command 'COMMIT'", "server conn crashed")
+    ), cause
     assert _stored(standin, key) == 0
 
 

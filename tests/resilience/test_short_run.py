@@ -38,7 +38,8 @@ def test_faults_under_load_lose_and_double_nothing(standin, scenario, stack):
 def test_pool_exhaustion_gives_query_wait_timeout_then_recovers(standin):
     result = scenarios.pool_exhaustion(standin, "sqlalchemy-sync", SHORT)
     _check(result)  # also: someone got query_wait_timeout, and no error after the load dropped
-    assert set(result.errors) <= {"ProtocolViolation: query_wait_timeout"}, result.errors
+    # ProtocolViolation on psycopg 3.3, OperationalError on 3.2: the pooler's own words
+    assert all(error.endswith(": query_wait_timeout") for error in result.errors), result.errors
 
 
 def test_alembic_migrations_during_traffic(standin):
