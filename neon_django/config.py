@@ -96,8 +96,8 @@ def config(
     Neon's PgBouncer >= 1.22 does) and no client pool. ``conn_max_age="auto"`` keeps one
     connection per thread to the pooler for 240 s (below Neon's 5-minute suspend) with health
     checks, and 0 in serverless functions and on direct endpoints (``conn_max_age.py``); an
-    explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only allowed when the app
-    endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
+    explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only
+    allowed when the app endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
     ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
     cold-start retry (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
