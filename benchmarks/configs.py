@@ -22,7 +22,20 @@ class Config:
 
 
 CONFIGS: tuple[Config, ...] = (
-    Config("dj_neon", "wsgi", "neon", "neon_django.config() (CONN_MAX_AGE=0)", "Django WSGI"),
+    Config(
+        "dj_neon",
+        "wsgi",
+        "neon",
+        "neon_django.config(conn_max_age=0) (per request, the old default)",
+        "Django WSGI",
+    ),
+    Config(
+        "dj_neon_default",
+        "wsgi",
+        "neon_default",
+        "neon_django.config() (default: 240 s, health checks)",
+        "Django WSGI",
+    ),
     Config(
         "dj_neon_240",
         "wsgi",
@@ -34,19 +47,25 @@ CONFIGS: tuple[Config, ...] = (
     Config(
         "dj_direct", "wsgi", "direct", "stock Django, direct endpoint", "Django WSGI", direct=True
     ),
-    Config("asgi_neon", "asgi", "neon", "neon_django.config() (CONN_MAX_AGE=0)", "Django ASGI"),
     Config(
+        "asgi_neon",
+        "asgi",
+        "neon",
+        "neon_django.config(conn_max_age=0) (per request, the old default)",
+        "Django ASGI",
+    ),
+    Config(  # Django's own backend: neon_django's ASGI close skips it, as before the fix
         "asgi_neon_240",
         "asgi",
-        "neon_persistent",
-        "neon_django.config(conn_max_age=240, health checks)",
+        "neon_persistent+stock",
+        "conn_max_age=240, health checks, no ASGI close (stock backend)",
         "Django ASGI",
     ),
     Config(
         "asgi_neon_240_fix",
         "asgi",
-        "neon_persistent",
-        "240 + close at the end of each ASGI request (proposed)",
+        "neon_default",
+        "neon_django.config() (default: 240 s, closed at the end of each ASGI request)",
         "Django ASGI",
     ),
     Config(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core import checks
+from django.core.signals import request_finished
 
 
 class NeonDjangoConfig(AppConfig):
@@ -10,6 +11,8 @@ class NeonDjangoConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks as neon_checks
+        from .conn_max_age import close_after_asgi_request
 
         checks.register(neon_checks.check_databases)
         checks.register(neon_checks.check_app_order)
+        request_finished.connect(close_after_asgi_request, dispatch_uid="neon_django.asgi_close")

@@ -8,8 +8,9 @@ direct traffic share one alias, one set of models and one test database. The bac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -32,6 +33,8 @@ from neon_connect import (
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import scrubbed
+
+from .conn_max_age import auto_conn_max_age
 
 __all__ = ["ENGINE", "NeonSettings", "config", "neon_settings"]
 
@@ -74,7 +77,7 @@ def config(
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
-    conn_max_age: int | None = 0,
+    conn_max_age: int | None | Literal["auto"] = "auto",
     conn_health_checks: bool | None = None,
     pool: bool | dict[str, Any] = False,
     options: Mapping[str, Any] | None = None,
@@ -90,10 +93,11 @@ def config(
 
     Behind a transaction pooler: server-side cursors off, psycopg's automatic prepares off
     (unless ``pooler_prepared_statements=True`` declares that the pooler tracks them, as
-    Neon's PgBouncer >= 1.22 does), no client pool, and ``CONN_MAX_AGE`` 0 by default.
-    ``conn_max_age`` > 0 keeps connections to the pooler, capped below Neon's 5-minute
-    suspend, with health checks on. ``pool`` (Django 5.1+) is only allowed when the app
-    endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
+    Neon's PgBouncer >= 1.22 does) and no client pool. ``conn_max_age="auto"`` keeps one
+    connection per thread to the pooler for 240 s (below Neon's 5-minute suspend) with health
+    checks, and 0 in serverless functions and on direct endpoints (``conn_max_age.py``); an
+    explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only
+    allowed when the app endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
     ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
     cold-start retry (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
@@ -111,6 +115,13 @@ def config(
         direct_vars=direct_vars,
         pooled_vars=pooled_vars,
     )
+    if isinstance(conn_max_age, str):
+        if conn_max_age != "auto":
+            raise ConfigurationError(
+                f'neon_django.config(conn_max_age={conn_max_age!r}): use "auto" (the default), '
+                "a number of seconds >= 0, or None."
+            )
+        conn_max_age = auto_conn_max_age(endpoints.app, os.environ if env is None else env)
     del url, direct_url, env  # error pages print locals: keep only masked values
     app = endpoints.app
     if not app.database:

@@ -29,7 +29,9 @@ def database(alias: str, kind: str, url: str, direct_url: str) -> dict[str, Any]
     """One configuration, as its users write it."""
     env = {"DATABASE_URL": url, "DATABASE_URL_UNPOOLED": direct_url}
     name = {"application_name": alias}
-    if kind == "neon":  # neon_django.config() as it is today
+    if kind == "neon":  # per request: the old default, kept as the reference it was
+        return neon_django.config(env=env, options=name, conn_max_age=0)
+    if kind == "neon_default":  # neon_django.config() as shipped: conn_max_age="auto"
         return neon_django.config(env=env, options=name)
     if kind == "neon_persistent":  # persistent connections to the pooler, under the suspend
         return neon_django.config(env=env, options=name, conn_max_age=240, conn_health_checks=True)

@@ -27,7 +27,7 @@ def test_pooled_neon_alias():
         SECRET,
     )
     assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
-    assert db["CONN_MAX_AGE"] == 0 and db["CONN_HEALTH_CHECKS"] is False
+    assert db["CONN_MAX_AGE"] == 240 and db["CONN_HEALTH_CHECKS"] is True  # "auto", long-running
     # psycopg 3 prepares automatically unless told not to; psycopg2 never prepares
     assert db["OPTIONS"].get("prepare_threshold", "absent") is (
         None if DJANGO_DRIVER == "psycopg" else "absent"
@@ -55,6 +55,41 @@ def test_conn_max_age_is_capped_below_the_suspend_and_health_checked():
     assert neon_django.config(URL, conn_max_age=60)["CONN_MAX_AGE"] == 60
     plain = neon_django.config("postgresql://u:p@db.internal/app", conn_max_age=None)
     assert plain["CONN_MAX_AGE"] is None  # no suspend to outlive off Neon
+
+
+SERVERLESS = ["AWS_LAMBDA_FUNCTION_NAME", "VERCEL", "NETLIFY", "FUNCTIONS_WORKER_RUNTIME"]
+
+
+@pytest.mark.parametrize("marker", [*SERVERLESS, "FUNCTION_TARGET"])
+def test_auto_conn_max_age_is_zero_in_serverless_functions(marker):
+    db = neon_django.config(env={"DATABASE_URL": URL, marker: "1"})
+    assert db["CONN_MAX_AGE"] == 0 and db["CONN_HEALTH_CHECKS"] is False
+    assert (
+        neon_django.config(env={"DATABASE_URL": URL, marker: "1"}, conn_max_age=60)["CONN_MAX_AGE"]
+        == 60
+    )  # an explicit value wins
+
+
+def test_auto_conn_max_age_keeps_connections_in_long_running_servers():
+    cloud_run = {
+        "DATABASE_URL": URL,
+        "K_SERVICE": "shop",
+        "PORT": "8080",
+    }  # a server, not a function
+    db = neon_django.config(env=cloud_run)
+    assert db["CONN_MAX_AGE"] == 240 and db["CONN_HEALTH_CHECKS"] is True
+    assert neon_django.config(env=cloud_run, conn_max_age=0)["CONN_MAX_AGE"] == 0
+    assert neon_django.config(env={"DATABASE_URL": URL, "VERCEL": ""})["CONN_MAX_AGE"] == 240
+    # a non-Neon PgBouncer is a transaction pooler too
+    bouncer = neon_django.config("postgresql://u:p@bouncer:6432/app?pgbouncer=true")
+    assert bouncer["CONN_MAX_AGE"] == 240
+
+
+def test_auto_conn_max_age_is_zero_on_direct_endpoints():
+    direct = neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False)
+    assert direct["CONN_MAX_AGE"] == 0 and direct["CONN_HEALTH_CHECKS"] is False
+    plain = neon_django.config("postgresql://u:p@db.internal/app")
+    assert plain["CONN_MAX_AGE"] == 0
 
 
 @pytest.mark.psycopg3_only  # psycopg 3's automatic prepares; psycopg2 never prepares
@@ -161,6 +196,7 @@ def test_non_neon_pair_and_pgbouncer_marker():
     ("url", "kwargs", "fragment"),
     [
         (URL, {"conn_max_age": -1}, "conn_max_age"),
+        (URL, {"conn_max_age": "600"}, "conn_max_age='600'"),
         (URL, {"retry_timeout": -1}, "retry_timeout"),
         (f"postgresql://u:{SECRET}@h1:5432,h2:5433/db", {}, "several hosts"),
         (f"postgresql://u:{SECRET}@{POOLED}/db", {"options": {"pool": True}}, "pool="),
