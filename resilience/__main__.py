@@ -35,7 +35,8 @@ def plan(sizes: scenarios.Sizes) -> list[tuple[str, Run]]:
             lambda s, k, z: scenarios.server_restart(s, k, z, mode="immediate"),
         ),
         ("pool exhaustion", scenarios.pool_exhaustion),
-        ("migrations", scenarios.migrations),
+        ("migrations (Alembic)", scenarios.migrations),
+        ("migrations (Django)", scenarios.django_migrations),
     ]
 
 

@@ -423,30 +423,101 @@ def downgrade():
 '''
 
 
-def migrations(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
-    """Two ``alembic upgrade head`` runs at once while the app serves traffic."""
+DJANGO_MIGRATION = '''
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    """a slow migration, so that two deploys overlap"""
+
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.RunSQL("SELECT pg_sleep({seconds})", migrations.RunSQL.noop),
+        migrations.CreateModel("Gadget", [("id", models.BigAutoField(primary_key=True))]),
+    ]
+'''
+
+DJANGO_SETTINGS = """
+import neon_django
+
+SECRET_KEY = "neon-connect-resilience"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["neon_django", "gadgets"]
+DATABASES = {"default": neon_django.config()}
+"""
+
+
+def _alembic_project(folder: Path, seconds: float) -> tuple[list[str], str, str]:
+    """An Alembic project with one slow revision: (command, applied marker, version query)."""
     import neon_sqlalchemy.alembic as neon_alembic
 
+    ini = folder / "alembic.ini"
+    with contextlib.redirect_stdout(io.StringIO()):  # Alembic's "Generating ..." lines
+        neon_alembic.init(folder / "migrations", ini=ini)
+    (folder / "migrations" / "versions" / "0001_gadgets.py").write_text(
+        MIGRATION.replace("{seconds}", str(seconds))
+    )
+    command = [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"]
+    return command, "Running upgrade  -> 0001", "SELECT version_num FROM alembic_version"
+
+
+def _django_project(folder: Path, seconds: float) -> tuple[list[str], str, str]:
+    """A Django project (neon_django's migrate) with one slow migration, as above."""
+    app = folder / "gadgets"
+    (app / "migrations").mkdir(parents=True)
+    for name in ("__init__.py", "models.py", "migrations/__init__.py"):
+        (app / name).write_text("")
+    (app / "migrations" / "0001_initial.py").write_text(
+        DJANGO_MIGRATION.replace("{seconds}", str(seconds))
+    )
+    (folder / "gadget_settings.py").write_text(DJANGO_SETTINGS)
+    command = [sys.executable, "-m", "django", "migrate", "gadgets", "--noinput",
+               "--settings", "gadget_settings"]  # fmt: skip
+    return (
+        command,
+        "Applying gadgets.0001_initial... OK",
+        "SELECT name FROM django_migrations WHERE app = 'gadgets'",
+    )
+
+
+def migrations(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
+    """Two ``alembic upgrade head`` runs at once while the app serves traffic."""
+    return _two_deploys(state, stack, sizes, tool="Alembic", project=_alembic_project)
+
+
+def django_migrations(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
+    """Two ``manage.py migrate`` runs (through neon_django) at once during traffic."""
+    return _two_deploys(state, stack, sizes, tool="Django", project=_django_project)
+
+
+def _two_deploys(
+    state: StandInState,
+    stack: Stack,
+    sizes: Sizes,
+    *,
+    tool: str,
+    project: Callable[[Path, float], tuple[list[str], str, str]],
+) -> Figures:
+    """Two deploys migrate a fresh database at once while the app serves traffic: one
+    applies, the other waits on the migration lock and finds nothing to do; PgBouncer
+    forwards none of the migration's transactions."""
     database = f"mig_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(state.superuser_url, autocommit=True) as su:
         su.execute(f"CREATE DATABASE {database} OWNER neondb_owner")
     env = {k: v.replace("/neondb?", f"/{database}?") for k, v in state.env().items()}
     plan = Plan(clients=sizes.clients, max_writes=sizes.writes, seconds=sizes.seconds)
     load = Load(engine_for(state, stack), _run_id("migrate"), plan)
-    with tempfile.TemporaryDirectory(prefix="resilience-alembic-") as folder:
-        ini = Path(folder) / "alembic.ini"
-        with contextlib.redirect_stdout(io.StringIO()):  # Alembic's "Generating ..." lines
-            neon_alembic.init(Path(folder) / "migrations", ini=ini)
-        (Path(folder) / "migrations" / "versions" / "0001_gadgets.py").write_text(
-            MIGRATION.replace("{seconds}", str(sizes.migration_seconds))
-        )
+    with tempfile.TemporaryDirectory(prefix="resilience-migrate-") as folder:
+        command, marker, versions_query = project(Path(folder), sizes.migration_seconds)
         load.start()
         time.sleep(0.2 * sizes.seconds)
         runs = [
             subprocess.Popen(
-                [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"],
+                command,
                 cwd=folder,
-                env={**os.environ, **env},
+                env={**os.environ, **env, "PYTHONPATH": folder},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -454,19 +525,19 @@ def migrations(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:
             for _ in range(2)
         ]
         outputs = [run.communicate(timeout=120) for run in runs]
-    result = _finish(load, state, scenario="migrations (Alembic)", stack=stack, fault_at=None)
+    result = _finish(load, state, scenario=f"migrations ({tool})", stack=stack, fault_at=None)
     codes = [run.returncode for run in runs]
-    applied = sum("Running upgrade  -> 0001" in err for _, err in outputs)
+    applied = sum(marker in out + err for out, err in outputs)
     with psycopg.connect(env["DATABASE_URL_UNPOOLED"]) as conn:
-        versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        versions = conn.execute(versions_query).fetchall()
     with psycopg.connect(state.admin_url, autocommit=True) as admin, admin.cursor() as cur:
         cur.execute("SHOW STATS")
         names = [d.name for d in cur.description or []]
         stats = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     forwarded = sum(int(r["total_xact_count"]) for r in stats if r["database"] == database)
     result.notes.append(
-        f"two upgrades: exit codes {codes}, applied {applied}x, alembic_version {len(versions)} "
-        f"row(s); PgBouncer forwarded {forwarded} migration transactions"
+        f"two {tool} deploys: exit codes {codes}, applied {applied}x, {len(versions)} "
+        f"version row(s); PgBouncer forwarded {forwarded} migration transactions"
     )
     if codes != [0, 0] or applied != 1 or len(versions) != 1 or forwarded:
         result.problems.append("migrations: " + " | ".join(err[-300:] for _, err in outputs))

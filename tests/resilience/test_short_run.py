@@ -61,3 +61,9 @@ def test_served_by_uvicorn_a_pooler_restart_loses_and_doubles_nothing(standin):
             result = scenarios.pooler_restart(standin, stack, SHORT)
             _check(result)
             assert not any(e.startswith("HTTP") for e in result.errors), result.errors
+
+
+def test_django_migrations_during_traffic(standin):
+    """Two `migrate` runs through neon_django while the app writes: one applies, the other
+    waits on the migration lock, the pooler forwards none of it, no write is lost."""
+    _check(scenarios.django_migrations(standin, "sqlalchemy-sync", SHORT))
