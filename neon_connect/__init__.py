@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .commit_outcome import CommitOutcomeUnknown
 from .endpoints import Endpoint, EndpointKind, Endpoints
 from .errors import (
     ConfigurationError,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APP_VARS",
+    "CommitOutcomeUnknown",
     "DEFAULT_RETRY",
     "DIRECT_VARS",
     "POOLED_VARS",
