@@ -18,20 +18,10 @@ import pytest
 import sqlalchemy
 
 import neon_sqlalchemy
-
 from neon_connect.commit_outcome import CommitOutcomeUnknown, acommit, commit
+from tests.resilience import SLOW_COMMIT
 
 pytestmark = pytest.mark.integration
-
-SLOW_COMMIT = """
-CREATE TABLE IF NOT EXISTS slow_commits (k text);
-CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_sleep(1.0); RETURN NULL; END $$;
-DROP TRIGGER IF EXISTS slow_commit ON slow_commits;
-CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commits
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
-CREATE TABLE IF NOT EXISTS deferred_unique (k int UNIQUE DEFERRABLE INITIALLY DEFERRED);
-"""
 
 
 @pytest.fixture(scope="module")
