@@ -3,8 +3,6 @@ fault lands inside it (used here and by the Django tests)."""
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 SLOW_COMMIT = """
 CREATE TABLE IF NOT EXISTS slow_commits (k text);
 CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
