@@ -181,3 +181,17 @@ def test_sqlalchemy_a_commit_refused_by_a_live_server_is_left_alone(standin, slo
         conn.execute(sqlalchemy.text("SELECT 1"))
         conn.commit()
     engine.dispose()
+
+
+async def test_sqlalchemy_async_engine_says_the_commit_outcome_is_unknown(standin, faults, slow):
+    engine = neon_sqlalchemy.create_async_engine(env=standin.env())
+    key = uuid.uuid4().hex
+    async with engine.connect() as conn:
+        await conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
+        assert faults.suspend() >= 1
+        time.sleep(0.2)
+        with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+            await conn.commit()
+    await engine.dispose()
+    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    assert _stored(standin, key) == 0
