@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .commit_outcome import CommitOutcomeUnknown
 from .endpoints import Endpoint, EndpointKind, Endpoints
 from .errors import (
     ConfigurationError,
@@ -33,6 +32,8 @@ from .urls import mask_url, parse_url
 
 if TYPE_CHECKING:
     import psycopg
+
+    from .commit_outcome import CommitOutcomeUnknown
 
 __version__ = "0.1.0"
 
@@ -89,3 +90,13 @@ def connect(
     endpoint = endpoints.session() if direct else endpoints.app
     params = SecretParams({**psycopg_params(endpoint), **kwargs})
     return retry.call(lambda: psycopg.connect(**params), endpoint=endpoint)
+
+
+def __getattr__(name: str) -> Any:
+    """``CommitOutcomeUnknown`` on first use: it subclasses a psycopg error, and importing
+    ``neon_connect`` imports no driver (a psycopg2-only project never loads psycopg)."""
+    if name == "CommitOutcomeUnknown":
+        from .commit_outcome import CommitOutcomeUnknown
+
+        return CommitOutcomeUnknown
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,6 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from neon_connect import Endpoint, RetryPolicy
-from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
 
 __all__ = [
     "MIGRATION_LOCK_KEY",
@@ -79,8 +78,13 @@ def add_commit_outcome(engine: Engine) -> None:
             return None
         if not conn.info.pop(_COMMITTING, False):
             return None
+        try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
+            from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+        except ImportError:
+            return None
         orig = context.original_exception
-        if not (context.is_disconnect or is_commit_outcome_unknown(orig, _driver(conn))):
+        broken = is_commit_outcome_unknown(orig, _driver(conn))
+        if not (context.is_disconnect or broken):
             return None  # a live server refused the COMMIT: a definite rollback
         unknown = outcome_unknown(orig)
         unknown.__cause__ = orig

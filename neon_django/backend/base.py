@@ -20,7 +20,6 @@ from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
 
 from neon_connect import RetryPolicy
-from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
 from neon_connect.secret import mask_driver_secrets
 from neon_django.config import NeonSettings, neon_settings
 
@@ -218,6 +217,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             try:
                 self.connection.commit()
             except Exception as exc:
+                if type(exc).__module__.partition(".")[0] != "psycopg":
+                    raise  # psycopg2: importing psycopg here would load a second driver
+                from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+
                 if is_commit_outcome_unknown(exc, self.connection):
                     raise outcome_unknown(exc) from exc
                 raise
