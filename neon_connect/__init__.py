@@ -33,10 +33,13 @@ from .urls import mask_url, parse_url
 if TYPE_CHECKING:
     import psycopg
 
+    from .commit_outcome import CommitOutcomeUnknown
+
 __version__ = "0.1.0"
 
 __all__ = [
     "APP_VARS",
+    "CommitOutcomeUnknown",
     "DEFAULT_RETRY",
     "DIRECT_VARS",
     "POOLED_VARS",
@@ -87,3 +90,13 @@ def connect(
     endpoint = endpoints.session() if direct else endpoints.app
     params = SecretParams({**psycopg_params(endpoint), **kwargs})
     return retry.call(lambda: psycopg.connect(**params), endpoint=endpoint)
+
+
+def __getattr__(name: str) -> Any:
+    """``CommitOutcomeUnknown`` on first use: it subclasses a psycopg error, and importing
+    ``neon_connect`` imports no driver (a psycopg2-only project never loads psycopg)."""
+    if name == "CommitOutcomeUnknown":
+        from .commit_outcome import CommitOutcomeUnknown
+
+        return CommitOutcomeUnknown
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,13 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["CommitOutcomeUnknown", "acommit", "commit", "is_commit_outcome_unknown"]
+__all__ = [
+    "CommitOutcomeUnknown",
+    "acommit",
+    "commit",
+    "is_commit_outcome_unknown",
+    "outcome_unknown",
+]
 
 
 class CommitOutcomeUnknown(psycopg.OperationalError):
@@ -47,7 +53,8 @@ def is_commit_outcome_unknown(exc: BaseException, connection: Any) -> bool:
     return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
 
 
-def _unknown(exc: BaseException) -> CommitOutcomeUnknown:
+def outcome_unknown(exc: BaseException) -> CommitOutcomeUnknown:
+    """The :class:`CommitOutcomeUnknown` to raise ``from exc`` (the adapters wrap it in turn)."""
     cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     return CommitOutcomeUnknown(_MESSAGE.format(cause=cause))
 
@@ -58,7 +65,7 @@ def commit(connection: psycopg.Connection[Any]) -> None:
         connection.commit()
     except psycopg.Error as exc:
         if is_commit_outcome_unknown(exc, connection):
-            raise _unknown(exc) from exc
+            raise outcome_unknown(exc) from exc
         raise
 
 
@@ -68,5 +75,5 @@ async def acommit(connection: psycopg.AsyncConnection[Any]) -> None:
         await connection.commit()
     except psycopg.Error as exc:
         if is_commit_outcome_unknown(exc, connection):
-            raise _unknown(exc) from exc
+            raise outcome_unknown(exc) from exc
         raise

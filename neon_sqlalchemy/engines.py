@@ -29,7 +29,7 @@ from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import mask_driver_secrets, scrubbed
 
-from .events import add_retry, dispose_after_fork
+from .events import add_commit_outcome, add_retry, dispose_after_fork
 
 __all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
@@ -194,6 +194,7 @@ def _arguments(
 
 def _finish(engine: Engine, endpoint: Endpoint, retry: RetryPolicy) -> None:
     add_retry(engine, endpoint, retry)
+    add_commit_outcome(engine)
     dispose_after_fork(engine)
 
 

@@ -1,4 +1,4 @@
-"""Engine event listeners: cold-start retry, fork safety, and the migration lock."""
+"""Engine event listeners: cold-start retry, commit outcome, fork safety, the migration lock."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import os
 import weakref
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from neon_connect import Endpoint, RetryPolicy
 
-__all__ = ["MIGRATION_LOCK_KEY", "add_migration_lock", "add_retry", "dispose_after_fork"]
+__all__ = [
+    "MIGRATION_LOCK_KEY",
+    "add_commit_outcome",
+    "add_migration_lock",
+    "add_retry",
+    "dispose_after_fork",
+]
 
 logger = logging.getLogger("neon_sqlalchemy")
 
@@ -41,6 +47,58 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
             return await policy.acall(lambda: creator(*args, **kwargs), endpoint=endpoint)
 
         return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect_with_retry, **cparams)
+
+
+_COMMITTING = "neon_committing"
+
+
+def add_commit_outcome(engine: Engine) -> None:
+    """Say "outcome unknown" when ``COMMIT`` fails because its connection was lost.
+
+    SQLAlchemy reports that as an ordinary ``OperationalError`` (or psycopg's ``InternalError:
+    received 2 results``), which reads like a rollback although the write may be stored. The
+    replacement is a ``sqlalchemy.exc.OperationalError`` whose ``orig`` is
+    :class:`neon_connect.CommitOutcomeUnknown`; a refusal by a live server is left alone.
+    """
+
+    @event.listens_for(engine, "commit")
+    def _committing(conn: Connection) -> None:
+        conn.info[_COMMITTING] = True  # the driver's commit() runs right after this event
+
+    @event.listens_for(engine, "begin")
+    @event.listens_for(engine, "rollback")
+    def _not_committing(conn: Connection) -> None:
+        conn.info.pop(_COMMITTING, None)
+
+    @event.listens_for(engine, "handle_error")
+    def _commit_failed(context: ExceptionContext) -> BaseException | None:
+        conn = context.connection
+        # SQLAlchemy passes no statement and no execution context for a failed COMMIT
+        if conn is None or context.statement is not None or context.execution_context:
+            return None
+        if not conn.info.pop(_COMMITTING, False):
+            return None
+        try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
+            from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+        except ImportError:
+            return None
+        orig = context.original_exception
+        broken = is_commit_outcome_unknown(orig, _driver(conn))
+        if not (context.is_disconnect or broken):
+            return None  # a live server refused the COMMIT: a definite rollback
+        unknown = outcome_unknown(orig)
+        unknown.__cause__ = orig
+        return exc.OperationalError(
+            "COMMIT", None, unknown, connection_invalidated=context.is_disconnect
+        )
+
+
+def _driver(conn: Connection) -> Any:
+    """The driver's own connection (psycopg's has ``broken``), or None once it is gone."""
+    try:
+        return conn.connection.driver_connection
+    except Exception:
+        return None
 
 
 def _driver_connect(dialect: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
+from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
 
 from neon_connect import RetryPolicy
@@ -148,19 +149,81 @@ class DatabaseWrapper(base.DatabaseWrapper):
         mask_driver_secrets(params)  # error pages that print frame locals show ****
         return params
 
-    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        direct = self.neon_wants_direct
+    def connect(self) -> None:
+        """Django's ``connect()``, retried as one unit while a compute wakes or restarts.
+
+        The unit is the whole set-up: the driver's connect, then ``set_autocommit()`` and
+        ``init_connection_state()`` (time zone, role), which can fail on a connection that a
+        suspend or a pooler restart has just cut. Those statements are safe to send again; a
+        ``connection_created`` receiver's are the user's, so a failure there is not retried.
+        """
         neon = self.neon
         if neon is None:  # the engine named without neon_django.config(): Django's own
-            return super().get_new_connection(conn_params)
-        connect = super().get_new_connection
+            super().connect()
+            return
         endpoints = neon["ENDPOINTS"]
         # config() resolved both endpoints: the same objects label retry logs and error notes
-        endpoint = endpoints.session() if direct else endpoints.app
+        endpoint = endpoints.session() if self.neon_wants_direct else endpoints.app
         policy = RetryPolicy(timeout=float(neon["RETRY_TIMEOUT"]))
-        connection = policy.call(lambda: connect(conn_params), endpoint=endpoint)
-        self.neon_connected_direct = direct
+        connect = super().connect
+        user_error: list[Exception] = []
+
+        def set_up() -> None:
+            self._neon_set_up = False
+            try:
+                connect()
+            except Exception as exc:
+                if self._neon_set_up:  # a connection_created receiver failed: not retried
+                    user_error.append(exc)
+                    return
+                self._neon_discard()
+                raise
+
+        policy.call(set_up, endpoint=endpoint)
+        if user_error:
+            raise user_error[0]
+
+    _neon_set_up = False
+    """True once the connection is set up, while ``connection_created`` receivers run."""
+
+    def init_connection_state(self) -> None:
+        super().init_connection_state()
+        self._neon_set_up = True
+
+    def _neon_discard(self) -> None:
+        """Drop a connection whose set-up failed, so the next attempt starts clean."""
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+        self.connection = None
+        self.neon_connected_direct = None
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = super().get_new_connection(conn_params)
+        if self.neon is not None:
+            self.neon_connected_direct = self.neon_wants_direct
         return connection
+
+    def _commit(self) -> None:
+        """Django's commit; a ``COMMIT`` cut with its connection says the outcome is unknown.
+
+        Raises Django's ``OperationalError`` whose ``__cause__`` is
+        :class:`neon_connect.CommitOutcomeUnknown`: the write may or may not be stored.
+        A refusal by a live server (a definite rollback), or psycopg2's error, is unchanged.
+        """
+        if self.connection is None:
+            return
+        with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
+            try:
+                self.connection.commit()
+            except Exception as exc:
+                if type(exc).__module__.partition(".")[0] != "psycopg":
+                    raise  # psycopg2: importing psycopg here would load a second driver
+                from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+
+                if is_commit_outcome_unknown(exc, self.connection):
+                    raise outcome_unknown(exc) from exc
+                raise
 
     def close(self) -> None:
         super().close()

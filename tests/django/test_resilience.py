@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import pytest
 from django.core import signals
-from django.db import OperationalError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.utils import ConnectionHandler
 
 import neon_django
+from neon_connect import CommitOutcomeUnknown, RetryPolicy
+from neon_django.backend.base import DatabaseWrapper
+from resilience.load import LEDGER_DDL, describe
 from tests.constants import SECRET
+from tests.resilience import SLOW_COMMIT
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.django_db(transaction=True, databases=["default", "persistent"]),
+    pytest.mark.django_db(transaction=True, databases=["default", "persistent", "handwritten"]),
 ]
 
 
@@ -98,3 +104,176 @@ def test_refused_connect_is_retried_and_named(caplog):
     assert "pooled endpoint 127.0.0.1:1" in "\n".join(getattr(cause, "__notes__", []))
     assert "retry" in caplog.text
     assert SECRET not in caplog.text
+
+
+# -- faults under load: the connect retry covers the whole connection set-up ------------------
+
+THREADS = 6  # per alias
+FAULT_ROUNDS = 3
+
+
+def _old_connect(self):
+    """The backend before the fix, for the control: only the driver's connect was retried."""
+    from django.db.backends.postgresql import base as django_base
+
+    neon = self.neon
+    endpoint = neon["ENDPOINTS"].session() if self.neon_wants_direct else neon["ENDPOINTS"].app
+    policy = RetryPolicy(timeout=float(neon["RETRY_TIMEOUT"]))
+    get_new = self.get_new_connection
+    self.get_new_connection = lambda params: policy.call(lambda: get_new(params), endpoint=endpoint)
+    try:
+        django_base.DatabaseWrapper.connect(self)
+    finally:
+        del self.get_new_connection
+
+
+class _Seen:
+    """What the callers saw: errors per phase, and which keys were acknowledged or failed."""
+
+    def __init__(self) -> None:
+        self.connect: list[str] = []
+        self.tx: list[str] = []
+        self.acked: set[str] = set()
+        self.failed: set[str] = set()  # a definite failure: must not be stored
+        self.unknown: set[str] = set()  # CommitOutcomeUnknown: stored or not, once at most
+
+
+def _django_load(neon_local, run: str, faults) -> _Seen:
+    """Django threads on both aliases write ledger rows (one atomic() per request) while
+    ``faults`` run, with a request's signals around each, as under a threaded server."""
+    seen = _Seen()
+    stop = threading.Event()
+
+    def client(alias: str, number: int) -> None:
+        try:
+            for n in range(10_000):  # bounded; stop ends it first
+                if stop.is_set():
+                    return
+                key = f"{alias}-{number}-{n}"
+                signals.request_started.send(sender=None)
+                try:
+                    connections[alias].ensure_connection()
+                except Exception as exc:
+                    seen.connect.append(describe(exc))
+                    signals.request_finished.send(sender=None)
+                    continue
+                try:
+                    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+                        cur.execute(
+                            "INSERT INTO ledger (run, key, client) VALUES (%s, %s, %s)",
+                            [run, key, number],
+                        )
+                    seen.acked.add(key)
+                except Exception as exc:
+                    seen.tx.append(describe(exc))
+                    unknown = isinstance(exc.__cause__, CommitOutcomeUnknown)
+                    (seen.unknown if unknown else seen.failed).add(key)
+                finally:
+                    signals.request_finished.send(sender=None)
+                time.sleep(0.005)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=client, args=(alias, number), daemon=True)
+        for alias in ("default", "persistent")
+        for number in range(THREADS)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        faults()
+        time.sleep(0.5)  # traffic after the last fault
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        connections.close_all()  # this thread's connections went down with the pooler too
+    assert not any(t.is_alive() for t in threads)
+    return seen
+
+
+def _suspends_and_pooler_restarts(neon_local) -> None:
+    database = connections["default"].settings_dict["NAME"]
+    for _ in range(FAULT_ROUNDS):
+        time.sleep(0.25)
+        neon_local.faults.suspend(database)
+        time.sleep(0.25)
+        neon_local.faults.restart_pooler(down_for=0.2)
+
+
+def _stored(run: str) -> list[str]:
+    with connections["default"].cursor() as cur:
+        cur.execute("SELECT key FROM ledger WHERE run = %s", [run])
+        return [key for (key,) in cur.fetchall()]
+
+
+@pytest.fixture
+def ledger():
+    with connections["default"].cursor() as cur:
+        for ddl in LEDGER_DDL:
+            cur.execute(ddl)
+
+
+def _check_ledger(seen: _Seen, run: str) -> None:
+    stored = _stored(run)
+    assert len(stored) == len(set(stored))  # nothing written twice: no statement replayed
+    assert seen.acked <= set(stored)  # nothing acknowledged was lost
+    assert not seen.failed & set(stored)  # a transaction cut mid-way failed and stayed undone
+
+
+def test_suspends_and_pooler_restarts_under_load_cost_no_connect_error(neon_local, ledger):
+    run = uuid.uuid4().hex
+    seen = _django_load(neon_local, run, lambda: _suspends_and_pooler_restarts(neon_local))
+    assert seen.connect == []  # outside a transaction, no caller saw the faults
+    assert seen.tx  # inside one, the faults did cut transactions: those callers were told
+    assert len(seen.acked) > 50
+    _check_ledger(seen, run)
+
+
+def test_control_retrying_only_the_driver_connect_leaves_connect_errors(
+    neon_local, ledger, monkeypatch
+):
+    monkeypatch.setattr(DatabaseWrapper, "connect", _old_connect)
+    run = uuid.uuid4().hex
+    seen = _django_load(neon_local, run, lambda: _suspends_and_pooler_restarts(neon_local))
+    # e.g. SET TIME ZONE (init_connection_state) on a connection the pooler's death has cut
+    assert seen.connect, seen.tx
+    _check_ledger(seen, run)
+
+
+# -- a COMMIT cut with its connection -----------------------------------------------------------
+
+
+def _commit_cut_by_a_suspend(neon_local, alias: str) -> DatabaseError:
+    with connections["default"].cursor() as cur:
+        cur.execute(SLOW_COMMIT)
+    database = connections[alias].settings_dict["NAME"]
+    timer = threading.Timer(0.3, lambda: neon_local.faults.suspend(database))
+    with (
+        pytest.raises(DatabaseError) as info,
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cur,
+    ):
+        cur.execute("INSERT INTO slow_commits VALUES (%s)", [uuid.uuid4().hex])
+        timer.start()
+    timer.join()
+    connections[alias].close()
+    return info.value
+
+
+@pytest.mark.psycopg3_only
+def test_a_commit_cut_by_a_suspend_says_the_outcome_is_unknown(neon_local):
+    error = _commit_cut_by_a_suspend(neon_local, "default")
+    assert isinstance(error, OperationalError)  # Django's own: existing handlers still match
+    assert isinstance(error.__cause__, CommitOutcomeUnknown)
+    assert "may or may not be committed" in str(error) and "before retrying" in str(error)
+
+
+@pytest.mark.psycopg3_only
+def test_control_django_alone_gives_the_driver_error_for_that_commit(neon_local):
+    error = _commit_cut_by_a_suspend(neon_local, "handwritten")  # Django's own backend
+    assert not isinstance(error.__cause__, CommitOutcomeUnknown)
+    assert "may or may not" not in str(error)
+    assert "received 2 results" in str(error) or "terminating connection" in str(error)

@@ -15,20 +15,13 @@ import uuid
 
 import psycopg
 import pytest
+import sqlalchemy
 
+import neon_sqlalchemy
 from neon_connect.commit_outcome import CommitOutcomeUnknown, acommit, commit
+from tests.resilience import SLOW_COMMIT
 
 pytestmark = pytest.mark.integration
-
-SLOW_COMMIT = """
-CREATE TABLE IF NOT EXISTS slow_commits (k text);
-CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_sleep(1.0); RETURN NULL; END $$;
-DROP TRIGGER IF EXISTS slow_commit ON slow_commits;
-CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commits
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
-CREATE TABLE IF NOT EXISTS deferred_unique (k int UNIQUE DEFERRABLE INITIALLY DEFERRED);
-"""
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +121,82 @@ def test_a_commit_refused_by_a_live_server_is_a_definite_rollback_and_unchanged(
             commit(conn)
         assert not isinstance(info.value, CommitOutcomeUnknown)
         assert not conn.broken
+
+
+# -- the adapters: SQLAlchemy's engines say it too --------------------------------------------
+
+
+def _sqlalchemy_commit_during(standin, faults, engine) -> tuple[BaseException, str]:
+    key = uuid.uuid4().hex
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
+        timer = threading.Timer(0.3, lambda: faults.restart_pooler(down_for=0.1))
+        timer.start()
+        try:
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as info:
+                conn.commit()
+        finally:
+            timer.join()
+    engine.dispose()
+    return info.value, key
+
+
+def test_sqlalchemy_engine_says_the_commit_outcome_is_unknown(standin, faults, slow):
+    engine = neon_sqlalchemy.create_engine(env=standin.env())
+    error, key = _sqlalchemy_commit_during(standin, faults, engine)
+    assert isinstance(error, sqlalchemy.exc.OperationalError)  # existing handlers still match
+    assert isinstance(error.orig, CommitOutcomeUnknown)
+    assert "may or may not be committed" in str(error) and "before retrying" in str(error)
+    assert _stored(standin, key) == 1  # it was stored although the caller got an error
+
+
+def test_control_a_plain_engine_reports_the_driver_error_as_if_it_failed(standin, faults, slow):
+    engine = sqlalchemy.create_engine(
+        standin.pooled_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        poolclass=sqlalchemy.pool.NullPool,
+    )
+    error, key = _sqlalchemy_commit_during(standin, faults, engine)
+    assert type(error.orig) is psycopg.OperationalError  # nothing says "maybe committed"
+    assert "may or may not" not in str(error)
+    assert _stored(standin, key) == 1
+
+
+def test_sqlalchemy_a_backend_terminated_before_commit_is_unknown_too(standin, faults, slow):
+    engine = neon_sqlalchemy.create_engine(env=standin.env())
+    key = uuid.uuid4().hex
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
+        assert faults.suspend() >= 1
+        time.sleep(0.2)
+        with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+            conn.commit()
+    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    engine.dispose()
+    assert _stored(standin, key) == 0
+
+
+def test_sqlalchemy_a_commit_refused_by_a_live_server_is_left_alone(standin, slow):
+    engine = neon_sqlalchemy.create_engine(env=standin.env())
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("INSERT INTO deferred_unique VALUES (1), (1)"))
+        with pytest.raises(sqlalchemy.exc.IntegrityError) as refused:
+            conn.commit()
+        assert not isinstance(refused.value.orig, CommitOutcomeUnknown)
+        conn.rollback()
+        conn.execute(sqlalchemy.text("SELECT 1"))
+        conn.commit()
+    engine.dispose()
+
+
+async def test_sqlalchemy_async_engine_says_the_commit_outcome_is_unknown(standin, faults, slow):
+    engine = neon_sqlalchemy.create_async_engine(env=standin.env())
+    key = uuid.uuid4().hex
+    async with engine.connect() as conn:
+        await conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
+        assert faults.suspend() >= 1
+        time.sleep(0.2)
+        with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+            await conn.commit()
+    await engine.dispose()
+    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    assert _stored(standin, key) == 0
