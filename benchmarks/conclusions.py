@@ -116,7 +116,7 @@ PgBouncer holds for nothing.
 - Connections: the client pool holds 2 client connections per process at PgBouncer; NullPool
   holds one per request in flight (up to {f.conns("sync_neon")} at 64 clients). Capped at
   2 connections, the pool still served {f.rps("sync_pool")} requests/s at 64 clients against
-  {f.rps("sync_neon")} for NullPool (the failing hand-written `QueuePool`: {f.rps("sync_guide")}).
+  {f.rps("sync_neon")} for NullPool (the hand-written `QueuePool`: {f.rps("sync_guide")}).
 - **Rule:** NullPool (the default) for serverless, for many processes, and for bursty load: it
   costs one connect per request, 4-6 round trips plus TLS + SCRAM CPU, i.e. about 2x the
   latency of a kept connection at 1-20 ms RTT. `allow_client_pool=True` pays off for a
@@ -157,7 +157,7 @@ def _goals(f: _Figures) -> str:
   {f.trips("dj_neon_default")} against {f.trips("dj_guide")} (the old default
   {f.trips("dj_neon")}). SQLAlchemy NullPool
   {f.trips("sync_neon")} against {f.trips("sync_guide")} for the hand-written `QueuePool`,
-  which fails requests; asyncpg {f.trips("apg_neon")} against {f.trips("apg_guide")} for
+  which fails requests on a pooler that does not track prepared statements; asyncpg {f.trips("apg_neon")} against {f.trips("apg_guide")} for
   SQLAlchemy's own PgBouncer recipe.
 
 """

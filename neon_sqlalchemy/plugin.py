@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 
 from neon_connect import DEFAULT_RETRY, Endpoint, resolve
 
-from .events import MIGRATION_LOCK_KEY, add_migration_lock, add_retry
+from .events import MIGRATION_LOCK_KEY, add_commit_outcome, add_migration_lock, add_retry
 
 __all__ = ["NeonPlugin", "endpoint_of"]
 
@@ -41,5 +41,6 @@ class NeonPlugin(CreateEnginePlugin):
 
     def engine_created(self, engine: Engine) -> None:
         add_retry(engine, endpoint_of(engine.url), DEFAULT_RETRY)
+        add_commit_outcome(engine)
         if self.lock:
             add_migration_lock(engine, MIGRATION_LOCK_KEY)

@@ -53,6 +53,6 @@ def test_proxy_counts_round_trips_and_adds_the_delay(neon_local: NeonLocal) -> N
         time.sleep(0.05)  # the proxy sees the close after its one-way delay
         closed = proxies.counts()["pooled"]
         assert closed.open == 0 and closed.peak_open == 1
-        # five queries; then Terminate is answered by the server's TLS close_notify (older
-        # libpq builds, as in psycopg-binary 3.2, add one more exchange on close)
-        assert closed.round_trips - after_queries.round_trips - 5 in (1, 2)
+        # five queries; then Terminate is answered by the server's TLS close_notify, which
+        # TCP may deliver in one or more turns (libpq build and timing): a close is cheap
+        assert 1 <= closed.round_trips - after_queries.round_trips - 5 <= 3
