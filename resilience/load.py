@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from neon_connect import Endpoint, RetryPolicy
@@ -168,28 +168,36 @@ def _sync_client(
         finally:
             client.attempted(before)
         try:
-            try:
-                conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
-                if plan.sleep:
-                    conn.execute(SLEEP, {"seconds": plan.sleep})
-            except Exception as exc:
-                client.failed.append(key)
-                client.tx_errors.append(describe(exc))
-                continue
-            try:
-                conn.commit()
-            except Exception as exc:
-                client.unknown.append(key)
-                client.commit_errors.append(describe(exc))
-                continue
-            done = time.monotonic()
-            client.acked.append(key)
-            client.latencies.append(done - began)
-            client.ack_spans.append((began, done))
+            _write(conn, client, run, key, began, sleep=plan.sleep)
         finally:
             with contextlib.suppress(Exception):  # broken: SQLAlchemy already invalidated it
                 conn.close()
             time.sleep(plan.think * random.uniform(0.5, 1.5))
+
+
+def _write(
+    conn: Connection, client: Client, run: str, key: str, began: float, *, sleep: float
+) -> bool:
+    """One ledger write in its own transaction; records where it ended. True when acked."""
+    try:
+        conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
+        if sleep:
+            conn.execute(SLEEP, {"seconds": sleep})
+    except Exception as exc:
+        client.failed.append(key)
+        client.tx_errors.append(describe(exc))
+        return False
+    try:
+        conn.commit()
+    except Exception as exc:  # the outcome may be unknown: never re-sent
+        client.unknown.append(key)
+        client.commit_errors.append(describe(exc))
+        return False
+    done = time.monotonic()
+    client.acked.append(key)
+    client.latencies.append(done - began)
+    client.ack_spans.append((began, done))
+    return True
 
 
 def _holding_client(
@@ -215,22 +223,8 @@ def _holding_client(
                 return
             key = f"{run}:{client.number}:{i}"
             began = time.monotonic()
-            try:
-                conn.execute(INSERT, {"run": run, "key": key, "client": client.number})
-            except Exception as exc:
-                client.failed.append(key)
-                client.tx_errors.append(describe(exc))
+            if not _write(conn, client, run, key, began, sleep=0.0):
                 return
-            try:
-                conn.commit()
-            except Exception as exc:
-                client.unknown.append(key)
-                client.commit_errors.append(describe(exc))
-                return
-            done = time.monotonic()
-            client.acked.append(key)
-            client.latencies.append(done - began)
-            client.ack_spans.append((began, done))
             time.sleep(plan.think * random.uniform(0.5, 1.5))
     finally:
         with contextlib.suppress(Exception):
