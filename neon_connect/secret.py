@@ -111,12 +111,18 @@ def scrubbed(
     from the message (default: the same class).
     """
 
+    # An entry point that calls another (databases() calls config()) gets the inner one's
+    # error already converted to `raise_as`: catch that too, so our frames drop their input.
+    caught: tuple[type[Exception], ...] = (catch,)
+    if isinstance(raise_as, type) and issubclass(raise_as, Exception):
+        caught = (catch, raise_as)
+
     def decorate(func: Callable[P, T]) -> Callable[P, T]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return func(*args, **kwargs)
-            except catch as exc:
+            except caught as exc:
                 build: Callable[[str], Exception] = raise_as or type(exc)
                 message = str(exc)
             del args, kwargs

@@ -32,7 +32,7 @@ from neon_connect import (
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
-from neon_connect.secret import scrubbed
+from neon_connect.secret import DriverSecret, scrubbed
 
 from .conn_max_age import auto_conn_max_age
 
@@ -182,7 +182,9 @@ def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[st
     return {
         "NAME": endpoint.database or "",
         "USER": endpoint.user or "",
-        "PASSWORD": endpoint.password or "",
+        # a str for Django and the driver; its repr is masked, so frame locals and reprs
+        # that hold these settings (ours, Django's) never show it
+        "PASSWORD": DriverSecret(endpoint.password or ""),
         "HOST": endpoint.host,
         "PORT": str(endpoint.port),
         "OPTIONS": options,

@@ -13,6 +13,7 @@ test database through the replica, as Django mirrors do.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from neon_connect.resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
 from neon_connect.secret import scrubbed
 
 from .config import config
+from .conn_max_age import auto_conn_max_age
 
 __all__ = ["REPLICA_ALIAS", "databases", "replica_of"]
 
@@ -62,6 +64,10 @@ def databases(
     }
     primary = resolve(url, direct_url=direct_url, env=env, **where)
     default = config(url, direct_url=direct_url, env=env, **where, **options)
+    if options.get("conn_max_age", "auto") == "auto":
+        # replicas are configured from an environment of their own (below): decide "auto"
+        # here, from the caller's environment (serverless or not)
+        options["conn_max_age"] = auto_conn_max_age(primary.app, os.environ if env is None else env)
     replicas = resolve_replicas(replica_urls, primary=primary, env=env, var=replica_var)
     del url, direct_url, replica_urls, env  # error pages print locals
     result = {"default": default}

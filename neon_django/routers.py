@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils.decorators import sync_and_async_middleware
 
+from .backend.base import is_direct
 from .replicas import replica_of
 
 __all__ = ["ReplicaRouter", "ReplicaStickinessMiddleware", "sticky_scope", "wrote"]
@@ -116,8 +117,8 @@ class ReplicaRouter:
         return [a for a, db in settings.DATABASES.items() if replica_of(db) == self.primary]
 
     def db_for_read(self, model: Any, **hints: Any) -> str | None:
-        if wrote() or connections[self.primary].in_atomic_block:
-            return self.primary
+        if wrote() or connections[self.primary].in_atomic_block or is_direct(self.primary):
+            return self.primary  # its own writes, its transaction, or its direct() session
         replicas = self.replicas()
         if not replicas:
             return None  # nothing to route: Django's default

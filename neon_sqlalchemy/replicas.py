@@ -20,10 +20,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.selectable import CompoundSelect
 
@@ -100,15 +99,18 @@ class RoutingSession(Session):
         self.primary = primary
         self.replicas = list(replicas)
         self._wrote = False
-        event.listen(self, "after_transaction_end", self._transaction_ended)
 
-    def _transaction_ended(self, session: Session, transaction: SessionTransaction) -> None:
-        if transaction.parent is None:  # the outermost transaction: a new one may read replicas
-            self._wrote = False
+    def close(self) -> None:
+        """A closed session starts over: it may read replicas again."""
+        super().close()
+        self._wrote = False
 
     @property
     def wrote(self) -> bool:
-        """Whether the current transaction sent anything to the primary."""
+        """Whether this session sent anything to the primary since it was opened (or closed).
+
+        Kept past ``commit()``: with ``expire_on_commit`` the next attribute access refreshes
+        the object it wrote, and that read must see the write, not a lagging replica."""
         return self._wrote
 
     def get_bind(

@@ -889,8 +889,13 @@ def test_failed_django_connect_keeps_the_password_in_the_driver(neon_local, djan
                                    env={}, retry_timeout=0)  # fmt: skip
     settings_ = connections.configure_settings({"default": settings_})["default"]  # its defaults
     found = {}
-    for name, wrapper_class in (("ours", DatabaseWrapper), ("plain", PlainWrapper)):
-        wrapper = wrapper_class(settings_, alias=f"wrong_{name}")
+    # the control: Django's own backend with the password as a hand-written dict holds it
+    by_hand = {**settings_, "PASSWORD": str(settings_["PASSWORD"]), "NEON": None}
+    for name, wrapper_class, dict_ in (
+        ("ours", DatabaseWrapper, settings_),
+        ("plain", PlainWrapper, by_hand),
+    ):
+        wrapper = wrapper_class(dict_, alias=f"wrong_{name}")
         with django_db_blocker.unblock(), pytest.raises(OperationalError) as info:
             wrapper.ensure_connection()
         wrapper.close()
@@ -898,3 +903,30 @@ def test_failed_django_connect_keeps_the_password_in_the_driver(neon_local, djan
     assert found["ours"] and all("psycopg" in name for name in found["ours"]), found["ours"]
     # the control: Django's own backend keeps it in clear in its connect() frame
     assert any(name.endswith("django/db/backends/base/base.py") for name in found["plain"])
+
+
+@pytest.mark.integration
+def test_failed_django_connect_with_a_direct_twin_keeps_the_password_in_the_driver(
+    neon_local, django_db_blocker
+):
+    """With a direct endpoint known, NEON["DIRECT"] travels through our connect() frame too:
+    both PASSWORD values are masked values, so only the driver's frames show them."""
+    from django.db import OperationalError, connections
+
+    from neon_django.backend.base import DatabaseWrapper
+
+    wrong = "Wr0ngTwinXq"
+    pooled = _wrong_password_url(neon_local, wrong, "postgresql").reveal() + "&pgbouncer=true"
+    direct = _wrong_password_url(neon_local, wrong, "postgresql").reveal()
+    direct = direct.replace(f":{neon_local.state.pooler_port}/", f":{neon_local.state.pg_port}/")
+    settings_ = neon_django.config(Secret(pooled), direct_url=Secret(direct), env={},
+                                   retry_timeout=0, allow_mismatched_endpoints=True)  # fmt: skip
+    del pooled, direct
+    assert settings_["NEON"]["DIRECT"] is not None
+    settings_ = connections.configure_settings({"default": settings_})["default"]
+    wrapper = DatabaseWrapper(settings_, alias="wrong_twin")
+    with django_db_blocker.unblock(), pytest.raises(OperationalError) as info:
+        wrapper.ensure_connection()
+    wrapper.close()
+    found = _frames_holding(info.value, wrong)
+    assert found and all("psycopg" in name for name in found), found

@@ -35,6 +35,11 @@ _DIRECT_ALIASES: ContextVar[frozenset[str]] = ContextVar(
 _ROUTE_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
 
 
+def is_direct(alias: str) -> bool:
+    """Whether ``alias`` is inside ``direct()`` in the current thread or async context."""
+    return alias in _DIRECT_ALIASES.get()
+
+
 class _DirectSettings(dict[str, Any]):
     """``settings_dict`` while routed direct: the direct endpoint over the alias's settings.
 

@@ -158,6 +158,15 @@ def test_reads_inside_atomic_stay_on_the_primary(baseline: str) -> None:
         assert Item.objects.all().db == "default"  # wrote: sticky for the rest of the scope
 
 
+def test_reads_inside_direct_stay_on_the_primary(baseline: str) -> None:
+    """direct() asks for the primary's real session (temp tables, SET, streaming cursors)."""
+    with sticky_scope():
+        assert Item.objects.all().db == ALIAS
+        with neon_django.direct():
+            assert Item.objects.all().db == "default"
+        assert Item.objects.all().db == ALIAS
+
+
 def test_migrations_never_run_on_replicas() -> None:
     assert router.allow_migrate(ALIAS, "djangoapp", model_name="item") is False
     assert router.allow_migrate("default", "djangoapp", model_name="item") is True

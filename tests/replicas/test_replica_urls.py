@@ -130,3 +130,25 @@ def test_checks_for_replica_aliases() -> None:
     assert _ids(DBS, DATABASE_ROUTERS=ROUTED["DATABASE_ROUTERS"]) == ["neon_django.W006"]
     unmirrored = {**DBS, "replica_1": {**DBS["replica_1"], "TEST": {}}}
     assert _ids(unmirrored, **ROUTED) == ["neon_django.E009"]
+
+
+def test_an_error_from_the_inner_config_leaves_no_secret_in_our_frames() -> None:
+    """databases() calls config(): its ImproperlyConfigured is raised afresh, so no frame of
+    ours (the wrapper's arguments, databases()' url) holds the password."""
+    import traceback
+
+    with pytest.raises(ImproperlyConfigured) as info:
+        neon_django.databases(url=PRIMARY, env={}, pool=True)  # pool on a pooler: refused
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    page = "".join(
+        traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
+    )
+    assert SECRET not in page
+
+
+def test_replicas_decide_auto_conn_max_age_from_the_callers_environment() -> None:
+    serverless = {"DATABASE_URL": PRIMARY, REPLICA_VAR: REPLICA, "AWS_LAMBDA_FUNCTION_NAME": "f"}
+    dbs = neon_django.databases(env=serverless)
+    assert [dbs[a]["CONN_MAX_AGE"] for a in dbs] == [0, 0]
+    dbs = neon_django.databases(env={"DATABASE_URL": PRIMARY, REPLICA_VAR: REPLICA})
+    assert [dbs[a]["CONN_MAX_AGE"] for a in dbs] == [240, 240]

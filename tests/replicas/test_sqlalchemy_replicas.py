@@ -125,6 +125,20 @@ def test_a_lagging_replica_is_stale_but_the_writing_transaction_reads_its_write(
         assert reader.scalar(select(func.count()).where(Note.name == name)) == 1
 
 
+def test_after_commit_the_session_still_reads_its_own_write(
+    Session: sessionmaker[RoutingSession], neon_local: NeonLocal, neon_local_replica: Replica
+) -> None:
+    """expire_on_commit: touching the object after commit() refreshes it; that read must go
+    to the primary, or a lagging replica would not find the row it just wrote."""
+    with neon_local_replica.lagging(), Session() as session:
+        note = Note(name=_name())
+        session.add(note)
+        session.commit()
+        assert session.scalar(IN_RECOVERY) is False  # still on the primary
+        assert note.name  # the refresh SELECT finds the row
+    neon_local_replica.catch_up(neon_local.state.superuser_url)
+
+
 def test_a_replica_that_is_down_is_skipped_with_a_log_line(
     Session: sessionmaker[RoutingSession],
     neon_local_replica: Replica,
