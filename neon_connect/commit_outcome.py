@@ -48,8 +48,10 @@ def is_commit_outcome_unknown(exc: BaseException, connection: Any) -> bool:
     """
     if isinstance(exc, CommitOutcomeUnknown):
         return True
-    if not isinstance(exc, psycopg.Error):
+    psycopg2_error = type(exc).__module__.partition(".")[0] == "psycopg2"
+    if not (isinstance(exc, psycopg.Error) or psycopg2_error):
         return False
+    # psycopg: `broken`; psycopg2: `closed` is 2 once the connection is found lost
     return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
 
 

@@ -77,6 +77,7 @@ _RESTART_TEXT = (
     "query_wait_timeout",  # PgBouncer: no server connection came free in time
     "server conn crashed",
     "invalid server parameter",  # PgBouncer (08P01) when its server login is cut under it
+    "ssl connection has been closed unexpectedly",  # libpq via psycopg2, the same cut
 )
 # The server's own connection limit: waiting does not help a traffic spike; a pooler does.
 _FULL_SERVER_TEXT = ("too many clients already", "remaining connection slots are reserved")

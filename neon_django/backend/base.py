@@ -18,6 +18,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
+from django.db.utils import OperationalError
 
 from neon_connect import RetryPolicy
 from neon_connect.secret import mask_driver_secrets
@@ -214,7 +215,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
         Raises Django's ``OperationalError`` whose ``__cause__`` is
         :class:`neon_connect.CommitOutcomeUnknown`: the write may or may not be stored.
-        A refusal by a live server (a definite rollback), or psycopg2's error, is unchanged.
+        A refusal by a live server (a definite rollback) is unchanged. With psycopg2 the same
+        holds; only where psycopg 3 cannot be imported at all is psycopg2's error passed on.
         """
         if self.connection is None:
             return
@@ -222,13 +224,24 @@ class DatabaseWrapper(base.DatabaseWrapper):
             try:
                 self.connection.commit()
             except Exception as exc:
-                if type(exc).__module__.partition(".")[0] != "psycopg":
-                    raise  # psycopg2: importing psycopg here would load a second driver
-                from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+                if type(exc).__module__.partition(".")[0] not in ("psycopg", "psycopg2"):
+                    raise
+                try:  # CommitOutcomeUnknown is a psycopg error class: psycopg 3 must import
+                    from neon_connect.commit_outcome import (
+                        is_commit_outcome_unknown,
+                        outcome_unknown,
+                    )
+                except ImportError:
+                    raise exc from None
 
-                if is_commit_outcome_unknown(exc, self.connection):
-                    raise outcome_unknown(exc) from exc
-                raise
+                if not is_commit_outcome_unknown(exc, self.connection):
+                    raise
+                unknown = outcome_unknown(exc)
+                if isinstance(unknown, self.Database.Error):
+                    raise unknown from exc  # Django wraps it into its OperationalError
+                # psycopg2: Django wraps only its driver's classes, so wrap it here the same way
+                unknown.__cause__ = exc
+                raise OperationalError(*unknown.args) from unknown
 
     def close(self) -> None:
         super().close()
