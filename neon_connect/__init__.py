@@ -26,7 +26,7 @@ from .errors import (
 from .hosts import NeonHost, parse_neon_host
 from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
 from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
-from .retry import DEFAULT_RETRY, RetryPolicy, is_transient
+from .retry import DEFAULT_RETRY, RetryPolicy, is_refused_before_forwarding, is_transient
 from .secret import Secret, SecretParams
 from .urls import mask_url, parse_url
 
@@ -60,6 +60,7 @@ __all__ = [
     "UnsupportedStartupParameterError",
     "asyncpg_params",
     "connect",
+    "is_refused_before_forwarding",
     "is_transient",
     "libpq_params",
     "libpq_version",

@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from .retry import connection_lost
+
 __all__ = [
     "CommitOutcomeUnknown",
     "acommit",
@@ -51,8 +53,7 @@ def is_commit_outcome_unknown(exc: BaseException, connection: Any) -> bool:
     psycopg2_error = type(exc).__module__.partition(".")[0] == "psycopg2"
     if not (isinstance(exc, psycopg.Error) or psycopg2_error):
         return False
-    # psycopg: `broken`; psycopg2: `closed` is 2 once the connection is found lost
-    return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
+    return connection_lost(connection)
 
 
 def outcome_unknown(exc: BaseException) -> CommitOutcomeUnknown:

@@ -1,10 +1,16 @@
-"""Retry the connect step while a suspended Neon compute wakes up.
+"""Retry the connect step while a suspended Neon compute wakes up or a server restarts.
 
-Only connecting is retried, only on errors that a waking compute, a busy pooler, or a pooler
-or server going down or coming back mid-handshake produce, with exponential backoff and
-jitter, within a bounded total time. Authentication errors, unknown databases or roles, a
-server whose ``max_connections`` is used up, and anything after a query was sent are never
-retried: a statement is never re-sent (for ``COMMIT``, see :mod:`neon_connect.commit_outcome`).
+Connecting is retried on errors that a waking compute, a busy pooler, or a pooler or server
+going down or coming back mid-handshake produce, with exponential backoff and jitter, within
+a bounded total time. Authentication errors, unknown databases or roles, and a server whose
+``max_connections`` is used up are never retried.
+
+Behind a transaction pooler the connect step has a second half: PgBouncer logs in to a
+server only at a transaction's first statement. When that login has failed, PgBouncer answers
+the statement with ``server login has been failing`` for ``server_login_retry`` (15 s), closes
+the client, and forwards nothing (:func:`is_refused_before_forwarding`). Such a statement is
+sent again on a new connection (:meth:`RetryPolicy.rerun_refused`). Any other statement that
+reached a server is never re-sent (for ``COMMIT``, see :mod:`neon_connect.commit_outcome`).
 The last error is re-raised unchanged (callers keep catching what they catch), with a note
 naming the endpoint kind and host.
 """
@@ -18,11 +24,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .endpoints import Endpoint
 
-__all__ = ["DEFAULT_RETRY", "NO_RETRY", "RetryPolicy", "is_transient"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "NO_RETRY",
+    "RetryPolicy",
+    "connection_lost",
+    "is_refused_before_forwarding",
+    "is_transient",
+]
 
 logger = logging.getLogger("neon_connect")
 T = TypeVar("T")
@@ -81,6 +94,11 @@ _RESTART_TEXT = (
 )
 # The server's own connection limit: waiting does not help a traffic spike; a pooler does.
 _FULL_SERVER_TEXT = ("too many clients already", "remaining connection slots are reserved")
+# PgBouncer's fast fail (``check_fast_fail`` in objects.c, 1.18 to 1.24): a pool whose last
+# server login failed and which has no server connection left answers a client that needs a
+# server with this, then closes it. No server was linked, so nothing was forwarded.
+_REFUSED_TEXT = "server login has been failing"
+_PROTOCOL_VIOLATION = "08P01"  # the SQLSTATE PgBouncer gives its own errors
 _TRANSIENT_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE}
 )
@@ -105,14 +123,44 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
 
 
+def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
+    """True when a transaction pooler refused ``exc``'s statement without forwarding it.
+
+    PgBouncer links a client to a server only at a transaction's first statement, so this
+    refusal also says that no transaction was open: the statement never ran anywhere, and
+    sending it again on a new connection is the same as sending it late. ``connection`` is
+    the driver's connection the statement went to: PgBouncer closes it after refusing, while
+    a server's error with the same words leaves it open. psycopg2 reports the refusal as the
+    closed connection alone, which does not prove it: never true there.
+    """
+    cause = getattr(exc, "orig", None) or exc.__cause__ or exc  # SQLAlchemy's, Django's wrappers
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return (
+        sqlstate in (None, _PROTOCOL_VIOLATION)
+        and _REFUSED_TEXT in str(cause).lower()
+        and connection_lost(connection)
+    )
+
+
+def connection_lost(connection: Any) -> bool:
+    """True when a driver's connection is gone: psycopg's ``broken``, psycopg2's ``closed``
+    (2 once found lost), asyncpg's ``is_closed()``."""
+    if getattr(connection, "broken", False) or getattr(connection, "closed", False):
+        return True
+    is_closed = getattr(connection, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long and how often to retry a connect.
 
     ``timeout`` bounds the total time spent across attempts (seconds); 0 turns retrying off.
+    The default, 20 s, outlasts PgBouncer's ``server_login_retry`` (15 s, Neon's setting too):
+    after a server restart the pooler refuses every transaction that long.
     """
 
-    timeout: float = 15.0
+    timeout: float = 20.0
     initial_delay: float = 0.1
     max_delay: float = 2.0
     multiplier: float = 2.0
@@ -144,6 +192,36 @@ class RetryPolicy:
             time.sleep(delay)
             attempt += 1
 
+    def rerun_refused(
+        self,
+        rerun: Callable[[], T],
+        *,
+        refused: Exception,
+        is_refusal: Callable[[Exception], bool],
+        endpoint: Endpoint,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> T:
+        """Send a statement again while the pooler keeps refusing it before forwarding.
+
+        ``refused`` is the pooler's answer to the first try; ``rerun()`` connects anew and
+        sends the same statement; ``is_refusal`` tells a refusal from any other error (see
+        :func:`is_refused_before_forwarding`), which is raised at once. ``sleep`` lets an
+        adapter wait its own way (SQLAlchemy's async engines wait on the event loop).
+        """
+        start = time.monotonic()
+        delays = self.delays()
+        attempt = 1
+        exc = refused
+        while True:
+            sleep(self._next_delay(exc, delays, start, attempt, endpoint, refusal=is_refusal))
+            attempt += 1
+            try:
+                return rerun()
+            except Exception as error:
+                if not is_refusal(error):
+                    raise
+                exc = error
+
     async def acall(self, connect: Callable[[], Awaitable[T]], *, endpoint: Endpoint) -> T:
         """The async twin of :meth:`call`."""
         start = time.monotonic()
@@ -164,14 +242,24 @@ class RetryPolicy:
         start: float,
         attempt: int,
         endpoint: Endpoint,
+        *,
+        refusal: Callable[[Exception], bool] | None = None,
     ) -> float:
         """The delay before the next attempt, or re-raise ``exc`` with a note."""
         elapsed = time.monotonic() - start
         delay = next(delays)
-        if not is_transient(exc) or elapsed + delay > self.timeout:
+        worth_it = is_transient(exc) if refusal is None else refusal(exc)
+        if not worth_it or elapsed + delay > self.timeout:
             _scrub(exc, endpoint)
             where = f"the {endpoint.kind} endpoint {endpoint.display_host}"
-            if attempt > 1:
+            if refusal is not None:
+                note = (
+                    f"neon-connect: the pooler at {where} refused the statement without "
+                    f"forwarding it ({attempt} tries in {elapsed:.1f}s); it does so for "
+                    "server_login_retry after a failed server login: the server is down or "
+                    "restarting"
+                )
+            elif attempt > 1:
                 note = f"neon-connect: could not connect to {where} ({attempt} attempts in {elapsed:.1f}s)"
             else:
                 note = f"neon-connect: could not connect to {where}"
@@ -185,7 +273,10 @@ class RetryPolicy:
             _add_note(exc, note)
             raise exc
         logger.warning(
-            "neon-connect: connecting to the %s endpoint %s failed (%s); retry %d in %.2fs",
+            "neon-connect: connecting to the %s endpoint %s failed (%s); retry %d in %.2fs"
+            if refusal is None
+            else "neon-connect: the pooler at the %s endpoint %s refused a statement without "
+            "forwarding it (%s); sending it again on a new connection, try %d in %.2fs",
             endpoint.kind,
             endpoint.display_host,
             _summary(exc, endpoint),

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from neon_connect import (
     APP_VARS,
+    DEFAULT_RETRY,
     DIRECT_VARS,
     POOLED_VARS,
     ConfigurationError,
@@ -84,7 +85,7 @@ def config(
     ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
     pooler_prepared_statements: bool = False,
-    retry_timeout: float = 15.0,
+    retry_timeout: float = DEFAULT_RETRY.timeout,
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -99,7 +100,8 @@ def config(
     explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only
     allowed when the app endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
     ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
-    cold-start retry (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
+    connect retry: a waking compute, a restarting server, a statement the pooler refused
+    before forwarding it (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
 
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,

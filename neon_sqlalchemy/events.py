@@ -1,22 +1,29 @@
-"""Engine event listeners: cold-start retry, commit outcome, fork safety, the migration lock."""
+"""Engine event listeners: connect retry, commit outcome, fork safety, the migration lock."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.util.concurrency import await_only
 
-from neon_connect import Endpoint, RetryPolicy
+from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 
 __all__ = [
     "MIGRATION_LOCK_KEY",
     "add_commit_outcome",
     "add_migration_lock",
+    "add_refusal_rerun",
     "add_retry",
     "dispose_after_fork",
 ]
@@ -30,23 +37,154 @@ MIGRATION_LOCK_KEY = int.from_bytes(
 
 
 def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
-    """Retry the connect step of ``engine`` while a compute wakes (never a query)."""
+    """Retry the connect step of ``engine`` while a compute wakes or a server restarts.
+
+    Both halves of it: the driver's connect, and the statement a transaction pooler refused
+    because its own server login failed (:func:`add_refusal_rerun`). Nothing that reached a
+    server is ever sent again.
+    """
     if policy.timeout <= 0:
         return
+    add_refusal_rerun(engine, endpoint, policy)
+
+    def first(dialect: Any) -> bool:
+        # The engine's first connection runs the dialect's queries (server version and so
+        # on) before any pool entry exists to reconnect: behind a transaction pooler, prove
+        # inside the connect step that the pooler forwards, so a refusal is retried here.
+        return endpoint.transaction_pooler and dialect.server_version_info is None
 
     @event.listens_for(engine, "do_connect")
     def _connect(
         dialect: Any, conn_rec: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
     ) -> Any:
         if not dialect.is_async:
-            return policy.call(lambda: dialect.connect(*cargs, **cparams), endpoint=endpoint)
+
+            def connect() -> Any:
+                conn = dialect.connect(*cargs, **cparams)
+                if first(dialect):
+                    _probe(conn)
+                return conn
+
+            return policy.call(connect, endpoint=endpoint)
         # Async drivers: wrap the driver's own coroutine so that backoff sleeps are awaited.
         creator = cparams.pop("async_creator_fn", None) or _driver_connect(dialect)
 
+        async def aconnect(*args: Any, **kwargs: Any) -> Any:
+            conn = await creator(*args, **kwargs)
+            if first(dialect):
+                await _aprobe(conn)
+            return conn
+
         async def connect_with_retry(*args: Any, **kwargs: Any) -> Any:
-            return await policy.acall(lambda: creator(*args, **kwargs), endpoint=endpoint)
+            return await policy.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
 
         return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect_with_retry, **cparams)
+
+
+def _probe(conn: Any) -> None:
+    """One statement on a new DBAPI connection; closes it if the statement fails."""
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        conn.rollback()
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
+
+
+async def _aprobe(conn: Any) -> None:
+    """:func:`_probe` for a driver's own async connection (psycopg's or asyncpg's)."""
+    try:
+        await conn.execute("SELECT 1")
+        rollback = getattr(conn, "rollback", None)  # asyncpg is in autocommit
+        if rollback is not None:
+            await rollback()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await conn.close()
+        raise
+
+
+_Execute = Callable[[Any], None]  # sends the statement on the cursor it is given
+
+
+def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
+    """Send a statement again, on a new connection, when the pooler refused it unforwarded.
+
+    PgBouncer answers ``server login has been failing`` for ``server_login_retry`` after a
+    server restart, at a transaction's first statement, and closes the client. The statement
+    never ran and no transaction was open, so it is sent again on a new connection in the
+    same place: the pool's record reconnects under the checked-out connection, as SQLAlchemy's
+    own pre-ping does, and the SQLAlchemy transaction carries on unaware.
+    """
+    sleep = _await_sleep if engine.dialect.is_async else time.sleep
+
+    def run(execute: _Execute, cursor: Any, context: DefaultExecutionContext) -> bool:
+        def is_refusal(error: Exception) -> bool:
+            return is_refused_before_forwarding(error, _driver(context.root_connection))
+
+        try:
+            execute(cursor)
+            return True
+        except Exception as error:
+            if not is_refusal(error) or not _checked_out(context):
+                raise
+            refused = error
+
+        def again() -> None:
+            _reconnect(context, refused)
+            context.cursor = context.create_cursor()
+            execute(context.cursor)
+
+        policy.rerun_refused(
+            again, refused=refused, is_refusal=is_refusal, endpoint=endpoint, sleep=sleep
+        )
+        return True
+
+    @event.listens_for(engine, "do_execute")
+    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        do = context.dialect.do_execute
+        return run(lambda c: do(c, statement, parameters, context), cursor, context)
+
+    @event.listens_for(engine, "do_executemany")
+    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        do = context.dialect.do_executemany
+        return run(lambda c: do(c, statement, parameters, context), cursor, context)
+
+    @event.listens_for(engine, "do_execute_no_params")
+    def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        do = context.dialect.do_execute_no_params
+        return run(lambda c: do(c, statement, context), cursor, context)
+
+
+def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
+    """A new driver connection under the checked-out one, set up as the old one was."""
+    conn = context.root_connection
+    proxied: Any = conn.connection  # the pool's _ConnectionFairy
+    record = proxied._connection_record
+    record.invalidate(refused)  # closes the refused connection; the 'invalidate' event runs
+    proxied.dbapi_connection = record.get_connection()  # the pool's 'connect' event runs
+    # per-Connection options (isolation level, read only) were set on the old one
+    dialect: Any = context.dialect  # a DefaultDialect: it has connection_characteristics
+    for name, value in conn.get_execution_options().items():
+        characteristic = dialect.connection_characteristics.get(name)
+        if characteristic is not None:
+            # SQLAlchemy 2.1's logging_token lives on the Connection, not the driver's
+            with contextlib.suppress(NotImplementedError):
+                characteristic.set_characteristic(dialect, proxied.dbapi_connection, value)
+
+
+def _checked_out(context: DefaultExecutionContext) -> bool:
+    """False while the pool entry is still being made (the dialect's first queries run inside
+    the pool's connect): there is nothing to reconnect yet, and the connect step retries."""
+    record = getattr(context.root_connection.connection, "_connection_record", None)
+    return record is not None and hasattr(record, "finalize_callback")
+
+
+def _await_sleep(seconds: float) -> None:
+    await_only(asyncio.sleep(seconds))  # inside SQLAlchemy's greenlet: the event loop runs on
 
 
 _COMMITTING = "neon_committing"
@@ -68,7 +206,10 @@ def add_commit_outcome(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     @event.listens_for(engine, "rollback")
     def _not_committing(conn: Connection) -> None:
-        conn.info.pop(_COMMITTING, None)
+        # An invalidated connection (lost inside a transaction) has no info to clear, and
+        # reading it would raise PendingRollbackError over the caller's real error.
+        if not conn.invalidated:
+            conn.info.pop(_COMMITTING, None)
 
     @event.listens_for(engine, "handle_error")
     def _commit_failed(context: ExceptionContext) -> BaseException | None:

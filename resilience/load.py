@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import psycopg
@@ -58,6 +58,7 @@ class Client:
     arrived: float = 0.0
     connects: int = 0  # connect steps (engine.connect())
     attempts: int = 0  # driver connect attempts, retries included
+    reruns: int = 0  # statements the pooler refused unforwarded, sent again
     acked: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
@@ -103,6 +104,12 @@ def _count_attempt() -> None:
         client.attempts += 1
 
 
+def _count_rerun() -> None:
+    client = _client.get()
+    if client is not None:
+        client.reruns += 1
+
+
 @dataclass(frozen=True)
 class CountingRetry(RetryPolicy):
     """The library's retry, counting each driver connect attempt for the current client."""
@@ -120,6 +127,13 @@ class CountingRetry(RetryPolicy):
             return connect()
 
         return await super().acall(counted, endpoint=endpoint)
+
+    def rerun_refused(self, rerun: Callable[[], T], **options: Any) -> T:
+        def counted() -> T:
+            _count_rerun()
+            return rerun()
+
+        return super().rerun_refused(counted, **options)
 
 
 def describe(exc: BaseException) -> str:
@@ -429,6 +443,7 @@ class Figures:
     p99_ms: float
     recovery_s: float | None
     errors: dict[str, int]
+    reruns: int = 0
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -487,6 +502,7 @@ def figures(
         p99_ms=round(_quantile(latencies, 0.99) * 1000, 1),
         recovery_s=recovery,
         errors=dict(errors.most_common()),
+        reruns=sum(c.reruns for c in clients),
     )
 
 

@@ -38,8 +38,9 @@ constraint, so a statement sent twice would show as a doubled key). Each client 
 outcome of every key:
 
 - **acked**: `COMMIT` returned. **Lost** counts acked keys missing from the table.
-- **connect errors**: the connect step failed even after the retry. This is the only step
-  that neon-connect retries.
+- **connect errors**: the connect step failed even after the retry. neon-connect retries
+  only the connect step, and its pooler half: a statement that PgBouncer refused without
+  forwarding it (after a server restart, see finding 3) is sent again on a new connection.
 - **errors in tx**: a statement failed before `COMMIT` was sent. The transaction was rolled
   back and was not replayed. **Phantom** counts such keys found stored anyway. It must be 0.
 - **COMMIT unknown**: `COMMIT` was sent and the connection died before the answer came back.

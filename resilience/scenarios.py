@@ -81,6 +81,8 @@ class Sizes:
     restart_seconds: float = 24.0  # server restarts: PgBouncer's server_login_retry is 15 s
 
 
+REFUSAL = "server login has been failing"
+
 FULL = Sizes()
 SHORT = Sizes(
     clients=12,
@@ -252,7 +254,7 @@ def server_restart(
         f.restart_server(mode=mode, down_for=sizes.down)
         return f"pg_ctl stop -m {mode}, down {sizes.down:g}s, started again"
 
-    return _during_load(
+    result = _during_load(
         state,
         stack,
         sizes,
@@ -260,6 +262,19 @@ def server_restart(
         inject=inject,
         seconds=sizes.restart_seconds,
     )
+    # For server_login_retry PgBouncer refuses each transaction's first statement unforwarded:
+    # the adapters send it again, so no caller may see the refusal.
+    refusals = sum(n for error, n in result.errors.items() if REFUSAL in error)
+    if refusals:
+        result.problems.append(f"{refusals} callers got the pooler's refusal ({REFUSAL})")
+    result.notes.append(
+        f"{result.reruns} statements refused by PgBouncer before forwarding were sent again "
+        "on a new connection"
+        if stack not in SERVED
+        else "statements refused by PgBouncer before forwarding were sent again inside the "
+        "app server (not counted here)"
+    )
+    return result
 
 
 def pool_exhaustion(state: StandInState, stack: Stack, sizes: Sizes) -> Figures:

@@ -20,11 +20,12 @@ from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError
 
-from neon_connect import RetryPolicy
+from neon_connect import Endpoint, RetryPolicy
 from neon_connect.secret import mask_driver_secrets
 from neon_django.config import NeonSettings, neon_settings
 
 from .creation import DatabaseCreation
+from .cursors import CursorDebugWrapper, CursorWrapper
 
 __all__ = ["DatabaseWrapper"]
 
@@ -34,6 +35,16 @@ _DIRECT_ALIASES: ContextVar[frozenset[str]] = ContextVar(
 """The aliases routed to the direct endpoint in the current thread or async context."""
 
 _ROUTE_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
+# Django's transaction bookkeeping, which connect() resets: kept across a reconnect that
+# replaces a connection the pooler refused (no statement of the transaction had run).
+_TRANSACTION_STATE = (
+    "autocommit",
+    "in_atomic_block",
+    "savepoint_ids",
+    "atomic_blocks",
+    "needs_rollback",
+    "run_on_commit",
+)
 
 
 def is_direct(alias: str) -> bool:
@@ -163,14 +174,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         suspend or a pooler restart has just cut. Those statements are safe to send again; a
         ``connection_created`` receiver's are the user's, so a failure there is not retried.
         """
-        neon = self.neon
-        if neon is None:  # the engine named without neon_django.config(): Django's own
+        if self.neon is None:  # the engine named without neon_django.config(): Django's own
             super().connect()
             return
-        endpoints = neon["ENDPOINTS"]
-        # config() resolved both endpoints: the same objects label retry logs and error notes
-        endpoint = endpoints.session() if self.neon_wants_direct else endpoints.app
-        policy = RetryPolicy(timeout=float(neon["RETRY_TIMEOUT"]))
+        endpoint = self.neon_endpoint(direct=self.neon_wants_direct)
+        policy = self.neon_retry_policy()
         connect = super().connect
         user_error: list[Exception] = []
 
@@ -188,6 +196,39 @@ class DatabaseWrapper(base.DatabaseWrapper):
         policy.call(set_up, endpoint=endpoint)
         if user_error:
             raise user_error[0]
+
+    def neon_endpoint(self, *, direct: bool | None = None) -> Endpoint:
+        """The endpoint the open connection (or, given ``direct``, the next one) goes to."""
+        neon = self.neon
+        assert neon is not None
+        # config() resolved both endpoints: the same objects label retry logs and error notes
+        endpoints = neon["ENDPOINTS"]
+        direct = self.neon_connected_direct if direct is None else direct
+        return endpoints.session() if direct else endpoints.app
+
+    def neon_retry_policy(self) -> RetryPolicy:
+        neon = self.neon
+        return RetryPolicy(timeout=0.0 if neon is None else float(neon["RETRY_TIMEOUT"]))
+
+    def make_cursor(self, cursor: Any) -> CursorWrapper:
+        return CursorWrapper(cursor, self)
+
+    def make_debug_cursor(self, cursor: Any) -> CursorDebugWrapper:
+        return CursorDebugWrapper(cursor, self)
+
+    def neon_reconnect_refused(self) -> None:
+        """Replace a connection the pooler refused and closed, in the same transaction state.
+
+        The refusal came at a transaction's first statement, so an ``atomic()`` block around
+        it has run nothing yet: the new connection gets the block's bookkeeping (and its
+        ``on_commit`` callbacks) and the driver's autocommit as they were.
+        """
+        kept = {name: getattr(self, name) for name in _TRANSACTION_STATE}
+        self._neon_discard()
+        self.connect()
+        for name, value in kept.items():
+            setattr(self, name, value)
+        self._set_autocommit(kept["autocommit"])  # type: ignore[attr-defined]  # not in stubs
 
     _neon_set_up = False
     """True once the connection is set up, while ``connection_created`` receivers run."""

@@ -7,7 +7,7 @@ import ssl
 import psycopg
 import pytest
 
-from neon_connect import RetryPolicy, is_transient, resolve
+from neon_connect import RetryPolicy, is_refused_before_forwarding, is_transient, resolve
 from tests.constants import SECRET
 
 ENDPOINT = resolve(
@@ -181,3 +181,67 @@ def test_a_full_direct_endpoint_fails_at_once_and_points_to_the_pooled_one():
     with pytest.raises(psycopg.OperationalError) as info:
         FAST.call(connect, endpoint=ENDPOINT)  # on the pooled endpoint that hint would mislead
     assert "pooled endpoint (DATABASE_URL" not in "\n".join(info.value.__notes__)
+
+
+class _Closed:
+    """A driver connection after PgBouncer closed it (psycopg's ``broken``)."""
+
+    broken = True
+
+
+class _Open:
+    broken = False
+    closed = False
+
+
+REFUSAL = psycopg.errors.ProtocolViolation(
+    "server login has been failing, cached error: connect failed (server_login_retry)"
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "connection", "refused"),
+    [
+        (REFUSAL, _Closed(), True),
+        (REFUSAL, _Open(), False),  # the same words on a live connection: the server's own
+        (psycopg.errors.RaiseException("server login has been failing"), _Closed(), False),
+        (psycopg.OperationalError("SSL connection has been closed unexpectedly"), _Closed(), False),
+        (
+            psycopg.OperationalError("terminating connection due to administrator command"),
+            _Closed(),
+            False,
+        ),
+    ],
+)
+def test_what_counts_as_refused_before_forwarding(exc, connection, refused):
+    assert is_refused_before_forwarding(exc, connection) is refused
+
+
+def test_a_refused_statement_is_sent_again_within_the_budget_then_gives_up_with_a_note():
+    sent = []
+
+    def rerun():
+        sent.append(1)
+        raise REFUSAL
+
+    policy = RetryPolicy(timeout=0.3, initial_delay=0.02, max_delay=0.05)
+    with pytest.raises(psycopg.errors.ProtocolViolation) as info:
+        policy.rerun_refused(
+            rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
+        )
+    assert 3 <= len(sent) <= 30
+    assert "refused the statement without forwarding it" in info.value.__notes__[-1]
+
+
+def test_another_error_from_a_rerun_is_raised_at_once():
+    sent = []
+
+    def rerun():
+        sent.append(1)
+        raise psycopg.errors.UniqueViolation("duplicate key")
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        FAST.rerun_refused(
+            rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
+        )
+    assert len(sent) == 1

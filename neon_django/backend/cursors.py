@@ -1,0 +1,67 @@
+"""Cursors that send a statement again when the pooler refused it without forwarding it.
+
+After a server restart PgBouncer answers a transaction's first statement with ``server login
+has been failing`` for ``server_login_retry`` (15 s) and closes the client. The statement
+never reached a server and no transaction was open, so the wrapper reconnects, in the same
+transaction state, and sends it again (:meth:`DatabaseWrapper.neon_reconnect_refused`).
+Execute wrappers and the debug query log see one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.db.backends.postgresql.base import CursorDebugWrapper as DjangoDebugWrapper
+from django.db.backends.utils import CursorWrapper as DjangoCursorWrapper
+from django.db.utils import DatabaseError
+
+from neon_connect import is_refused_before_forwarding
+
+if TYPE_CHECKING:
+    from .base import DatabaseWrapper
+
+__all__ = ["CursorDebugWrapper", "CursorWrapper"]
+
+T = TypeVar("T")
+
+
+class _RerunRefused:
+    db: DatabaseWrapper
+    cursor: Any
+
+    def _execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
+        return self._neon_run(super()._execute, sql, params, *wrapper_args)  # type: ignore[misc]
+
+    def _executemany(self, sql: Any, param_list: Any, *wrapper_args: Any) -> Any:
+        run = super()._executemany  # type: ignore[misc]
+        return self._neon_run(run, sql, param_list, *wrapper_args)
+
+    def _neon_run(self, execute: Callable[..., T], *args: Any) -> T:
+        def is_refusal(error: Exception) -> bool:
+            return is_refused_before_forwarding(error, self.db.connection)
+
+        try:
+            return execute(*args)
+        except DatabaseError as error:
+            # a named (server-side) cursor is tied to its connection: not sent again
+            if self.db.neon is None or not is_refusal(error) or getattr(self.cursor, "name", None):
+                raise
+            refused: Exception = error
+
+        def again() -> T:
+            self.db.neon_reconnect_refused()
+            self.cursor = self.db.create_cursor()
+            return execute(*args)
+
+        return self.db.neon_retry_policy().rerun_refused(
+            again, refused=refused, is_refusal=is_refusal, endpoint=self.db.neon_endpoint()
+        )
+
+
+class CursorWrapper(_RerunRefused, DjangoCursorWrapper):
+    pass
+
+
+class CursorDebugWrapper(_RerunRefused, DjangoDebugWrapper):
+    pass
