@@ -23,7 +23,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from .endpoints import Endpoint
@@ -33,6 +34,7 @@ __all__ = [
     "NO_RETRY",
     "RetryPolicy",
     "connection_lost",
+    "in_pipeline",
     "is_refused_before_forwarding",
     "is_transient",
 ]
@@ -142,6 +144,11 @@ def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
     )
 
 
+def in_pipeline(connection: Any) -> bool:
+    """True while a psycopg connection is in pipeline mode."""
+    return bool(getattr(getattr(connection, "pgconn", None), "pipeline_status", 0))
+
+
 def connection_lost(connection: Any) -> bool:
     """True when a driver's connection is gone: psycopg's ``broken``, psycopg2's ``closed``
     (2 once found lost), asyncpg's ``is_closed()``."""
@@ -149,6 +156,10 @@ def connection_lost(connection: Any) -> bool:
         return True
     is_closed = getattr(connection, "is_closed", None)
     return bool(is_closed()) if callable(is_closed) else False
+
+
+_DEADLINE: ContextVar[float | None] = ContextVar("neon_connect_rerun_deadline", default=None)
+"""While a refused statement is being sent again: when its budget ends (monotonic seconds)."""
 
 
 @dataclass(frozen=True)
@@ -179,8 +190,17 @@ class RetryPolicy:
             yield delay / 2 + random.uniform(0, delay / 2)
             delay = min(delay * self.multiplier, self.max_delay)
 
+    def bounded(self) -> RetryPolicy:
+        """This policy, its timeout cut to what is left of the budget of a statement being
+        sent again (:meth:`rerun_refused`), whose reconnect must not start a budget of its own."""
+        deadline = _DEADLINE.get()
+        if deadline is None:
+            return self
+        return replace(self, timeout=max(0.0, min(self.timeout, deadline - time.monotonic())))
+
     def call(self, connect: Callable[[], T], *, endpoint: Endpoint) -> T:
         """Run ``connect()``, retrying transient failures."""
+        policy = self.bounded()
         start = time.monotonic()
         delays = self.delays()
         attempt = 1
@@ -188,7 +208,7 @@ class RetryPolicy:
             try:
                 return connect()
             except Exception as exc:
-                delay = self._next_delay(exc, delays, start, attempt, endpoint)
+                delay = policy._next_delay(exc, delays, start, attempt, endpoint)
             time.sleep(delay)
             attempt += 1
 
@@ -212,18 +232,23 @@ class RetryPolicy:
         delays = self.delays()
         attempt = 1
         exc = refused
-        while True:
-            sleep(self._next_delay(exc, delays, start, attempt, endpoint, refusal=is_refusal))
-            attempt += 1
-            try:
-                return rerun()
-            except Exception as error:
-                if not is_refusal(error):
-                    raise
-                exc = error
+        token = _DEADLINE.set(start + self.timeout)  # the reconnects share this budget
+        try:
+            while True:
+                sleep(self._next_delay(exc, delays, start, attempt, endpoint, refusal=is_refusal))
+                attempt += 1
+                try:
+                    return rerun()
+                except Exception as error:
+                    if not is_refusal(error):
+                        raise
+                    exc = error
+        finally:
+            _DEADLINE.reset(token)
 
     async def acall(self, connect: Callable[[], Awaitable[T]], *, endpoint: Endpoint) -> T:
         """The async twin of :meth:`call`."""
+        policy = self.bounded()
         start = time.monotonic()
         delays = self.delays()
         attempt = 1
@@ -231,7 +256,7 @@ class RetryPolicy:
             try:
                 return await connect()
             except Exception as exc:
-                delay = self._next_delay(exc, delays, start, attempt, endpoint)
+                delay = policy._next_delay(exc, delays, start, attempt, endpoint)
             await asyncio.sleep(delay)
             attempt += 1
 

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
+from neon_connect.retry import in_pipeline
 
 __all__ = [
     "MIGRATION_LOCK_KEY",
@@ -75,8 +77,10 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
                 await _aprobe(conn)
             return conn
 
+        bounded = policy.bounded()  # read here, in the caller's context (a rerun's budget)
+
         async def connect_with_retry(*args: Any, **kwargs: Any) -> Any:
-            return await policy.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
+            return await bounded.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
 
         return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect_with_retry, **cparams)
 
@@ -121,15 +125,18 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
     """
     sleep = _await_sleep if engine.dialect.is_async else time.sleep
 
-    def run(execute: _Execute, cursor: Any, context: DefaultExecutionContext) -> bool:
+    def run(
+        execute: _Execute, cursor: Any, context: DefaultExecutionContext, *, many: bool = False
+    ) -> bool:
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, _driver(context.root_connection))
 
+        rerunnable = _rerunnable(context, many=many)  # decided while the connection is live
         try:
             execute(cursor)
             return True
         except Exception as error:
-            if not is_refusal(error) or not _checked_out(context):
+            if not (rerunnable and is_refusal(error)):
                 raise
             refused = error
 
@@ -151,7 +158,7 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
     @event.listens_for(engine, "do_executemany")
     def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
         do = context.dialect.do_executemany
-        return run(lambda c: do(c, statement, parameters, context), cursor, context)
+        return run(lambda c: do(c, statement, parameters, context), cursor, context, many=True)
 
     @event.listens_for(engine, "do_execute_no_params")
     def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
@@ -164,8 +171,10 @@ def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
     conn = context.root_connection
     proxied: Any = conn.connection  # the pool's _ConnectionFairy
     record = proxied._connection_record
+    info = dict(record.info)  # Connection.info: listeners keep state there across an execute
     record.invalidate(refused)  # closes the refused connection; the 'invalidate' event runs
     proxied.dbapi_connection = record.get_connection()  # the pool's 'connect' event runs
+    record.info.update(info)  # the reconnect cleared it
     # per-Connection options (isolation level, read only) were set on the old one
     dialect: Any = context.dialect  # a DefaultDialect: it has connection_characteristics
     for name, value in conn.get_execution_options().items():
@@ -174,6 +183,23 @@ def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
             # SQLAlchemy 2.1's logging_token lives on the Connection, not the driver's
             with contextlib.suppress(NotImplementedError):
                 characteristic.set_characteristic(dialect, proxied.dbapi_connection, value)
+
+
+def _rerunnable(context: DefaultExecutionContext, *, many: bool) -> bool:
+    """Whether a refusal of this execution could be answered by sending it again.
+
+    Not for ``insertmanyvalues`` (SQLAlchemy reads RETURNING rows and sends later batches on
+    the cursor it holds, which a new connection cannot replace), not for ``executemany`` in
+    autocommit (each row commits alone: the refusal can follow rows that ran), not in psycopg's
+    pipeline mode (an error there can belong to an earlier queued statement), and not while
+    the pool entry is still being made (the dialect's first queries; the connect step retries).
+    """
+    dbapi_connection = context.root_connection.connection.dbapi_connection
+    if context.execute_style is ExecuteStyle.INSERTMANYVALUES or not _checked_out(context):
+        return False
+    if many and getattr(dbapi_connection, "autocommit", False):
+        return False
+    return not in_pipeline(_driver(context.root_connection))
 
 
 def _checked_out(context: DefaultExecutionContext) -> bool:

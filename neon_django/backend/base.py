@@ -10,6 +10,7 @@ block in one thread, or in one asyncio task, never moves another.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -44,6 +45,7 @@ _TRANSACTION_STATE = (
     "atomic_blocks",
     "needs_rollback",
     "run_on_commit",
+    "run_commit_hooks_on_set_autocommit_on",
 )
 
 
@@ -74,6 +76,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     neon_connected_direct: bool | None = None
     """Where the open connection goes: True direct, False pooled, None when closed."""
+
+    neon_connecting = False
+    """True inside ``connect()``, while Django's set-up and ``connection_created`` run."""
 
     _neon_settings: dict[str, Any]
 
@@ -193,7 +198,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 self._neon_discard()
                 raise
 
-        policy.call(set_up, endpoint=endpoint)
+        self.neon_connecting = True
+        try:
+            policy.call(set_up, endpoint=endpoint)
+        finally:
+            self.neon_connecting = False
         if user_error:
             raise user_error[0]
 
@@ -221,13 +230,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
         The refusal came at a transaction's first statement, so an ``atomic()`` block around
         it has run nothing yet: the new connection gets the block's bookkeeping (and its
-        ``on_commit`` callbacks) and the driver's autocommit as they were.
+        ``on_commit`` callbacks, which Django's ``connect()`` must not run early) and the
+        driver's autocommit as they were. If no new connection can be made, the block is
+        left as Django leaves one whose connection closed: it must roll back.
         """
-        kept = {name: getattr(self, name) for name in _TRANSACTION_STATE}
+        kept = {name: copy.copy(getattr(self, name)) for name in _TRANSACTION_STATE}
+        self.run_commit_hooks_on_set_autocommit_on = False
         self._neon_discard()
-        self.connect()
-        for name, value in kept.items():
-            setattr(self, name, value)
+        try:
+            self.connect()
+        finally:
+            for name, value in kept.items():
+                setattr(self, name, value)
+            if self.connection is None and self.in_atomic_block:
+                self.closed_in_transaction = True
+                self.needs_rollback = True
         self._set_autocommit(kept["autocommit"])  # type: ignore[attr-defined]  # not in stubs
 
     _neon_set_up = False

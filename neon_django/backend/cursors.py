@@ -17,6 +17,7 @@ from django.db.backends.utils import CursorWrapper as DjangoCursorWrapper
 from django.db.utils import DatabaseError
 
 from neon_connect import is_refused_before_forwarding
+from neon_connect.retry import in_pipeline
 
 if TYPE_CHECKING:
     from .base import DatabaseWrapper
@@ -31,26 +32,42 @@ class _RerunRefused:
     cursor: Any
 
     def _execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
-        return self._neon_run(super()._execute, sql, params, *wrapper_args)  # type: ignore[misc]
+        run = super()._execute  # type: ignore[misc]
+        return self._neon_run(run, self._neon_rerunnable(), sql, params, *wrapper_args)
 
     def _executemany(self, sql: Any, param_list: Any, *wrapper_args: Any) -> Any:
         run = super()._executemany  # type: ignore[misc]
-        return self._neon_run(run, sql, param_list, *wrapper_args)
+        # in autocommit each row commits alone: a refusal can follow rows that ran
+        rerunnable = self._neon_rerunnable() and not self.db.autocommit
+        return self._neon_run(run, rerunnable, sql, param_list, *wrapper_args)
 
-    def _neon_run(self, execute: Callable[..., T], *args: Any) -> T:
+    def _neon_rerunnable(self) -> bool:
+        """Whether a refusal could be answered by sending the statement again: not for a
+        named (server-side) cursor, tied to its connection; not in psycopg's pipeline mode,
+        where an error can belong to an earlier queued statement; not from Django's own
+        set-up or a ``connection_created`` receiver (the connect step handles those)."""
+        db = self.db
+        return (
+            db.neon is not None
+            and not db.neon_connecting
+            and not getattr(self.cursor, "name", None)
+            and not in_pipeline(db.connection)
+        )
+
+    def _neon_run(self, execute: Callable[..., T], rerunnable: bool, *args: Any) -> T:
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, self.db.connection)
 
         try:
             return execute(*args)
         except DatabaseError as error:
-            # a named (server-side) cursor is tied to its connection: not sent again
-            if self.db.neon is None or not is_refusal(error) or getattr(self.cursor, "name", None):
+            if not (rerunnable and is_refusal(error)):
                 raise
             refused: Exception = error
 
         def again() -> T:
-            self.db.neon_reconnect_refused()
+            with self.db.wrap_database_errors:  # Django's errors, as from ensure_connection()
+                self.db.neon_reconnect_refused()
             self.cursor = self.db.create_cursor()
             return execute(*args)
 

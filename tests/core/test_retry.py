@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 
 import psycopg
 import pytest
@@ -245,3 +246,26 @@ def test_another_error_from_a_rerun_is_raised_at_once():
             rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
         )
     assert len(sent) == 1
+
+
+def test_the_reconnects_of_a_refused_statement_share_its_budget():
+    """A reconnect inside a rerun gets what is left of the rerun's budget, not a new one."""
+    policy = RetryPolicy(timeout=5.0, initial_delay=0.05, max_delay=0.05)
+    seen = []
+
+    def rerun():
+        seen.append((time.monotonic(), policy.bounded().timeout))
+        if len(seen) < 3:
+            raise REFUSAL
+        return "sent"
+
+    start = time.monotonic()
+    assert (
+        policy.rerun_refused(
+            rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
+        )
+        == "sent"
+    )
+    for moment, budget in seen:
+        assert budget <= 5.0 - (moment - start) + 0.01  # never more than what is left
+    assert policy.bounded().timeout == 5.0  # outside a rerun: the policy's own

@@ -37,6 +37,17 @@ pytestmark = pytest.mark.integration
 REFUSED = "server login has been failing"
 RERUN_LOG = "refused a statement without forwarding it"
 TABLE = "CREATE TABLE written (k text NOT NULL, via text NOT NULL)"
+ITEMS = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)"
+
+
+class _Base(sa.orm.DeclarativeBase):
+    pass
+
+
+class Item(_Base):
+    __tablename__ = "items"
+    id: sa.orm.Mapped[int] = sa.orm.mapped_column(primary_key=True)
+    name: sa.orm.Mapped[str]
 
 
 class Window:
@@ -52,19 +63,26 @@ class Window:
     def stored(self) -> dict[str, int]:
         with psycopg.connect(self.direct_url) as conn:
             rows = conn.execute("SELECT k, count(*) FROM written GROUP BY k").fetchall()
-        return dict(rows)
+            items = conn.execute("SELECT count(*) FROM items").fetchone()
+        return {**dict(rows), **({"items": items[0]} if items and items[0] else {})}
 
 
 @contextlib.contextmanager
-def fresh_database(state: StandInState) -> Iterator[Window]:
-    """A database of its own, so its PgBouncer pool is too; dropped afterwards."""
+def fresh_database(state: StandInState, *, timezone: str = "Etc/UTC") -> Iterator[Window]:
+    """A database of its own, so its PgBouncer pool is too; dropped afterwards.
+
+    Its ``timezone`` is what PgBouncer reports to clients: Django (``UTC``) sends its own
+    ``SET TIME ZONE`` while connecting unless they match, whatever the machine's zone is.
+    """
     db = f"refusal_{uuid.uuid4().hex[:8]}"
     window = Window(state, db)
     with psycopg.connect(state.superuser_url, autocommit=True) as su:
         su.execute(f"CREATE DATABASE {db} OWNER {OWNER}")
+        su.execute(f"ALTER DATABASE {db} SET timezone TO '{timezone}'")
     try:
         with psycopg.connect(window.direct_url, autocommit=True) as conn:
             conn.execute(TABLE)
+            conn.execute(ITEMS)
         with psycopg.connect(window.pooled_url, autocommit=True) as conn:
             conn.execute("SELECT 1")  # the pool exists, with the server's parameters
         yield window
@@ -108,6 +126,19 @@ def _wait_for_no_server(state: StandInState, db: str) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError(f"PgBouncer kept a server connection to {db}")
+
+
+def _wait_until_served(window: Window) -> None:
+    """Until the pooler forwards again (its server_login_retry is over)."""
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(window.pooled_url, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError:
+            time.sleep(0.5)
+    raise AssertionError("the pooler still refuses after 40 s")
 
 
 def _run_all(callers: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -188,6 +219,17 @@ def test_sqlalchemy_sends_a_refused_statement_again(standin, rerun_log):
 
         asyncio.run(warm_async())
         async_engine.sync_engine.dispose(close=False)  # its loop is gone; the next run has one
+
+        # SQLAlchemy's profiling recipe keeps state in Connection.info around each execute:
+        # the reconnect under the checked-out connection must not clear it.
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def _started(conn, cursor, statement, parameters, context, executemany):
+            conn.info.setdefault("started", []).append(time.monotonic())
+
+        @sa.event.listens_for(engine, "after_cursor_execute")
+        def _finished(conn, cursor, statement, parameters, context, executemany):
+            conn.info["started"].pop()
+
         refuse(standin, window)
 
         def in_transaction(eng: sa.Engine, key: str) -> str:
@@ -216,6 +258,22 @@ def test_sqlalchemy_sends_a_refused_statement_again(standin, rerun_log):
                 session.execute(insert, {"k": "orm", "via": "session"})
             return "ok"
 
+        def orm_flush() -> str:
+            # Two new rows with server-made keys: SQLAlchemy's insertmanyvalues reads RETURNING
+            # rows from the cursor it holds, which a new connection cannot replace: not re-sent.
+            with sa.orm.Session(engine) as session, session.begin():
+                session.add_all([Item(name="a"), Item(name="b")])
+            return "ok"
+
+        def autocommit_many() -> str:
+            # executemany in autocommit: each row commits alone, so a refusal could follow rows
+            # that ran: not re-sent.
+            with autocommit.connect() as conn:
+                conn.execute(
+                    insert, [{"k": "many-1", "via": "sync"}, {"k": "many-2", "via": "sync"}]
+                )
+            return "ok"
+
         def in_async() -> str:
             async def write() -> str:
                 async with async_engine.begin() as conn:
@@ -233,17 +291,23 @@ def test_sqlalchemy_sends_a_refused_statement_again(standin, rerun_log):
                 "orm": orm,
                 "async": in_async,
                 "fresh engine": fresh_engine,
+                "orm flush": orm_flush,
+                "autocommit executemany": autocommit_many,
             }
         )
         waited = time.monotonic() - window.opened
 
+    for not_sent_again in ("orm flush", "autocommit executemany"):
+        # the refusal (psycopg's pipeline reports only the closed connection); nothing stored
+        error = outcomes.pop(not_sent_again)
+        assert isinstance(error, sa.exc.OperationalError), (not_sent_again, error)
     control_error = outcomes.pop("control")
     assert isinstance(control_error, sa.exc.OperationalError), control_error
     assert REFUSED in str(control_error)
     assert outcomes == dict.fromkeys(outcomes, "ok"), outcomes
     keys = ["tx", "tx-2", "autocommit", "orm", "async", "fresh", "fresh-2"]
     assert window_stored_once(window, keys)
-    assert rerun_log.count(RERUN_LOG) >= len(outcomes) - 1, rerun_log.messages
+    assert rerun_log.count(RERUN_LOG) >= len(outcomes) - 1, rerun_log.messages  # not "fresh"
     assert rerun_log.count("connecting to the pooled endpoint")  # the fresh engine's
     assert waited > 5  # they did wait for the pooler, not pass by luck
 
@@ -282,7 +346,7 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
     """Connections opened before the window (CONN_MAX_AGE > 0, health checks off or passed
     earlier in the request) meet the refusal at a statement: the cursor sends it again. A
     connection opened inside the window meets it in Django's own set-up: the connect retry."""
-    from django.db import connections, transaction
+    from django.db import DatabaseError, ProgrammingError, connections, transaction
 
     with fresh_database(standin) as window, django_db_blocker.unblock():
         aliases = {
@@ -290,13 +354,16 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
             "refusal_control": neon_django.config(
                 window.pooled_url, direct_url=window.direct_url, retry_timeout=0
             ),
+            "refusal_short": neon_django.config(
+                window.pooled_url, direct_url=window.direct_url, retry_timeout=1
+            ),
         }
         # Django's defaults (TIME_ZONE, TEST, ...) filled in as for any configured alias
         filled = connections.configure_settings({"default": {}, **aliases})
         connections.settings.update({alias: filled[alias] for alias in aliases})
         committed: list[str] = []
         sql = "INSERT INTO written VALUES (%s, %s)"
-        opened = threading.Barrier(5)  # four callers and the window
+        opened = threading.Barrier(7)  # six callers and the window
         refused = threading.Event()
 
         def autocommitted() -> None:
@@ -317,6 +384,22 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
         def control() -> None:
             with connections["refusal_control"].cursor() as cursor:
                 cursor.execute(sql, ["control", "django"])
+
+        def autocommit_many() -> None:
+            # each row commits alone, so a refusal could follow rows that ran: not re-sent
+            with connections["refusal"].cursor() as cursor:
+                cursor.executemany(sql, [["am-1", "django"], ["am-2", "django"]])
+
+        def atomic_gives_up() -> None:
+            # The budget (1 s) runs out inside atomic(): the block must stay broken, as
+            # Django leaves one whose connection closed, even once the pooler serves again.
+            db = connections["refusal_short"]
+            with transaction.atomic(using="refusal_short"):
+                with pytest.raises(DatabaseError), db.cursor() as cursor:
+                    cursor.execute(sql, ["gave-up-1", "django"])
+                _wait_until_served(window)
+                with db.cursor() as cursor:
+                    cursor.execute(sql, ["gave-up-2", "django"])  # must not autocommit
 
         def new_connection() -> None:
             with connections["refusal"].cursor() as cursor:
@@ -351,6 +434,8 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
                     "autocommit": in_window(autocommitted, "refusal", connect=True),
                     "atomic": in_window(atomic, "refusal", connect=True),
                     "new connection": in_window(new_connection, "refusal", connect=False),
+                    "autocommit executemany": in_window(autocommit_many, "refusal", connect=True),
+                    "atomic gives up": in_window(atomic_gives_up, "refusal_short", connect=True),
                     "window": open_window,
                 }
             )
@@ -360,8 +445,47 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
 
     control_error = outcomes.pop("control")
     assert REFUSED in str(control_error), control_error
+    assert isinstance(outcomes.pop("autocommit executemany"), DatabaseError)
+    gave_up = outcomes.pop("atomic gives up")
+    assert isinstance(gave_up, (DatabaseError, ProgrammingError)), gave_up
     assert outcomes == dict.fromkeys(outcomes, "ok"), outcomes
     assert committed == ["outer"]  # on_commit kept across the new connection, run once
     assert window_stored_once(window, ["autocommit", "atomic", "many-1", "many-2", "new"])
     assert rerun_log.count(RERUN_LOG) >= 2, rerun_log.messages  # autocommit, atomic
     assert rerun_log.count("connecting to the pooled endpoint"), rerun_log.messages
+
+
+@pytest.mark.psycopg3_only
+def test_django_a_connection_created_receiver_meets_the_refusal(
+    standin, rerun_log, django_db_blocker
+):
+    """Django's set-up sends nothing here (the time zones match), so a receiver's statement
+    is the first the pooler sees. It is not sent again from inside ``connect()``: the refused
+    statement's own loop reconnects, and the receiver runs once on the connection that works."""
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    def receiver(sender, connection, **kwargs):
+        if connection.alias == "refusal_tz":
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO written VALUES ('receiver', 'django')")
+
+    with fresh_database(standin, timezone="UTC") as window, django_db_blocker.unblock():
+        settings = neon_django.config(window.pooled_url, direct_url=window.direct_url)
+        filled = connections.configure_settings({"default": {}, "refusal_tz": settings})
+        connections.settings["refusal_tz"] = filled["refusal_tz"]
+        connection_created.connect(receiver)
+        try:
+            db = connections["refusal_tz"]
+            db.ensure_connection()  # the receiver's first row, before the window
+            refuse(standin, window)
+            with db.cursor() as cursor:
+                cursor.execute("INSERT INTO written VALUES ('statement', 'django')")
+        finally:
+            connection_created.disconnect(receiver)
+            connections["refusal_tz"].close()
+            del connections.settings["refusal_tz"]
+
+    # once before the window, once on the connection that worked; the statement once
+    assert window.final == {"receiver": 2, "statement": 1}, window.final
+    assert rerun_log.count(RERUN_LOG) >= 1, rerun_log.messages
