@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .endpoints import Endpoint
@@ -190,17 +190,18 @@ class RetryPolicy:
             yield delay / 2 + random.uniform(0, delay / 2)
             delay = min(delay * self.multiplier, self.max_delay)
 
-    def bounded(self) -> RetryPolicy:
-        """This policy, its timeout cut to what is left of the budget of a statement being
-        sent again (:meth:`rerun_refused`), whose reconnect must not start a budget of its own."""
+    def budget(self) -> float:
+        """Seconds this policy may retry now: its timeout, cut to what is left of the budget
+        of a statement being sent again (:meth:`rerun_refused`), whose reconnects must not
+        start budgets of their own."""
         deadline = _DEADLINE.get()
         if deadline is None:
-            return self
-        return replace(self, timeout=max(0.0, min(self.timeout, deadline - time.monotonic())))
+            return self.timeout
+        return max(0.0, min(self.timeout, deadline - time.monotonic()))
 
     def call(self, connect: Callable[[], T], *, endpoint: Endpoint) -> T:
         """Run ``connect()``, retrying transient failures."""
-        policy = self.bounded()
+        budget = self.budget()
         start = time.monotonic()
         delays = self.delays()
         attempt = 1
@@ -208,7 +209,7 @@ class RetryPolicy:
             try:
                 return connect()
             except Exception as exc:
-                delay = policy._next_delay(exc, delays, start, attempt, endpoint)
+                delay = self._next_delay(exc, delays, start, attempt, endpoint, budget=budget)
             time.sleep(delay)
             attempt += 1
 
@@ -232,7 +233,9 @@ class RetryPolicy:
         delays = self.delays()
         attempt = 1
         exc = refused
-        token = _DEADLINE.set(start + self.timeout)  # the reconnects share this budget
+        outer = _DEADLINE.get()
+        deadline = start + self.timeout if outer is None else min(outer, start + self.timeout)
+        token = _DEADLINE.set(deadline)  # the reconnects share this budget
         try:
             while True:
                 sleep(self._next_delay(exc, delays, start, attempt, endpoint, refusal=is_refusal))
@@ -248,7 +251,7 @@ class RetryPolicy:
 
     async def acall(self, connect: Callable[[], Awaitable[T]], *, endpoint: Endpoint) -> T:
         """The async twin of :meth:`call`."""
-        policy = self.bounded()
+        budget = self.budget()
         start = time.monotonic()
         delays = self.delays()
         attempt = 1
@@ -256,7 +259,7 @@ class RetryPolicy:
             try:
                 return await connect()
             except Exception as exc:
-                delay = policy._next_delay(exc, delays, start, attempt, endpoint)
+                delay = self._next_delay(exc, delays, start, attempt, endpoint, budget=budget)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -269,12 +272,13 @@ class RetryPolicy:
         endpoint: Endpoint,
         *,
         refusal: Callable[[Exception], bool] | None = None,
+        budget: float | None = None,
     ) -> float:
         """The delay before the next attempt, or re-raise ``exc`` with a note."""
         elapsed = time.monotonic() - start
         delay = next(delays)
         worth_it = is_transient(exc) if refusal is None else refusal(exc)
-        if not worth_it or elapsed + delay > self.timeout:
+        if not worth_it or elapsed + delay > (self.timeout if budget is None else budget):
             _scrub(exc, endpoint)
             where = f"the {endpoint.kind} endpoint {endpoint.display_host}"
             if refusal is not None:

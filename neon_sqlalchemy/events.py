@@ -77,10 +77,8 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
                 await _aprobe(conn)
             return conn
 
-        bounded = policy.bounded()  # read here, in the caller's context (a rerun's budget)
-
         async def connect_with_retry(*args: Any, **kwargs: Any) -> Any:
-            return await bounded.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
+            return await policy.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
 
         return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect_with_retry, **cparams)
 
@@ -174,7 +172,8 @@ def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
     info = dict(record.info)  # Connection.info: listeners keep state there across an execute
     record.invalidate(refused)  # closes the refused connection; the 'invalidate' event runs
     proxied.dbapi_connection = record.get_connection()  # the pool's 'connect' event runs
-    record.info.update(info)  # the reconnect cleared it
+    for key, value in info.items():  # the reconnect cleared it; 'connect' listeners' keys win
+        record.info.setdefault(key, value)
     # per-Connection options (isolation level, read only) were set on the old one
     dialect: Any = context.dialect  # a DefaultDialect: it has connection_characteristics
     for name, value in conn.get_execution_options().items():

@@ -22,6 +22,7 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError
 
 from neon_connect import Endpoint, RetryPolicy
+from neon_connect.retry import connection_lost
 from neon_connect.secret import mask_driver_secrets
 from neon_django.config import NeonSettings, neon_settings
 
@@ -198,11 +199,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 self._neon_discard()
                 raise
 
-        self.neon_connecting = True
+        connecting, self.neon_connecting = self.neon_connecting, True
         try:
             policy.call(set_up, endpoint=endpoint)
         finally:
-            self.neon_connecting = False
+            self.neon_connecting = connecting  # a receiver may connect another time inside
         if user_error:
             raise user_error[0]
 
@@ -237,9 +238,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
         kept = {name: copy.copy(getattr(self, name)) for name in _TRANSACTION_STATE}
         self.run_commit_hooks_on_set_autocommit_on = False
         self._neon_discard()
+        connected = False
         try:
             self.connect()
+            connected = True
         finally:
+            if not connected and not connection_lost(self.connection):
+                self._neon_discard()  # a receiver failed on a live connection: not half set up
             for name, value in kept.items():
                 setattr(self, name, value)
             if self.connection is None and self.in_atomic_block:

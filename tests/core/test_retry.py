@@ -254,18 +254,40 @@ def test_the_reconnects_of_a_refused_statement_share_its_budget():
     seen = []
 
     def rerun():
-        seen.append((time.monotonic(), policy.bounded().timeout))
+        moment = time.monotonic()  # the budget is read after it: never more than 5 s - elapsed
+        seen.append((moment, policy.budget()))
         if len(seen) < 3:
             raise REFUSAL
         return "sent"
 
-    start = time.monotonic()
     assert (
         policy.rerun_refused(
             rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
         )
         == "sent"
     )
+    first = seen[0][0]
     for moment, budget in seen:
-        assert budget <= 5.0 - (moment - start) + 0.01  # never more than what is left
-    assert policy.bounded().timeout == 5.0  # outside a rerun: the policy's own
+        assert budget <= 5.0 - (moment - first)
+    assert seen[-1][1] < 5.0 - 0.04  # two waits of at least 0.025 s each came off
+    assert policy.budget() == 5.0  # outside a rerun: the policy's own
+
+
+def test_a_reconnect_after_the_budget_ran_out_tries_once():
+    """The reconnect's own retry loop uses the shared budget: spent, it makes one attempt."""
+    policy = RetryPolicy(timeout=0.3, initial_delay=0.01, max_delay=0.01)
+    attempts = []
+
+    def connect():
+        attempts.append(1)
+        raise psycopg.OperationalError("connection failed: Connection refused")
+
+    def rerun():
+        time.sleep(0.35)  # past the rerun's deadline
+        return policy.call(connect, endpoint=ENDPOINT)
+
+    with pytest.raises(psycopg.OperationalError):
+        policy.rerun_refused(
+            rerun, refused=REFUSAL, is_refusal=lambda e: e is REFUSAL, endpoint=ENDPOINT
+        )
+    assert attempts == [1]  # a budget of its own would have tried for another 0.3 s

@@ -266,8 +266,9 @@ def test_sqlalchemy_sends_a_refused_statement_again(standin, rerun_log):
             return "ok"
 
         def autocommit_many() -> str:
-            # executemany in autocommit: each row commits alone, so a refusal could follow rows
-            # that ran: not re-sent.
+            # executemany in autocommit: each row could commit alone, so a refusal could follow
+            # rows that ran: not re-sent. (psycopg 3 sends the rows in one pipeline and reports
+            # only the closed connection, so this checks the outcome, not the exclusion.)
             with autocommit.connect() as conn:
                 conn.execute(
                     insert, [{"k": "many-1", "via": "sync"}, {"k": "many-2", "via": "sync"}]
@@ -362,8 +363,10 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
         filled = connections.configure_settings({"default": {}, **aliases})
         connections.settings.update({alias: filled[alias] for alias in aliases})
         committed: list[str] = []
+        manual_hooks: list[str] = []
+        early: list[str] = []
         sql = "INSERT INTO written VALUES (%s, %s)"
-        opened = threading.Barrier(7)  # six callers and the window
+        opened = threading.Barrier(8)  # seven callers and the window
         refused = threading.Event()
 
         def autocommitted() -> None:
@@ -386,7 +389,7 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
                 cursor.execute(sql, ["control", "django"])
 
         def autocommit_many() -> None:
-            # each row commits alone, so a refusal could follow rows that ran: not re-sent
+            # not re-sent (as for SQLAlchemy above, this checks the outcome on psycopg 3)
             with connections["refusal"].cursor() as cursor:
                 cursor.executemany(sql, [["am-1", "django"], ["am-2", "django"]])
 
@@ -405,13 +408,37 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
             with connections["refusal"].cursor() as cursor:
                 cursor.execute(sql, ["new", "django"])
 
+        def manual_commit() -> None:
+            # Before the window: a manual transaction committed; its hooks wait for autocommit
+            transaction.set_autocommit(False, using="refusal")
+            with connections["refusal"].cursor() as cursor:
+                cursor.execute(sql, ["manual-1", "django"])
+            transaction.commit(using="refusal")
+
+        def manual_then_atomic() -> None:
+            # savepoint=False: no SAVEPOINT at entry, so the hook is registered before the
+            # first statement, which the pooler refuses
+            with transaction.atomic(using="refusal", savepoint=False):
+                transaction.on_commit(lambda: manual_hooks.append("manual"), using="refusal")
+                with connections["refusal"].cursor() as cursor:
+                    cursor.execute(sql, ["manual-2", "django"])
+            early.extend(manual_hooks)  # what ran before the real COMMIT below (must be nothing)
+            transaction.commit(using="refusal")
+            transaction.set_autocommit(True, using="refusal")  # Django runs the hook here
+
         def in_window(
-            caller: Callable[[], None], alias: str, *, connect: bool
+            caller: Callable[[], None],
+            alias: str,
+            *,
+            connect: bool,
+            before: Callable[[], None] | None = None,
         ) -> Callable[[], str]:
             def run() -> str:
                 try:
                     if connect:
                         connections[alias].ensure_connection()  # before the window
+                    if before is not None:
+                        before()
                     opened.wait(30)
                     refused.wait(30)
                     caller()
@@ -436,6 +463,9 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
                     "new connection": in_window(new_connection, "refusal", connect=False),
                     "autocommit executemany": in_window(autocommit_many, "refusal", connect=True),
                     "atomic gives up": in_window(atomic_gives_up, "refusal_short", connect=True),
+                    "manual": in_window(
+                        manual_then_atomic, "refusal", connect=True, before=manual_commit
+                    ),
                     "window": open_window,
                 }
             )
@@ -450,7 +480,10 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
     assert isinstance(gave_up, (DatabaseError, ProgrammingError)), gave_up
     assert outcomes == dict.fromkeys(outcomes, "ok"), outcomes
     assert committed == ["outer"]  # on_commit kept across the new connection, run once
-    assert window_stored_once(window, ["autocommit", "atomic", "many-1", "many-2", "new"])
+    assert manual_hooks == ["manual"]
+    assert early == []  # connect() did not run the manual transaction's hook before its COMMIT
+    stored = ["autocommit", "atomic", "many-1", "many-2", "new", "manual-1", "manual-2"]
+    assert window_stored_once(window, stored)
     assert rerun_log.count(RERUN_LOG) >= 2, rerun_log.messages  # autocommit, atomic
     assert rerun_log.count("connecting to the pooled endpoint"), rerun_log.messages
 
