@@ -280,6 +280,9 @@ def _burst(
         payload.get("served_by", "?") for status, payload, _ in done if 200 <= status < 300
     )
     step = Step(name, seconds=elapsed, ok=errors == 0)
+    failed = [(status, payload) for status, payload, _ in done if not 200 <= status < 300]
+    if failed:  # what the first failure said, so that a red report can be read
+        step.evidence.append(f"first failure: HTTP {failed[0][0]} {failed[0][1]}"[:400])
     step.endpoint = (
         "pooled" if set(served) == {"pooled"} else ", ".join(f"{k}: {v}" for k, v in served.items())
     )

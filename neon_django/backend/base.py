@@ -19,7 +19,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
-from django.db.utils import OperationalError
+from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
 from neon_connect.retry import connection_lost
@@ -165,6 +165,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def ensure_connection(self) -> None:
         self.neon_follow_route()  # a direct() block entered or left since the last query
+        if self.connection is None and self.in_atomic_block and self.closed_in_transaction:
+            # Django 5.0+ refuses this itself; 4.2 would reconnect in autocommit and let the
+            # rest of the atomic() block commit statement by statement
+            raise ProgrammingError("Cannot open a new connection in an atomic block.")
         super().ensure_connection()
 
     def get_connection_params(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_demo_steps_run_where_they_should(neon_local):
         "SQLAlchemy requests (uvicorn)",
         "LISTEN/NOTIFY worker",
     ]
-    assert all(s.ok for s in steps), [(s.name, s.figures) for s in steps]
+    assert all(s.ok for s in steps), [(s.name, s.figures, s.evidence) for s in steps]
     assert by_name["Django migrate"].endpoint == "direct"
     assert by_name["Alembic upgrade head"].endpoint == "direct"
     assert "PgBouncer forwarded 0 transactions" in by_name["Alembic upgrade head"].evidence

@@ -102,13 +102,31 @@ def refuse(state: StandInState, window: Window) -> None:
             (window.db,),
         )
         _wait_for_no_server(state, window.db)
-        with (
-            pytest.raises(psycopg.OperationalError, match="not currently accepting"),
-            psycopg.connect(window.pooled_url, autocommit=True) as conn,
-        ):
-            conn.execute("SELECT 1")  # PgBouncer's server login fails here
+        _fail_one_server_login(window)
         su.execute(f"ALTER DATABASE {window.db} ALLOW_CONNECTIONS true")
     window.opened = time.monotonic()
+
+
+def _fail_one_server_login(window: Window) -> None:
+    """One client asks for a server, so PgBouncer logs in and fails. PgBouncer 1.24 answers
+    it with the server's error at once; 1.18 keeps it waiting (up to query_wait_timeout), so
+    it is given a moment and then closed."""
+    conn = psycopg.connect(window.pooled_url, autocommit=True)
+    try:
+        conn.pgconn.send_query(b"SELECT 1")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            conn.pgconn.consume_input()
+            if not conn.pgconn.is_busy():
+                result = conn.pgconn.get_result()
+                message = (result.error_message if result else b"").decode()
+                assert "not currently accepting" in message, message
+                return
+            time.sleep(0.05)
+    except psycopg.OperationalError as error:  # the pooler closed it after the error
+        assert "not currently accepting" in str(error), error
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager
