@@ -58,7 +58,9 @@ def is_direct(alias: str) -> bool:
 class _DirectSettings(dict[str, Any]):
     """``settings_dict`` while routed direct: the direct endpoint over the alias's settings.
 
-    Writes (Django renames ``NAME`` for test databases) also reach the alias's own dict.
+    Writes (Django renames ``NAME`` for test databases, a parallel worker ``update()``s it)
+    also reach the alias's own dict; a copy is a copy of the alias's own dict, so
+    ``connection.copy()`` inside ``direct()`` makes a connection that routes as this one does.
     """
 
     def __init__(self, alias_settings: dict[str, Any], direct: dict[str, Any]) -> None:
@@ -71,6 +73,32 @@ class _DirectSettings(dict[str, Any]):
         super().__setitem__(key, value)
         self._alias_settings[key] = value
 
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._alias_settings.pop(key, None)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._alias_settings.pop(key, None)
+        return super().pop(key, *default)
+
+    def copy(self) -> dict[str, Any]:
+        return self._alias_settings.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self._alias_settings, memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (self._alias_settings,))
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
     creation_class = DatabaseCreation
@@ -81,28 +109,48 @@ class DatabaseWrapper(base.DatabaseWrapper):
     neon_connecting = False
     """True inside ``connect()``, while Django's set-up and ``connection_created`` run."""
 
-    _neon_settings: dict[str, Any]
-
     # Django assigns settings_dict in __init__ and reads it everywhere; as a property it shows
     # the endpoint this alias is routed to, so connecting, dbshell and QuerySet.iterator()
-    # (DISABLE_SERVER_SIDE_CURSORS) all follow direct() without being told.
+    # (DISABLE_SERVER_SIDE_CURSORS) all follow direct() without being told. The value lives
+    # in the instance __dict__ under Django's own name, as a plain attribute would: so
+    # mock.patch.object() finds and restores it, and assignment and deletion work as on
+    # Django's backend.
     @property
     def settings_dict(self) -> dict[str, Any]:
-        neon = self.neon
+        settings = self._neon_own_settings
+        neon = neon_settings(settings)
         if neon is not None and neon["DIRECT"] is not None and self.neon_wants_direct:
-            return _DirectSettings(self._neon_settings, neon["DIRECT"])
-        return self._neon_settings
+            return _DirectSettings(settings, neon["DIRECT"])
+        return settings
 
     @settings_dict.setter
     def settings_dict(self, value: dict[str, Any]) -> None:
-        self._neon_settings = value
+        self.__dict__["settings_dict"] = value
+
+    @settings_dict.deleter
+    def settings_dict(self) -> None:
+        try:
+            del self.__dict__["settings_dict"]
+        except KeyError:
+            raise AttributeError("settings_dict") from None
+
+    @property
+    def _neon_own_settings(self) -> dict[str, Any]:
+        """The alias's own settings, as assigned (not routed)."""
+        try:
+            settings: dict[str, Any] = self.__dict__["settings_dict"]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute 'settings_dict'"
+            ) from None
+        return settings
 
     # -- routing --------------------------------------------------------------------------
 
     @property
     def neon(self) -> NeonSettings | None:
         """The ``NEON`` entry that ``neon_django.config()`` put in the settings (read live)."""
-        return neon_settings(self._neon_settings)
+        return neon_settings(self._neon_own_settings)
 
     @property
     def neon_transaction_pooler(self) -> bool:
