@@ -47,6 +47,11 @@ class Endpoint:
     def __deepcopy__(self, memo: dict[int, Any]) -> Endpoint:
         return self
 
+    # Pickled with the settings that Django's parallel test runner hands to spawned workers.
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.kind, self.host, self.port, self.user, self.password, self.database)
+        return (Endpoint, (*fields, dict(self.params), self.transaction_pooler, self.source))
+
     def __repr__(self) -> str:
         return (
             f"Endpoint(kind={self.kind!r}, host={self.host!r}, port={self.port!r}, "

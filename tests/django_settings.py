@@ -56,6 +56,9 @@ if os.environ.get("NEON_TESTS_MODE") == "plain":
 else:
     import dj_database_url
 
+    if os.environ.get("NEON_TESTS_MODE") == "unfixed":  # the control of the test life cycle
+        DATABASES["default"]["ENGINE"] = "tests.django.unfixed_backend"
+
     # The same, as a second alias sharing the test database, for side-by-side failures.
     handwritten = dict(dj_database_url.parse(STANDIN["DATABASE_URL"]))
     if DJANGO_DRIVER == "psycopg":  # psycopg 3's prepares; psycopg2 has neither option

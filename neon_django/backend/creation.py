@@ -26,7 +26,8 @@ class DatabaseCreation(creation.DatabaseCreation):
             # Django replaces a test database left by an earlier run (--keepdb, --reuse-db, a
             # run that died) with a plain DROP DATABASE, which PgBouncer's idle server
             # connections to it make fail with "being accessed by other users".
-            self._end_sessions(self._get_test_db_name(), idle_only=False)
+            name = self._get_test_db_name()  # type: ignore[attr-defined]  # not in the stubs
+            self._end_sessions(name, idle_only=False)
         return str(super()._create_test_db(verbosity, autoclobber, keepdb))  # type: ignore[misc]
 
     def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
@@ -65,4 +66,3 @@ class DatabaseCreation(creation.DatabaseCreation):
                 " AND (state = 'idle' OR NOT %s) AND pid <> pg_backend_pid()",
                 [list(database_names), idle_only],
             )
-

@@ -239,3 +239,14 @@ def test_a_url_that_is_not_a_string_is_named(value):
         with pytest.raises(InvalidURLError, match="must be a string") as info:
             resolve(**kw, env={})
         assert SECRET not in str(info.value) and info.value.__context__ is None
+
+
+def test_endpoints_pickle_whole():
+    """Django's parallel runner pickles settings holding them for ``spawn`` workers."""
+    import pickle
+
+    endpoints = resolve(env={"DATABASE_URL": neon(POOLED)})
+    back = pickle.loads(pickle.dumps(endpoints))
+    assert back == endpoints
+    assert back.app.password == endpoints.app.password
+    assert dict(back.app.params) == dict(endpoints.app.params)

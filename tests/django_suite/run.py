@@ -33,11 +33,27 @@ from pathlib import Path
 
 from .by_design import BY_DESIGN
 
-LABELS = (
-    "backends transactions migrations cache multiple_database test_runner basic queries "
-    "select_for_update postgres_tests schema indexes model_fields db_functions aggregation "
-    "expressions fixtures serializers admin_views"
-).split()
+LABELS = [
+    "backends",
+    "transactions",
+    "migrations",
+    "cache",
+    "multiple_database",
+    "test_runner",
+    "basic",
+    "queries",
+    "select_for_update",
+    "postgres_tests",
+    "schema",
+    "indexes",
+    "model_fields",
+    "db_functions",
+    "aggregation",
+    "expressions",
+    "fixtures",
+    "serializers",
+    "admin_views",
+]
 # The second --keepdb run reuses the kept database with one process: reused parallel clones
 # fail under Django's own backend too (they keep what the last TransactionTestCase flushed,
 # Django ticket #25251; see --baseline), while the kept database itself is migrated again.
@@ -119,7 +135,9 @@ def prepare_template(superuser_url: str) -> None:
             c.execute(f"CREATE EXTENSION IF NOT EXISTS {name}")
 
 
-def run_suite(tests: Path, env: dict[str, str], labels: list[str], args: tuple[str, ...]) -> Outcome:
+def run_suite(
+    tests: Path, env: dict[str, str], labels: list[str], args: tuple[str, ...]
+) -> Outcome:
     command = [sys.executable, "runtests.py", "--settings=neon_suite_settings", "--noinput"]
     command += [*args, *labels]
     print("$", " ".join(command[1:]), flush=True)
@@ -182,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"[{where}] the run did not finish (see its log)")
         problems += [f"[{where}] unexpected failure: {t}" for t in outcome.unexpected()]
     if options.labels == LABELS:
-        matched = {p for o in outcomes for t in o.failed for p in BY_DESIGN if fnmatch.fnmatchcase(t, p)}
+        matched = {
+            p for o in outcomes for t in o.failed for p in BY_DESIGN if fnmatch.fnmatchcase(t, p)
+        }
         for pattern in sorted(set(BY_DESIGN) - matched):
             print(f"note: by-design entry matched no failure on Django {version}: {pattern}")
     for line in problems:
