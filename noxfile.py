@@ -22,7 +22,7 @@ nox.options.error_on_missing_interpreters = True
 nox.options.envdir = str(
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neon-connect" / "nox"
 )
-nox.options.sessions = ["lowest", "lts", "latest", "psycopg2", "old_pooler"]
+nox.options.sessions = ["lowest", "lts", "latest", "psycopg2", "old_pooler", "django_suite"]
 
 EXTRAS = ".[django,sqlalchemy,asyncpg]"
 ROOT = Path(__file__).parent
@@ -108,3 +108,23 @@ def old_pooler(session: nox.Session) -> None:
     """Debian 12's PgBouncer 1.18, which does not track prepared statements."""
     _install(session)
     _suite(session, env={"NEON_LOCAL_PGBOUNCER": "/usr/sbin/pgbouncer"})
+
+
+# Django's own suite through neon_django (tests/django_suite/run.py): the oldest supported
+# Django, the LTS and the newest, each on a Python it supports. The extra packages are what its
+# runner and the chosen labels need (workers' tracebacks, YAML, images); pip fetches the sdist.
+@nox.session
+@nox.parametrize(
+    "python,django",
+    [("3.11", "Django>=4.2,<5"), ("3.12", "Django>=5.2,<6"), ("3.13", "Django>=6,<7")],
+    ids=["4.2", "5.2", "6"],
+)
+def django_suite(session: nox.Session, django: str) -> None:
+    """Django's own test suite through neon_django: --parallel 2, then --keepdb twice."""
+    _install(session, django, "pip", "tblib", "PyYAML", "Pillow")
+    versions = _versions(session)
+    session.log(f"{session.name}: {versions}")
+    try:
+        session.run("python", "-m", "tests.django_suite.run", *session.posargs)
+    except nox.command.CommandFailed:
+        session.error(f"Django's own suite failed on {versions}")

@@ -46,3 +46,11 @@ def test_snippet_runs(code, neon_local, monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "1"
     for name in ("engine", "migrations"):
         namespace[name].dispose()  # type: ignore[attr-defined]
+
+
+def test_every_test_the_readme_points_to_exists():
+    """The troubleshooting table's claims point to the tests that prove them."""
+    linked = re.findall(r"\]\((tests/[^)]+)\)", README)
+    assert linked
+    for path in linked:
+        assert (ROOT / path).exists(), path
