@@ -1,13 +1,16 @@
 """Settings for Django's ``tests/runtests.py``: both of its aliases through neon_django.
 
 Copied next to Django's ``runtests.py`` by ``tests/django_suite/run.py``, which exports the
-stand-in's URLs first. Everything but ``DATABASES`` is what Django's own ``test_sqlite.py``
-sets; runtests.py chooses ``INSTALLED_APPS`` itself.
+stand-in's URLs first. Everything but ``DATABASES`` comes from that Django's own
+``test_sqlite.py`` (``DEFAULT_AUTO_FIELD`` differs between versions); runtests.py chooses
+``INSTALLED_APPS`` itself.
 """
 
 from __future__ import annotations
 
 import os
+
+from test_sqlite import *  # noqa: F403  # Django's own test settings, beside runtests.py
 
 import neon_django
 
@@ -17,11 +20,6 @@ DATABASES = {
 }
 # one database serves both aliases on Neon; their test databases must differ
 DATABASES["other"]["TEST"] = {"NAME": "test_neondb_other"}
-
-SECRET_KEY = "django_tests_secret_key"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-USE_TZ = False
 
 if os.environ.get("NEON_SUITE_BASELINE"):
     # the oracle's oracle: Django's own backend straight to PostgreSQL, for comparison
