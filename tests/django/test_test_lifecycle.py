@@ -109,6 +109,7 @@ def test_settings_dict_can_be_deleted_and_assigned(wrapper):
 
 
 @pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
 def test_override_settings_leaves_the_connection_alone():
     own = connection.settings_dict
     with override_settings(DATABASES={"default": {**own, "NAME": "elsewhere"}}):
