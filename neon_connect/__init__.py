@@ -21,6 +21,7 @@ from .errors import (
     MissingURLError,
     NeonConnectError,
     NoDirectEndpointError,
+    SessionStateError,
     UnsupportedStartupParameterError,
 )
 from .hosts import NeonHost, parse_neon_host
@@ -57,6 +58,7 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "SecretParams",
+    "SessionStateError",
     "UnsupportedStartupParameterError",
     "asyncpg_params",
     "connect",

@@ -14,6 +14,7 @@ __all__ = [
     "MissingURLError",
     "NeonConnectError",
     "NoDirectEndpointError",
+    "SessionStateError",
     "UnsupportedStartupParameterError",
 ]
 
@@ -50,6 +51,11 @@ class NoDirectEndpointError(ConfigurationError):
     """A session-level operation needs a direct endpoint and none is known."""
 
 
+class SessionStateError(NeonConnectError):
+    """A statement would leave session state on a transaction pooler's server connection,
+    where the next client would inherit it; it was stopped before it was sent."""
+
+
 for _cls in (
     NeonConnectError,
     ConfigurationError,
@@ -59,5 +65,6 @@ for _cls in (
     UnsupportedStartupParameterError,
     DoublePoolingError,
     NoDirectEndpointError,
+    SessionStateError,
 ):
     _cls.__module__ = "neon_connect"

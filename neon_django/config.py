@@ -34,6 +34,7 @@ from neon_connect import (
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import DriverSecret, scrubbed
+from neon_connect.session_guard import GUARD_MODES, GuardMode
 
 from .conn_max_age import auto_conn_max_age
 
@@ -56,6 +57,9 @@ class NeonSettings(TypedDict):
     ALLOW_MISMATCHED_ENDPOINTS: bool
     REPLICA_OF: str | None
     """The primary alias of a read replica (set by :func:`neon_django.databases`)."""
+    SESSION_GUARD: GuardMode
+    """What happens to a statement that would leave session state on the pooler's server
+    connection: ``error`` (stopped before it is sent), ``warn`` or ``off``."""
 
 
 def neon_settings(db: Mapping[str, Any]) -> NeonSettings | None:
@@ -86,6 +90,7 @@ def config(
     test_options: dict[str, Any] | None = None,
     pooler_prepared_statements: bool = False,
     retry_timeout: float = DEFAULT_RETRY.timeout,
+    session_guard: GuardMode = "error",
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -103,6 +108,10 @@ def config(
     connect retry: a waking compute, a restarting server, a statement the pooler refused
     before forwarding it (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
+    ``session_guard`` decides what happens, behind a transaction pooler, to a statement that
+    would leave session state for the next client (``SET search_path``, session advisory
+    locks, ``LISTEN``, temp tables...): ``"error"`` stops it before it is sent (the default),
+    ``"warn"`` logs it, ``"off"`` sends it. ``direct()`` connections are never guarded.
 
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
@@ -149,6 +158,12 @@ def config(
             direct, _options(direct, user_options, prepared=True)
         )
 
+    if session_guard not in GUARD_MODES:
+        raise ConfigurationError(
+            f"neon_django.config(session_guard={session_guard!r}): use one of "
+            + ", ".join(repr(m) for m in GUARD_MODES)
+            + "."
+        )
     if retry_timeout < 0:
         raise ConfigurationError("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
     max_age = _conn_max_age(app, conn_max_age)
@@ -176,6 +191,7 @@ def config(
         RETRY_TIMEOUT=retry_timeout,
         ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
         REPLICA_OF=None,
+        SESSION_GUARD=session_guard,
     )
     return settings
 

@@ -28,8 +28,9 @@ from neon_connect import (
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import mask_driver_secrets, scrubbed
+from neon_connect.session_guard import GUARD_MODES, GuardMode
 
-from .events import add_commit_outcome, add_retry, dispose_after_fork
+from .events import add_commit_outcome, add_retry, add_session_guard, dispose_after_fork
 
 __all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
@@ -192,10 +193,20 @@ def _arguments(
     return _sa_url(endpoint, driver), {"connect_args": connect_args, **engine_kwargs}
 
 
-def _finish(engine: Engine, endpoint: Endpoint, retry: RetryPolicy) -> None:
+def _finish(
+    engine: Engine, endpoint: Endpoint, retry: RetryPolicy, session_guard: GuardMode
+) -> None:
+    if session_guard not in GUARD_MODES:
+        raise ConfigurationError(
+            f"session_guard={session_guard!r}: use one of "
+            + ", ".join(repr(m) for m in GUARD_MODES)
+            + "."
+        )
     add_retry(engine, endpoint, retry)
     add_commit_outcome(engine)
     dispose_after_fork(engine)
+    if endpoint.transaction_pooler and session_guard != "off":
+        add_session_guard(engine, session_guard)
 
 
 @scrubbed(ConfigurationError)
@@ -209,6 +220,7 @@ def create_engine(
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
+    session_guard: GuardMode = "error",
     **kwargs: Any,
 ) -> Engine:
     """A sync engine on the pooled endpoint (default) or the direct one (``direct=True``).
@@ -218,6 +230,10 @@ def create_engine(
     ``prepared_statements=True`` declares the pooler tracks them). Direct: a normal pool
     with ``pool_pre_ping`` and ``pool_recycle`` below Neon's suspend. Other keyword
     arguments go to ``sqlalchemy.create_engine``; ``connect_args`` are merged.
+    ``session_guard`` (on a transaction pooler): a statement that would leave session state
+    for the next client (``SET search_path``, session advisory locks, ``LISTEN``, temp
+    tables...) is stopped before it is sent (``"error"``, the default), logged (``"warn"``)
+    or sent (``"off"``).
     """
     driver = _driver_from(url, "psycopg")
     endpoint = endpoint_for(
@@ -239,7 +255,7 @@ def create_engine(
         factory="create_engine",
     )
     engine = sqlalchemy.create_engine(sa_url, **arguments)
-    _finish(engine, endpoint, retry)
+    _finish(engine, endpoint, retry, session_guard)
     return engine
 
 
@@ -255,6 +271,7 @@ def create_async_engine(
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
+    session_guard: GuardMode = "error",
     **kwargs: Any,
 ) -> AsyncEngine:
     """The async twin of :func:`create_engine`, with psycopg (default) or asyncpg.
@@ -283,5 +300,5 @@ def create_async_engine(
         factory="create_async_engine",
     )
     engine = _sa_create_async_engine(sa_url, **arguments)
-    _finish(engine.sync_engine, endpoint, retry)
+    _finish(engine.sync_engine, endpoint, retry, session_guard)
     return engine

@@ -20,6 +20,7 @@ from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect.retry import in_pipeline
+from neon_connect.session_guard import GuardMode, check_statement
 
 __all__ = [
     "MIGRATION_LOCK_KEY",
@@ -27,6 +28,7 @@ __all__ = [
     "add_migration_lock",
     "add_refusal_rerun",
     "add_retry",
+    "add_session_guard",
     "dispose_after_fork",
 ]
 
@@ -110,6 +112,22 @@ async def _aprobe(conn: Any) -> None:
 
 
 _Execute = Callable[[Any], None]  # sends the statement on the cursor it is given
+
+
+def add_session_guard(engine: Engine, mode: GuardMode) -> None:
+    """Stop statements that would leave session state for the pooler's next client.
+
+    Only for engines on a transaction pooler; ``before_cursor_execute`` runs before anything
+    is sent, on every path (Core, ORM, ``exec_driver_sql``), and the dialect's own first
+    queries pass (none of them sets session state).
+    """
+    where = f"the engine for {engine.url.render_as_string(hide_password=True)}"
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _guard(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        check_statement(statement, mode=mode, where=where)
 
 
 def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:

@@ -74,7 +74,7 @@ def create_replica_engines(
             factory="create_replica_engines",
         )
         engine = sqlalchemy.create_engine(sa_url, **arguments)
-        _finish(engine, endpoint, retry)
+        _finish(engine, endpoint, retry, "error")
         engines.append(engine)
     return engines
 

@@ -24,6 +24,7 @@ from django.db.utils import OperationalError, ProgrammingError
 from neon_connect import Endpoint, RetryPolicy
 from neon_connect.retry import connection_lost
 from neon_connect.secret import mask_driver_secrets
+from neon_connect.session_guard import GuardMode, check_statement
 from neon_django.config import NeonSettings, neon_settings
 
 from .creation import DatabaseCreation
@@ -318,12 +319,27 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 self.connection.close()
         self.connection = None
         self.neon_connected_direct = None
+        self.neon_session_guard = None
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
-        if self.neon is not None:
+        neon = self.neon
+        if neon is not None:
             self.neon_connected_direct = self.neon_wants_direct
+            # decided once per connection: guarded when it goes through a transaction pooler
+            guard = neon.get("SESSION_GUARD", "error")
+            pooled = not self.neon_connected_direct and self.neon_transaction_pooler
+            self.neon_session_guard = guard if pooled and guard != "off" else None
         return connection
+
+    neon_session_guard: GuardMode | None = None
+    """``error``/``warn`` on a connection through a transaction pooler, else None."""
+
+    def neon_check_statement(self, sql: Any) -> None:
+        """Stop a statement that would leave session state for the pooler's next client."""
+        mode = self.neon_session_guard
+        if mode is not None and not self.neon_connecting and isinstance(sql, str):
+            check_statement(sql, mode=mode, where=f"DATABASES[{self.alias!r}]")
 
     def _commit(self) -> None:
         """Django's commit; a ``COMMIT`` cut with its connection says the outcome is unknown.
@@ -362,3 +378,4 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().close()
         if self.connection is None:
             self.neon_connected_direct = None
+            self.neon_session_guard = None

@@ -1,4 +1,6 @@
-"""Cursors that send a statement again when the pooler refused it without forwarding it.
+"""Cursors that stop statements that would leak session state through a transaction pooler
+(:mod:`neon_connect.session_guard`), and send a statement again when the pooler refused it
+without forwarding it.
 
 After a server restart PgBouncer answers a transaction's first statement with ``server login
 has been failing`` for ``server_login_retry`` (15 s) and closes the client. The statement
@@ -32,10 +34,12 @@ class _RerunRefused:
     cursor: Any
 
     def _execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
+        self.db.neon_check_statement(sql)
         run = super()._execute  # type: ignore[misc]
         return self._neon_run(run, self._neon_rerunnable(), sql, params, *wrapper_args)
 
     def _executemany(self, sql: Any, param_list: Any, *wrapper_args: Any) -> Any:
+        self.db.neon_check_statement(sql)
         run = super()._executemany  # type: ignore[misc]
         # in autocommit each row commits alone: a refusal can follow rows that ran
         rerunnable = self._neon_rerunnable() and not self.db.autocommit
