@@ -53,8 +53,13 @@ _FIX = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def leak(sql: str) -> str | None:
-    """What ``sql`` would leave on the server connection (with the fix), or None if nothing."""
+    """What ``sql`` would leave on the server connection (with the fix), or None if nothing.
+
+    Cached per SQL text: an ORM sends the same few texts again and again, so the usual cost
+    is one dictionary lookup.
+    """
     if not _worth_parsing(sql):
         return None
     return _classify(sql)
@@ -87,7 +92,6 @@ def _worth_parsing(sql: str) -> bool:
     return "advisory_lock" in lowered or "set_config" in lowered or ";" in sql
 
 
-@functools.lru_cache(maxsize=2048)
 def _classify(sql: str) -> str | None:
     try:
         from pglast import parse_sql
