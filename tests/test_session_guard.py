@@ -23,6 +23,7 @@ import neon_sqlalchemy
 from neon_connect import SessionStateError
 from neon_connect.local.standin import StandInState, running
 from neon_connect.session_guard import leak
+from tests.guard_recipe import tenant_notes
 
 pytestmark = pytest.mark.integration
 
@@ -316,16 +317,14 @@ def test_safe_statements_run_through_both_adapters(one_server, guarded_alias, st
 
 def test_multi_tenant_recipe_set_local_per_transaction(one_server, guarded_alias):
     """django-tenants style on the pooler: the schema is chosen per transaction."""
-    db = connections[guarded_alias]
     seen = []
     for tenant in ("tenant_a", "tenant_b", "tenant_a"):
-        with transaction.atomic(using=guarded_alias), db.cursor() as cursor:
-            cursor.execute("SELECT set_config('search_path', %s, true)", [tenant])
-            cursor.execute("SELECT body FROM notes")
-            seen.append(cursor.fetchone()[0])
+        seen += tenant_notes(tenant, using=guarded_alias)
         assert _read(one_server, "SHOW search_path") == '"$user", public'
-    assert seen == ["tenant_a", "tenant_b", "tenant_a"]
-    with db.cursor() as cursor:  # schema-qualified names need no search_path at all
+    assert seen == [("tenant_a",), ("tenant_b",), ("tenant_a",)]
+    with connections[
+        guarded_alias
+    ].cursor() as cursor:  # schema-qualified names need no search_path at all
         cursor.execute("SELECT body FROM tenant_b.notes")
         assert cursor.fetchone()[0] == "tenant_b"
 
