@@ -23,7 +23,14 @@ from typing import Any, Literal
 
 from .errors import SessionStateError
 
-__all__ = ["GUARD_MODES", "GuardMode", "TRACKED_PARAMETERS", "check_statement", "leak"]
+__all__ = [
+    "GUARD_MODES",
+    "GuardMode",
+    "TRACKED_PARAMETERS",
+    "check_statement",
+    "explain_pooler_error",
+    "leak",
+]
 
 GuardMode = Literal["error", "warn", "off"]
 GUARD_MODES: tuple[GuardMode, ...] = ("error", "warn", "off")
@@ -81,6 +88,45 @@ def check_statement(sql: str, *, mode: GuardMode, where: str) -> None:
     if mode == "error":
         raise SessionStateError(message)
     _log.warning("%s", message)
+
+
+_READ_ONLY_NOTE = (
+    "neon-connect: SQLSTATE 25006 through a transaction pooler: this server connection was left "
+    "read-only by a client that ran SET default_transaction_read_only (or SET SESSION "
+    "CHARACTERISTICS AS TRANSACTION READ ONLY) through the pooler, and PgBouncer handed it on. "
+    "Find that client (session_guard='error' stops it), and use SET LOCAL inside a transaction "
+    "for a read-only transaction; the state goes when the server connection is closed."
+)
+_QUERY_WAIT_NOTE = (
+    "neon-connect: PgBouncer's query_wait_timeout (120 s on Neon): every server connection of "
+    "this pool stayed busy that long, so this client was never served. Look for long or idle "
+    "transactions holding them (pg_stat_activity, state 'idle in transaction'), or a pool too "
+    "small for the load; the pooled endpoint's pool is sized from the compute's max_connections."
+)
+
+
+def explain_pooler_error(error: BaseException, *, into: BaseException | None = None) -> str | None:
+    """Add a note naming the cause of an error that means something else behind a pooler.
+
+    For errors raised on a connection through a transaction pooler. The note goes to
+    ``into`` (the exception the adapter raises; ``error`` itself by default), once.
+    """
+    target = error if into is None else into
+    for exc in (error, error.__cause__):
+        if exc is None:
+            continue
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        note = None
+        if sqlstate == "25006":
+            note = _READ_ONLY_NOTE
+        elif "query_wait_timeout" in str(exc):
+            note = _QUERY_WAIT_NOTE
+        if note is not None:
+            notes = list(getattr(target, "__notes__", []))
+            if note not in notes:
+                setattr(target, "__notes__", [*notes, note])  # noqa: B010
+            return note
+    return None
 
 
 def _worth_parsing(sql: str) -> bool:

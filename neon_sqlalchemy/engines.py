@@ -30,7 +30,13 @@ from neon_connect.params import connection_options
 from neon_connect.secret import mask_driver_secrets, scrubbed
 from neon_connect.session_guard import GUARD_MODES, GuardMode
 
-from .events import add_commit_outcome, add_retry, add_session_guard, dispose_after_fork
+from .events import (
+    add_commit_outcome,
+    add_pooler_error_notes,
+    add_retry,
+    add_session_guard,
+    dispose_after_fork,
+)
 
 __all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
@@ -205,8 +211,10 @@ def _finish(
     add_retry(engine, endpoint, retry)
     add_commit_outcome(engine)
     dispose_after_fork(engine)
-    if endpoint.transaction_pooler and session_guard != "off":
-        add_session_guard(engine, session_guard)
+    if endpoint.transaction_pooler:
+        add_pooler_error_notes(engine)
+        if session_guard != "off":
+            add_session_guard(engine, session_guard)
 
 
 @scrubbed(ConfigurationError)

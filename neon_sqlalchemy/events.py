@@ -20,7 +20,7 @@ from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect.retry import in_pipeline
-from neon_connect.session_guard import GuardMode, check_statement
+from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 
 __all__ = [
     "MIGRATION_LOCK_KEY",
@@ -28,6 +28,7 @@ __all__ = [
     "add_migration_lock",
     "add_refusal_rerun",
     "add_retry",
+    "add_pooler_error_notes",
     "add_session_guard",
     "dispose_after_fork",
 ]
@@ -128,6 +129,15 @@ def add_session_guard(engine: Engine, mode: GuardMode) -> None:
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
         check_statement(statement, mode=mode, where=where)
+
+
+def add_pooler_error_notes(engine: Engine) -> None:
+    """Name the cause of errors that mean something else behind a transaction pooler."""
+
+    @event.listens_for(engine, "handle_error")
+    def _explain(context: ExceptionContext) -> None:
+        raised = context.sqlalchemy_exception
+        explain_pooler_error(context.original_exception, into=raised)
 
 
 def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:

@@ -364,3 +364,66 @@ def test_a_bad_switch_names_itself(one_server):
         neon_sqlalchemy.create_engine(env=one_server.env(), session_guard="strict")
     with pytest.raises(Exception, match="session_guard"):
         neon_django.config(env=one_server.env(), session_guard="strict")
+
+
+# -- errors that mean something else behind the pooler -------------------------------------
+
+
+def _notes(error: BaseException) -> str:
+    return "\n".join(getattr(error, "__notes__", []))
+
+
+@pytest.fixture
+def read_only_leaked(one_server) -> Iterator[None]:
+    """Another client (no guard) left the single server connection read-only."""
+    with psycopg.connect(one_server.pooled_url, autocommit=True) as other:
+        other.execute("SET default_transaction_read_only = on")
+    try:
+        yield
+    finally:
+        _reset(one_server)
+
+
+def test_sqlstate_25006_names_the_leak(one_server, guarded_alias, read_only_leaked):
+    from django.db import DatabaseError
+
+    with connections[guarded_alias].cursor() as cursor, pytest.raises(DatabaseError) as django:
+        cursor.execute("CREATE TABLE IF NOT EXISTS written (a int)")
+    assert "read-only transaction" in str(django.value)
+    assert "SET default_transaction_read_only" in _notes(django.value)
+    engine = neon_sqlalchemy.create_engine(env=one_server.env())
+    try:
+        with pytest.raises(Exception) as sa_error, engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS written (a int)")
+    finally:
+        engine.dispose()
+    assert "SET default_transaction_read_only" in _notes(sa_error.value)
+
+
+def test_control_sqlstate_25006_without_the_note_says_nothing_of_the_cause(
+    one_server, read_only_leaked
+):
+    with (
+        psycopg.connect(one_server.pooled_url, autocommit=True) as plain,
+        pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as error,
+    ):
+        plain.execute("CREATE TABLE IF NOT EXISTS written (a int)")
+    assert "default_transaction_read_only" not in str(error.value) + _notes(error.value)
+
+
+def test_query_wait_timeout_names_the_cause(one_server, guarded_alias):
+    with psycopg.connect(one_server.admin_url, autocommit=True) as admin:
+        admin.execute("SET query_wait_timeout = 1")
+    connections[guarded_alias].ensure_connection()  # connected before the pool is held
+    try:
+        with psycopg.connect(one_server.pooled_url) as holder:
+            holder.execute("SELECT 1")  # holds the only server connection in a transaction
+            with connections[guarded_alias].cursor() as cursor, pytest.raises(Exception) as e:
+                cursor.execute("SELECT 1")
+            holder.rollback()
+    finally:
+        connections[guarded_alias].close()
+        with psycopg.connect(one_server.admin_url, autocommit=True) as admin:
+            admin.execute("SET query_wait_timeout = 120")
+    assert "query_wait_timeout" in str(e.value) + _notes(e.value)
+    assert "stayed busy" in _notes(e.value)

@@ -24,7 +24,7 @@ from django.db.utils import OperationalError, ProgrammingError
 from neon_connect import Endpoint, RetryPolicy
 from neon_connect.retry import connection_lost
 from neon_connect.secret import mask_driver_secrets
-from neon_connect.session_guard import GuardMode, check_statement
+from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 from neon_django.config import NeonSettings, neon_settings
 
 from .creation import DatabaseCreation
@@ -334,6 +334,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     neon_session_guard: GuardMode | None = None
     """``error``/``warn`` on a connection through a transaction pooler, else None."""
+
+    def neon_explain(self, error: BaseException) -> None:
+        """Name the cause of an error that means something else behind a transaction pooler
+        (SQLSTATE 25006 left by another client, PgBouncer's query_wait_timeout)."""
+        if self.neon_transaction_pooler and not self.neon_connected_direct:
+            explain_pooler_error(error)
 
     def neon_check_statement(self, sql: Any) -> None:
         """Stop a statement that would leave session state for the pooler's next client."""

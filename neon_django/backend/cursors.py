@@ -36,14 +36,22 @@ class _RerunRefused:
     def _execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
         self.db.neon_check_statement(sql)
         run = super()._execute  # type: ignore[misc]
-        return self._neon_run(run, self._neon_rerunnable(), sql, params, *wrapper_args)
+        try:
+            return self._neon_run(run, self._neon_rerunnable(), sql, params, *wrapper_args)
+        except DatabaseError as error:
+            self.db.neon_explain(error)
+            raise
 
     def _executemany(self, sql: Any, param_list: Any, *wrapper_args: Any) -> Any:
         self.db.neon_check_statement(sql)
         run = super()._executemany  # type: ignore[misc]
         # in autocommit each row commits alone: a refusal can follow rows that ran
         rerunnable = self._neon_rerunnable() and not self.db.autocommit
-        return self._neon_run(run, rerunnable, sql, param_list, *wrapper_args)
+        try:
+            return self._neon_run(run, rerunnable, sql, param_list, *wrapper_args)
+        except DatabaseError as error:
+            self.db.neon_explain(error)
+            raise
 
     def _neon_rerunnable(self) -> bool:
         """Whether a refusal could be answered by sending the statement again: not for a
