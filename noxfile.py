@@ -112,7 +112,7 @@ def old_pooler(session: nox.Session) -> None:
 
 # Django's own suite through neon_django (tests/django_suite/run.py): the oldest supported
 # Django, the LTS and the newest, each on a Python it supports. The extra packages are what its
-# runner and the chosen labels need (workers' tracebacks, YAML, images); pip fetches the sdist.
+# labels need beyond the test group (YAML, images); pip fetches the sdist.
 @nox.session
 @nox.parametrize(
     "python,django",
@@ -121,7 +121,7 @@ def old_pooler(session: nox.Session) -> None:
 )
 def django_suite(session: nox.Session, django: str) -> None:
     """Django's own test suite through neon_django: --parallel 2, then --keepdb twice."""
-    _install(session, django, "pip", "tblib", "PyYAML", "Pillow")
+    _install(session, django, "pip", "PyYAML", "Pillow")
     versions = _versions(session)
     session.log(f"{session.name}: {versions}")
     try:
