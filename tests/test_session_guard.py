@@ -411,6 +411,7 @@ def test_control_sqlstate_25006_without_the_note_says_nothing_of_the_cause(
     assert "default_transaction_read_only" not in str(error.value) + _notes(error.value)
 
 
+@pytest.mark.psycopg3_only  # psycopg2 reports PgBouncer's words only as a closed connection
 def test_query_wait_timeout_names_the_cause(one_server, guarded_alias):
     with psycopg.connect(one_server.admin_url, autocommit=True) as admin:
         admin.execute("SET query_wait_timeout = 1")
