@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
+from neon_connect.migration_lock import MIGRATION_LOCK_KEY
 from neon_connect.retry import in_pipeline
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 
@@ -34,11 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("neon_sqlalchemy")
-
-MIGRATION_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"neon_sqlalchemy.migrations").digest()[:8], "big", signed=True
-)
-"""The session advisory lock that serialises migration runs (a stable 64-bit key)."""
 
 
 def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:

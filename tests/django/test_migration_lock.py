@@ -129,3 +129,72 @@ def test_the_lock_is_held_during_migrate_and_released_when_it_fails(neon_local):
         assert held == [1]
         assert connection.connection is not None  # the same session, still open...
         assert _our_locks(neon_local, pid) == 0  # ...no longer holds the lock
+
+
+def _alembic_style_engine(neon_local, key, database):
+    """A direct engine with the Alembic plugin's lock listener, as alembic-init sets it up."""
+    import sqlalchemy as sa
+
+    from neon_sqlalchemy.events import add_migration_lock
+
+    url = sa.make_url(neon_local.direct_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sa.create_engine(url.set(database=database), poolclass=sa.pool.NullPool)
+    add_migration_lock(engine, key)
+    return engine
+
+
+def _alembic_while_django_migrates(neon_local, django_db_blocker, key):
+    """What an Alembic run does while Django's migrate holds its lock: "waits" on the lock
+    (seen in pg_locks) or "runs"."""
+    import threading
+    import time
+
+    from neon_django.management.commands.migrate import migration_lock
+
+    # advisory locks are per database: the one Django's alias uses now (maybe the test one)
+    engine = _alembic_style_engine(neon_local, key, connection.settings_dict["NAME"])
+    entered = threading.Event()
+
+    def alembic_run():
+        with engine.connect() as conn:  # the listener takes the lock on connect
+            entered.set()
+            conn.exec_driver_sql("SELECT 1")
+
+    def waiting_on_lock():
+        with neon_local.superuser() as su:
+            return su.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()[0]
+
+    try:
+        with django_db_blocker.unblock(), neon_django.direct():
+            with migration_lock(connection, on_wait=lambda: None):
+                worker = threading.Thread(target=alembic_run)
+                worker.start()
+                deadline = time.monotonic() + 30
+                while not entered.is_set() and not waiting_on_lock():
+                    assert time.monotonic() < deadline, "the Alembic run neither ran nor waited"
+                    time.sleep(0.05)
+                outcome = "runs" if entered.is_set() else "waits"
+            worker.join(timeout=30)
+            assert entered.is_set()  # once Django let go, the Alembic run went on
+            connection.close()
+    finally:
+        engine.dispose()
+    return outcome
+
+
+def test_django_and_alembic_migrations_queue_on_one_lock(neon_local, django_db_blocker):
+    from neon_sqlalchemy.events import MIGRATION_LOCK_KEY as ALEMBIC_KEY
+
+    assert ALEMBIC_KEY == MIGRATION_LOCK_KEY
+    assert _alembic_while_django_migrates(neon_local, django_db_blocker, ALEMBIC_KEY) == "waits"
+
+
+def test_control_with_the_old_alembic_key_they_migrate_at_once(neon_local, django_db_blocker):
+    import hashlib
+
+    old = int.from_bytes(
+        hashlib.sha256(b"neon_sqlalchemy.migrations").digest()[:8], "big", signed=True
+    )
+    assert _alembic_while_django_migrates(neon_local, django_db_blocker, old) == "runs"

@@ -11,13 +11,13 @@ session if the process dies). ``--no-migration-lock`` skips it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import CommandParser
 from django.db import DatabaseError, connections
 
+from neon_connect.migration_lock import MIGRATION_LOCK_KEY
 from neon_django.management.overrides import DirectCommand, next_command
 
 if TYPE_CHECKING:
@@ -26,11 +26,6 @@ else:
     NextCommand = next_command("migrate")
 
 __all__ = ["MIGRATION_LOCK_KEY", "Command", "migration_lock"]
-
-MIGRATION_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"neon_django.migrate").digest()[:8], "big", signed=True
-)
-"""The advisory lock key migrate holds: 8115083717416671789 (stable; per database)."""
 
 
 class Command(DirectCommand, NextCommand):
