@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from .errors import SessionStateError
+from .errors import ConfigurationError, SessionStateError
 
 __all__ = [
     "GUARD_MODES",
@@ -29,6 +29,7 @@ __all__ = [
     "TRACKED_PARAMETERS",
     "check_statement",
     "explain_pooler_error",
+    "guard_mode",
     "leak",
 ]
 
@@ -70,6 +71,16 @@ def leak(sql: str) -> str | None:
     if not _worth_parsing(sql):
         return None
     return _classify(sql)
+
+
+def guard_mode(value: object, *, setting: str) -> GuardMode:
+    """``value`` as a guard mode, or a ConfigurationError naming ``setting``."""
+    for mode in GUARD_MODES:
+        if value == mode:
+            return mode
+    raise ConfigurationError(
+        f"{setting}={value!r}: use one of " + ", ".join(repr(m) for m in GUARD_MODES) + "."
+    )
 
 
 def check_statement(sql: str, *, mode: GuardMode, where: str) -> None:

@@ -34,7 +34,7 @@ from neon_connect import (
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import DriverSecret, scrubbed
-from neon_connect.session_guard import GUARD_MODES, GuardMode
+from neon_connect.session_guard import GuardMode, guard_mode
 
 from .conn_max_age import auto_conn_max_age
 
@@ -158,12 +158,7 @@ def config(
             direct, _options(direct, user_options, prepared=True)
         )
 
-    if session_guard not in GUARD_MODES:
-        raise ConfigurationError(
-            f"neon_django.config(session_guard={session_guard!r}): use one of "
-            + ", ".join(repr(m) for m in GUARD_MODES)
-            + "."
-        )
+    session_guard = guard_mode(session_guard, setting="neon_django.config() session_guard")
     if retry_timeout < 0:
         raise ConfigurationError("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
     max_age = _conn_max_age(app, conn_max_age)

@@ -28,7 +28,7 @@ from neon_connect import (
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
 from neon_connect.secret import mask_driver_secrets, scrubbed
-from neon_connect.session_guard import GUARD_MODES, GuardMode
+from neon_connect.session_guard import GuardMode, guard_mode
 
 from .events import (
     add_commit_outcome,
@@ -202,12 +202,7 @@ def _arguments(
 def _finish(
     engine: Engine, endpoint: Endpoint, retry: RetryPolicy, session_guard: GuardMode
 ) -> None:
-    if session_guard not in GUARD_MODES:
-        raise ConfigurationError(
-            f"session_guard={session_guard!r}: use one of "
-            + ", ".join(repr(m) for m in GUARD_MODES)
-            + "."
-        )
+    session_guard = guard_mode(session_guard, setting="create_engine() session_guard")
     add_retry(engine, endpoint, retry)
     add_commit_outcome(engine)
     dispose_after_fork(engine)
