@@ -32,6 +32,7 @@ from neon_connect.session_guard import GuardMode, guard_mode
 
 from .events import (
     add_commit_outcome,
+    add_liveness_check,
     add_pooler_error_notes,
     add_retry,
     add_session_guard,
@@ -153,10 +154,10 @@ def _engine_kwargs(
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 10)
             kwargs.setdefault("pool_recycle", MAX_CONNECTION_AGE)
-            kwargs.setdefault("pool_pre_ping", True)
+            kwargs.setdefault("pool_pre_ping", False)  # the checkout check (add_liveness_check)
             kwargs.setdefault("pool_reset_on_return", "rollback")
     elif kwargs.get("poolclass") is not NullPool:
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_pre_ping", False)  # the checkout check (add_liveness_check)
         kwargs.setdefault("pool_recycle", MAX_CONNECTION_AGE)
     return kwargs
 
@@ -206,6 +207,8 @@ def _finish(
     add_retry(engine, endpoint, retry)
     add_commit_outcome(engine)
     dispose_after_fork(engine)
+    if not isinstance(engine.pool, NullPool):
+        add_liveness_check(engine)
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
         if session_guard != "off":
@@ -231,7 +234,8 @@ def create_engine(
     Pooled: ``NullPool`` (PgBouncer pools; a client pool on top is refused unless
     ``allow_client_pool=True``) and psycopg's automatic prepares off (unless
     ``prepared_statements=True`` declares the pooler tracks them). Direct: a normal pool
-    with ``pool_pre_ping`` and ``pool_recycle`` below Neon's suspend. Other keyword
+    whose connections are checked at checkout without a round trip (a dead one is replaced)
+    and recycled below Neon's suspend. Other keyword
     arguments go to ``sqlalchemy.create_engine``; ``connect_args`` are merged.
     ``session_guard`` (on a transaction pooler): a statement that would leave session state
     for the next client (``SET search_path``, session advisory locks, ``LISTEN``, temp

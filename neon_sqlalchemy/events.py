@@ -18,6 +18,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
+from neon_connect.liveness import Liveness, liveness
 from neon_connect.migration_lock import MIGRATION_LOCK_KEY
 from neon_connect.retry import in_pipeline
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
@@ -25,6 +26,7 @@ from neon_connect.session_guard import GuardMode, check_statement, explain_poole
 __all__ = [
     "MIGRATION_LOCK_KEY",
     "add_commit_outcome",
+    "add_liveness_check",
     "add_migration_lock",
     "add_refusal_rerun",
     "add_retry",
@@ -124,6 +126,25 @@ def add_session_guard(engine: Engine, mode: GuardMode) -> None:
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
         check_statement(statement, mode=mode, where=where)
+
+
+def add_liveness_check(engine: Engine) -> None:
+    """At each pool checkout, replace a connection the server or pooler closed while it sat
+    in the pool, without a round trip (:mod:`neon_connect.liveness`).
+
+    Raising ``DisconnectionError`` from ``checkout`` is SQLAlchemy's documented way to have
+    the pool drop the connection and check out another. Where the socket cannot tell, the
+    dialect's ping decides, as ``pool_pre_ping`` would have for every checkout.
+    """
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        state = liveness(driver)
+        if state is Liveness.UNSURE:
+            state = Liveness.ALIVE if engine.dialect.do_ping(dbapi_connection) else Liveness.DEAD
+        if state is Liveness.DEAD:
+            raise exc.DisconnectionError("neon-connect: the server closed this pooled connection")
 
 
 def add_pooler_error_notes(engine: Engine) -> None:

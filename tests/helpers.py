@@ -1,12 +1,15 @@
-"""One way to run a Python subprocess in tests: the test's interpreter, text output, a timeout."""
+"""One way to run a Python subprocess in tests (the test's interpreter, text output, a timeout),
+and one way to add a Django alias for a test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the default working directory)."""
@@ -49,3 +52,24 @@ def run_python(
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def django_alias(alias: str, settings: dict[str, Any], cls: type | None = None) -> Iterator[Any]:
+    """``DATABASES[alias]`` added for the block (Django's receivers look aliases up by name);
+    ``cls`` swaps the backend's class, for controls that take one behaviour out."""
+    from django.db import connections
+
+    # Django fills an alias's defaults when it reads DATABASES; this one comes later
+    connections.settings[alias] = connections.configure_settings({"default": {}, alias: settings})[
+        alias
+    ]
+    db = connections[alias]
+    if cls is not None:
+        db.__class__ = cls
+    try:
+        yield db
+    finally:
+        db.close()
+        del connections[alias]
+        del connections.settings[alias]

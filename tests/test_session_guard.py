@@ -24,6 +24,7 @@ from neon_connect import SessionStateError
 from neon_connect.local.standin import StandInState, running
 from neon_connect.session_guard import leak
 from tests.guard_recipe import tenant_notes
+from tests.helpers import django_alias
 
 pytestmark = pytest.mark.integration
 
@@ -253,19 +254,9 @@ def test_control_without_the_guard_the_state_reaches_the_next_client(
 
 @pytest.fixture
 def guarded_alias(one_server, django_db_blocker) -> Iterator[str]:
-    alias = "guarded"
     settings_dict = neon_django.config(env=one_server.env(), conn_max_age=0)
-    # Django fills an alias's defaults when it reads DATABASES; this one comes later
-    connections.settings[alias] = connections.configure_settings(
-        {"default": {}, alias: settings_dict}
-    )[alias]
-    try:
-        with django_db_blocker.unblock():
-            yield alias
-    finally:
-        connections[alias].close()
-        del connections[alias]
-        del connections.settings[alias]
+    with django_alias("guarded", settings_dict), django_db_blocker.unblock():
+        yield "guarded"
 
 
 @pytest.mark.parametrize(("statement", "probe", "clean"), LEAKS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -22,6 +23,7 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
+from neon_connect.liveness import Liveness, liveness
 from neon_connect.retry import connection_lost
 from neon_connect.secret import mask_driver_secrets
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
@@ -219,6 +221,55 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # rest of the atomic() block commit statement by statement
             raise ProgrammingError("Cannot open a new connection in an atomic block.")
         super().ensure_connection()
+
+    def close_if_health_check_failed(self) -> None:
+        """Django's health check at each use of a kept connection, without a round trip.
+
+        Django calls this before every cursor and before ``atomic()`` opens a transaction,
+        but checks only once per request, and never outside the request cycle: a worker
+        loop, a management command or a LISTEN worker kept using a connection a suspend or a
+        pooler restart had closed, and failed on every query for good. Here every use
+        outside a transaction asks the socket (:mod:`neon_connect.liveness`, no bytes sent)
+        and enforces ``CONN_MAX_AGE``. A dead connection to the pooler is replaced before
+        anything is sent: it held no session state. A dead ``direct()`` connection may have
+        held LISTEN registrations, advisory locks or temp tables, so a use since the last
+        request boundary (a worker's loop) raises one error saying the session ended, and the
+        next use connects afresh; at a request's start it is replaced, as Django does. Only
+        where the
+        socket cannot tell (psycopg2 with unread bytes) does Django's ``SELECT 1`` run.
+        """
+        if (
+            self.neon is None
+            or self.connection is None
+            or self.neon_in_transaction()
+            or self.neon_connecting  # Django's set-up: the connect retry covers it as a unit
+        ):
+            super().close_if_health_check_failed()
+            return
+        if (
+            self.settings_dict["CONN_MAX_AGE"]  # 0 means "per request", Django's boundaries
+            and self.close_at is not None
+            and time.monotonic() >= self.close_at
+        ):
+            self.close()  # older than CONN_MAX_AGE: Django checks only at request boundaries
+            return
+        state = liveness(self.connection)
+        alive = self.is_usable() if state is Liveness.UNSURE else state is Liveness.ALIVE
+        # Django resets health_check_done at each request boundary: a session found dead
+        # there is replaced silently, as Django does; one found dead since is reported
+        in_use = self.health_check_done
+        self.health_check_done = True  # so Django's own SELECT 1 is not sent as well
+        if alive:
+            return
+        direct = self.neon_connected_direct
+        self.close()
+        if direct and in_use:
+            raise OperationalError(
+                f"neon-connect: the server ended the direct() session of "
+                f"DATABASES[{self.alias!r}] (a suspend, a restart or pg_terminate_backend): its "
+                "LISTEN registrations, advisory locks, temp tables and SET values are gone. "
+                "Set them up again; the next use connects afresh."
+            )
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()  # reads the routed settings

@@ -190,11 +190,12 @@ def test_sync_engines_pooled_and_direct_with_each_driver(neon_local, driver):
         assert ((client_port, server_port) == own) is direct
 
 
-def test_direct_engine_pre_pings_and_recycles_and_survives_a_killed_connection(neon_local):
+def test_direct_engine_checks_at_checkout_recycles_and_survives_a_killed_connection(neon_local):
     engine = neon_sqlalchemy.create_engine(env=neon_local.env(), direct=True)
     try:
         assert isinstance(engine.pool, QueuePool)
-        assert engine.pool._pre_ping is True and 0 < engine.pool._recycle < 300
+        # the zero-round-trip checkout check replaces pre-ping (tests/resilience/test_worker_loops.py)
+        assert engine.pool._pre_ping is False and 0 < engine.pool._recycle < 300
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
             assert (

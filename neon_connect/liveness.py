@@ -1,0 +1,83 @@
+"""Is a kept connection still alive? Asked without sending a byte.
+
+When a server or a pooler closes a connection (a suspend, ``pg_terminate_backend``, a
+PgBouncer restart), the socket turns readable: an end-of-file, or a ``FATAL`` that libpq
+reads with ``PQconsumeInput``. So a ``select()`` with no wait, then ``consume_input()`` while
+the socket stays readable, then libpq's status, tells a dead connection from a live one with
+no round trip. Django's health check and SQLAlchemy's pre-ping each cost one.
+
+It cannot see everything: a half-open connection (the peer vanished without a FIN) or a FIN
+still in flight look alive, which is why pgx went back from this check to a ping. Those fail
+at the next statement, bounded by TCP keepalives, and the adapters treat that as they did
+before. Where the driver gives no socket and no status (psycopg2 readable, unknown drivers)
+the answer is :data:`UNSURE` and the caller pings.
+"""
+
+from __future__ import annotations
+
+import enum
+import select
+from typing import Any
+
+__all__ = ["Liveness", "liveness"]
+
+
+class Liveness(enum.Enum):
+    ALIVE = "alive"
+    DEAD = "dead"
+    UNSURE = "unsure"
+
+
+ALIVE, DEAD, UNSURE = Liveness.ALIVE, Liveness.DEAD, Liveness.UNSURE
+
+
+def liveness(connection: Any) -> Liveness:
+    """What the socket and the driver say of ``connection`` (psycopg 3, psycopg2, asyncpg)."""
+    if connection is None:
+        return DEAD
+    pgconn = getattr(connection, "pgconn", None)
+    if pgconn is not None:
+        return _psycopg(connection, pgconn)
+    is_closed = getattr(connection, "is_closed", None)
+    if callable(is_closed):  # asyncpg: the event loop already saw any end-of-file
+        return DEAD if is_closed() else ALIVE
+    if getattr(connection, "closed", 0):  # psycopg2: non-zero once closed or found lost
+        return DEAD
+    fileno = getattr(connection, "fileno", None)
+    if not callable(fileno):
+        return UNSURE
+    try:
+        readable = _readable(fileno())
+    except (OSError, ValueError):
+        return DEAD
+    # a kept psycopg2 connection has nothing to read unless the server spoke: a FATAL or
+    # an end-of-file, most likely; a NOTICE or a NOTIFY is possible too, so ask with a ping
+    return UNSURE if readable else ALIVE
+
+
+def _psycopg(connection: Any, pgconn: Any) -> Liveness:
+    from psycopg import OperationalError, pq
+
+    if connection.closed or getattr(connection, "broken", False):
+        return DEAD
+    try:
+        for _ in range(_READS):
+            if not _readable(pgconn.socket):
+                break
+            pgconn.consume_input()  # a FATAL, then the end-of-file: libpq marks it bad
+            if pgconn.status != pq.ConnStatus.OK:
+                return DEAD
+        else:
+            return UNSURE  # still more to read: let a ping decide
+    except (OperationalError, OSError, ValueError):
+        return DEAD
+    return ALIVE
+
+
+_READS = 3
+"""How many reads before giving up on the socket: a FATAL and an end-of-file need two."""
+
+
+def _readable(fd: int) -> bool:
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)

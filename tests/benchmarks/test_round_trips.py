@@ -1,0 +1,97 @@
+"""Round trips per Django request on a kept connection, counted by the benchmark's proxy.
+
+The request of docs/benchmarks.md: two reads and one write in one ``atomic()``. Its floor on
+psycopg 3 is 5 round trips today (``BEGIN`` travels alone, then three statements and
+``COMMIT``). Django's health check added a sixth, a ``SELECT 1``, at each request; the
+liveness check asks the socket instead.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.core import signals
+from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+import neon_django
+from benchmarks.proxy import ProxyProcess
+from neon_django.backend.base import DatabaseWrapper
+from tests.helpers import django_alias
+
+pytestmark = pytest.mark.integration
+
+
+class _DjangosHealthCheck(DatabaseWrapper):
+    close_if_health_check_failed = BaseDatabaseWrapper.close_if_health_check_failed
+
+
+def _round_trips_of_a_request(neon_local, django_db_blocker, cls=None) -> int:
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute("CREATE TABLE IF NOT EXISTS rt_items (id serial PRIMARY KEY, note text)")
+    with ProxyProcess() as proxies:
+        port = proxies.add("pooled", "127.0.0.1", neon_local.state.pooler_port)
+        pooled = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{port}/")
+        settings = neon_django.config(pooled, direct_url=neon_local.direct_url)
+        assert settings["CONN_MAX_AGE"] > 0 and settings["CONN_HEALTH_CHECKS"]  # the default
+
+        def request():
+            signals.request_started.send(sender=None)
+            with transaction.atomic(using="rt"), db.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM rt_items")
+                cursor.execute("SELECT id FROM rt_items ORDER BY id DESC LIMIT 1")
+                cursor.execute("INSERT INTO rt_items (note) VALUES ('hit')")
+            signals.request_finished.send(sender=None)
+
+        with django_db_blocker.unblock(), django_alias("rt", settings, cls) as db:
+            request()  # connects; the connection is kept
+            before = proxies.counts()["pooled"].round_trips
+            request()
+            return proxies.counts()["pooled"].round_trips - before
+
+
+def test_a_request_on_a_kept_connection_pays_five_round_trips(neon_local, django_db_blocker):
+    assert _round_trips_of_a_request(neon_local, django_db_blocker) == 5
+
+
+def test_control_djangos_health_check_pays_a_sixth(neon_local, django_db_blocker):
+    assert _round_trips_of_a_request(neon_local, django_db_blocker, _DjangosHealthCheck) == 6
+
+
+def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
+    import warnings
+
+    import sqlalchemy as sa
+
+    import neon_sqlalchemy
+
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute("CREATE TABLE IF NOT EXISTS rt_items (id serial PRIMARY KEY, note text)")
+    with ProxyProcess() as proxies:
+        port = proxies.add("pooled", "127.0.0.1", neon_local.state.pooler_port)
+        pooled = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{port}/")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", neon_sqlalchemy.NeonClientPoolWarning)
+            engine = neon_sqlalchemy.create_engine(pooled, allow_client_pool=True, **engine_kwargs)
+
+        def request():
+            with engine.begin() as conn:
+                conn.execute(sa.text("SELECT count(*) FROM rt_items"))
+                conn.execute(sa.text("SELECT id FROM rt_items ORDER BY id DESC LIMIT 1"))
+                conn.execute(sa.text("INSERT INTO rt_items (note) VALUES ('hit')"))
+
+        try:
+            request()  # connects; the pool keeps the connection
+            before = proxies.counts()["pooled"].round_trips
+            request()
+            return proxies.counts()["pooled"].round_trips - before
+        finally:
+            engine.dispose()
+
+
+def test_sqlalchemy_allow_client_pool_pays_five_round_trips(neon_local):
+    assert _sqlalchemy_round_trips(neon_local) == 5
+
+
+def test_control_sqlalchemy_with_pre_ping_pays_a_sixth(neon_local):
+    assert _sqlalchemy_round_trips(neon_local, pool_pre_ping=True) == 6

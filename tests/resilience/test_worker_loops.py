@@ -1,0 +1,186 @@
+"""Kept connections heal themselves where they are reused outside the request cycle.
+
+Task workers, management commands and LISTEN workers run loops that Django's request signals
+never reach, on a stand-in of their own here. After a pooler restart or a suspend, the loop
+goes on: pooled connections are replaced before anything is sent, a ``direct()`` session
+that ended raises one clear error and then connects afresh. The controls, Django's own health
+check and SQLAlchemy without the checkout check, fail on every query after the fault, as the
+issue measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.utils import OperationalError
+
+import neon_django
+import neon_sqlalchemy
+from neon_connect.liveness import Liveness, liveness
+from neon_connect.local.faults import Faults
+from neon_connect.local.standin import StandInState, running
+from neon_django.backend.base import DatabaseWrapper
+from tests.helpers import django_alias
+
+pytestmark = pytest.mark.integration
+
+LOOPS = 12
+FAULT_AT = 4
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[StandInState]:
+    with running(pool_size=3, max_connections=20) as state:
+        yield state
+
+
+def _suspend(state: StandInState) -> None:
+    """Neon's suspend (every backend terminated), returning once the backends have exited:
+    their goodbye is then on the clients' sockets, as it is long before a worker's next use
+    after a real suspend. (A goodbye still in flight is the residue the check cannot see.)"""
+    Faults(state).suspend()
+    with psycopg.connect(state.superuser_url, autocommit=True) as su:
+        deadline = time.monotonic() + 10
+        while su.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'neondb'"
+            " AND backend_type = 'client backend'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the terminated backends did not exit"
+            time.sleep(0.02)
+
+
+def _pooler_queries(state: StandInState) -> int:
+    with psycopg.connect(state.admin_url, autocommit=True) as admin:
+        rows = admin.execute("SHOW STATS").fetchall()
+    return sum(int(row[3]) for row in rows if row[0] == "neondb")  # total_query_count
+
+
+def test_the_check_tells_dead_from_alive_without_sending_anything(own):
+    faults = Faults(own)
+    with psycopg.connect(own.pooled_url, autocommit=True) as pooled:
+        pooled.execute("SELECT 1")
+        before = _pooler_queries(own)
+        assert [liveness(pooled) for _ in range(50)] == [Liveness.ALIVE] * 50
+        assert _pooler_queries(own) == before  # fifty checks, no query
+        faults.restart_pooler()
+        assert liveness(pooled) is Liveness.DEAD
+    with psycopg.connect(own.direct_url, autocommit=True) as direct:
+        direct.execute("SELECT 1")
+        assert liveness(direct) is Liveness.ALIVE
+        _suspend(own)
+        assert liveness(direct) is Liveness.DEAD
+
+
+# -- Django --------------------------------------------------------------------------------
+
+
+class _DjangosHealthCheck(DatabaseWrapper):
+    """The control: neon_django's backend with Django's own once-per-request health check."""
+
+    close_if_health_check_failed = BaseDatabaseWrapper.close_if_health_check_failed
+
+
+def _worker_alias(state: StandInState, cls: type | None = None):
+    """DATABASES["worker"] on this module's stand-in, kept (conn_max_age="auto": 240 s)."""
+    return django_alias("worker", neon_django.config(env=state.env()), cls)
+
+
+def _loop(db, fault, *, direct=False) -> list[str]:
+    """One SELECT per iteration, as a worker does; the fault strikes between two of them.
+    A ``direct()`` worker (a LISTEN worker, say) runs its whole loop inside the block."""
+    errors = []
+    with db.neon_direct() if direct else contextlib.nullcontext():
+        for i in range(LOOPS):
+            if i == FAULT_AT:
+                fault()
+            try:
+                with db.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            except Exception as error:  # what the worker would see
+                errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
+    db.close()
+    return errors
+
+
+@pytest.mark.parametrize("fault", ["pooler restart", "suspend"])
+def test_a_django_loop_outside_requests_goes_on_after_a_fault(own, django_db_blocker, fault):
+    faults = Faults(own)
+    strike = {"pooler restart": faults.restart_pooler, "suspend": lambda: _suspend(own)}[fault]
+    with django_db_blocker.unblock(), _worker_alias(own) as db:
+        errors = _loop(db, strike)
+    assert errors == []
+
+
+def test_control_with_djangos_health_check_the_loop_fails_for_good(own, django_db_blocker):
+    with django_db_blocker.unblock(), _worker_alias(own, _DjangosHealthCheck) as db:
+        errors = _loop(db, Faults(own).restart_pooler)
+    assert len(errors) == LOOPS - FAULT_AT  # every query after the fault
+
+
+def test_a_direct_worker_gets_one_clear_error_then_recovers(own, django_db_blocker):
+    with django_db_blocker.unblock(), _worker_alias(own) as db:
+        errors = _loop(db, lambda: _suspend(own), direct=True)
+    assert len(errors) == 1, errors
+    assert "the server ended the direct() session" in errors[0]
+    assert errors[0].startswith(OperationalError.__name__)
+
+
+def test_control_a_direct_worker_with_djangos_health_check_fails_for_good(own, django_db_blocker):
+    with django_db_blocker.unblock(), _worker_alias(own, _DjangosHealthCheck) as db:
+        errors = _loop(db, lambda: _suspend(own), direct=True)
+    assert len(errors) == LOOPS - FAULT_AT
+
+
+def test_conn_max_age_holds_outside_requests(own, django_db_blocker):
+    with django_db_blocker.unblock(), _worker_alias(own) as db:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+        first = db.connection
+        db.close_at = 0  # its maximum age has passed
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert db.connection is not first
+
+
+# -- SQLAlchemy ----------------------------------------------------------------------------
+
+
+def _sa_loop(engine, fault) -> list[str]:
+    errors = []
+    for i in range(LOOPS):
+        if i == FAULT_AT:
+            fault()
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except Exception as error:
+            errors.append(type(error).__name__)
+    engine.dispose()
+    return errors
+
+
+@pytest.mark.parametrize("kind", ["direct", "allow_client_pool"])
+def test_a_long_lived_sqlalchemy_process_goes_on_after_a_fault(own, kind):
+    faults = Faults(own)
+    if kind == "direct":
+        engine = neon_sqlalchemy.create_engine(env=own.env(), direct=True)
+        fault = lambda: _suspend(own)  # noqa: E731
+    else:
+        with pytest.warns(neon_sqlalchemy.NeonClientPoolWarning):
+            engine = neon_sqlalchemy.create_engine(env=own.env(), allow_client_pool=True)
+        fault = faults.restart_pooler
+    assert engine.pool._pre_ping is False  # the checkout check replaces the round trip
+    assert _sa_loop(engine, fault) == []
+
+
+def test_control_sqlalchemy_without_the_checkout_check_fails(own):
+    url = sa.make_url(own.direct_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = sa.create_engine(url, pool_size=1)  # what the direct engine was, minus pre-ping
+    errors = _sa_loop(engine, lambda: _suspend(own))
+    assert errors and errors[0] == "OperationalError"
