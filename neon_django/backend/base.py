@@ -257,7 +257,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         alive = self.is_usable() if state is Liveness.UNSURE else state is Liveness.ALIVE
         # Django resets health_check_done at each request boundary: a session found dead
         # there is replaced silently, as Django does; one found dead since is reported
-        in_use = self.health_check_done
+        in_use: bool = self.health_check_done  # type: ignore[has-type]  # untyped in the stubs
         self.health_check_done = True  # so Django's own SELECT 1 is not sent as well
         if alive:
             return
