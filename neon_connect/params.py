@@ -27,6 +27,17 @@ __all__ = [
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 10
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+"""TCP keepalives: a kept connection whose peer vanished without a goodbye (a half-open
+connection, which no check on the socket can see) fails within 30 + 3 x 10 s of silence,
+instead of the kernel's two hours."""
+TCP_USER_TIMEOUT_MS = "60000"
+"""libpq >= 12: data sent into a peer that vanished fails after 60 s, not ~15 minutes."""
 WEAK_SSLMODES = ("disable", "allow", "prefer")
 """``sslmode`` values that let a connection fall back to plain TCP: refused for Neon."""
 CONNECTION_KEYS = frozenset({"host", "port", "user", "password", "dbname", "database"})
@@ -121,6 +132,10 @@ def libpq_params(
         params["options"] = options
     if connect_timeout is not None:
         params.setdefault("connect_timeout", str(connect_timeout))
+    for key, value in KEEPALIVES.items():  # the user's own values win
+        params.setdefault(key, value)
+    if version >= 120000:
+        params.setdefault("tcp_user_timeout", TCP_USER_TIMEOUT_MS)
     return SecretParams(
         {
             "host": endpoint.host,

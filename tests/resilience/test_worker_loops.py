@@ -184,3 +184,19 @@ def test_control_sqlalchemy_without_the_checkout_check_fails(own):
     engine = sa.create_engine(url, pool_size=1)  # what the direct engine was, minus pre-ping
     errors = _sa_loop(engine, lambda: _suspend(own))
     assert errors and errors[0] == "OperationalError"
+
+
+def test_keepalives_reach_the_connection_and_the_users_values_win(own):
+    """A half-open connection (the peer vanished without a goodbye) is what no socket check
+    sees: TCP keepalives and tcp_user_timeout make it fail in bounded time instead."""
+    import neon_connect
+
+    def options(conn) -> dict[str, str]:
+        return {o.keyword.decode(): (o.val or b"").decode() for o in conn.pgconn.info}
+
+    with neon_connect.connect(own.pooled_url) as conn:
+        got = options(conn)
+    assert (got["keepalives"], got["keepalives_idle"], got["keepalives_count"]) == ("1", "30", "3")
+    assert got["tcp_user_timeout"] == "60000"
+    with neon_connect.connect(own.pooled_url, keepalives_idle=5) as conn:
+        assert options(conn)["keepalives_idle"] == "5"
