@@ -407,6 +407,16 @@ _FIXES = (
         "channel binding",
         "drop channel_binding=require for poolers that do not offer SCRAM-SHA-256-PLUS",
     ),
+    (
+        "query_wait_timeout",
+        "every server connection of the pool stayed busy for query_wait_timeout: look for long "
+        "or idle-in-transaction sessions, or a pool too small for the load",
+    ),
+    (
+        "read-only transaction",
+        "on the pooled endpoint a client left default_transaction_read_only on a server "
+        "connection; neon-connect's session guard stops the SET that leaks it",
+    ),
     ("timeout", "raise connect_timeout (a suspended compute takes a moment to wake)"),
     ("connection refused", "check host and port; is the server running?"),
 )

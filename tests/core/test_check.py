@@ -147,3 +147,17 @@ def test_check_never_prints_a_traceback_and_json_is_always_json(args, env, code,
             assert (report["error"] is None) is (code == 0)
         elif code != 2 or not args:
             assert "libpq" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "named"),
+    [
+        ("query_wait_timeout", "stayed busy for query_wait_timeout"),
+        ("cannot execute INSERT in a read-only transaction", "default_transaction_read_only"),
+        ("connection timeout expired", "raise connect_timeout"),
+    ],
+)
+def test_check_names_the_cause_of_pooler_errors(error, named):
+    from neon_connect.check import _fix_for
+
+    assert named in _fix_for(error)
