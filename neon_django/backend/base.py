@@ -235,8 +235,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         held LISTEN registrations, advisory locks or temp tables, so a use since the last
         request boundary (a worker's loop) raises one error saying the session ended, and the
         next use connects afresh; at a request's start it is replaced, as Django does. Only
-        where the
-        socket cannot tell (psycopg2 with unread bytes) does Django's ``SELECT 1`` run.
+        where the socket cannot tell (psycopg2 with unread bytes) does ``SELECT 1`` run.
         """
         if (
             self.neon is None
