@@ -10,10 +10,13 @@ itself is checked on a corpus and on generated statements that only mention the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from django.db import connections, transaction
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -419,3 +422,59 @@ def test_query_wait_timeout_names_the_cause(one_server, guarded_alias):
             admin.execute("SET query_wait_timeout = 120")
     assert "query_wait_timeout" in str(e.value) + _notes(e.value)
     assert "stayed busy" in _notes(e.value)
+
+
+# -- the whole corpus through both adapters --------------------------------------------------
+
+
+def _through_django(alias: str, statement: str) -> BaseException | None:
+    from django.db import DatabaseError
+
+    db = connections[alias]
+    try:
+        with db.cursor() as cursor:
+            cursor.execute(statement)
+    except (SessionStateError, DatabaseError) as error:
+        return error
+    finally:
+        db.close()  # a fresh connection each time: BEGIN, COPY... leave none behind
+    return None
+
+
+def _through_sqlalchemy(engine, statement: str) -> BaseException | None:
+    """As an app sends it: placeholders come with parameters."""
+    params: Any = None
+    if "%(" in statement:
+        params = dict.fromkeys(re.findall(r"%\((\w+)\)s", statement), 1)
+    elif "%s" in statement:
+        params = (1,) * statement.count("%s")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(statement, params)
+    except (SessionStateError, sa.exc.DBAPIError) as error:
+        return error
+    return None
+
+
+@pytest.mark.parametrize("statement", UNSAFE)
+def test_every_unsafe_statement_is_stopped_by_both_adapters(one_server, guarded_alias, statement):
+    assert isinstance(_through_django(guarded_alias, statement), SessionStateError)
+    engine = neon_sqlalchemy.create_engine(env=one_server.env())
+    try:
+        assert isinstance(_through_sqlalchemy(engine, statement), SessionStateError)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("statement", [s for s in SAFE if s])
+def test_every_safe_statement_reaches_the_server_through_both_adapters(
+    one_server, guarded_alias, statement
+):
+    """It may fail there (a table that does not exist, a bad word): never at the guard."""
+    assert not isinstance(_through_django(guarded_alias, statement), SessionStateError)
+    engine = neon_sqlalchemy.create_engine(env=one_server.env())
+    try:
+        assert not isinstance(_through_sqlalchemy(engine, statement), SessionStateError)
+    finally:
+        engine.dispose()
+    _reset(one_server)  # what the server kept of it (a table, a schema) is no leak, but goes
