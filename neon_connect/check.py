@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from .endpoints import Endpoint, Endpoints
 from .errors import ConfigurationError, MissingURLError
 from .params import libpq_version, psycopg_params
+from .platforms import describe_platform
 from .resolve import resolve
 from .secret import Secret
 
@@ -64,6 +66,8 @@ class Report:
     """Why the configuration could not be resolved (``None`` when it was)."""
     replicas: list[dict[str, Any]] = field(default_factory=list)
     """Read replicas (``DATABASE_URL_REPLICA``): see :mod:`neon_connect.replica_check`."""
+    platform: str | None = None
+    """The platform detected from the environment and what was chosen for it."""
 
     @property
     def ok(self) -> bool:
@@ -88,6 +92,8 @@ class Report:
         lines.append(
             f"libpq {_libpq_text(self.libpq_version)} (SNI {'yes' if self.libpq_version >= 140000 else 'no'})"
         )
+        if self.platform:
+            lines.append(f"platform {self.platform}")
         rows = [("", *(e.role for e in self.endpoints))]
         for label, attr in (
             ("url", "url"),
@@ -183,6 +189,7 @@ def run_check(
         endpoints, env=env, connect=connect, timeout=timeout
     )
     report.findings += replica_findings
+    report.platform = describe_platform(os.environ if env is None else env)
     return report
 
 

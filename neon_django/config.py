@@ -36,7 +36,7 @@ from neon_connect.params import connection_options
 from neon_connect.secret import DriverSecret, scrubbed
 from neon_connect.session_guard import GuardMode, guard_mode
 
-from .conn_max_age import auto_conn_max_age
+from .conn_max_age import auto_conn_max_age, auto_idle_timeout
 
 __all__ = ["ENGINE", "NeonSettings", "config", "neon_settings"]
 
@@ -57,6 +57,8 @@ class NeonSettings(TypedDict):
     ALLOW_MISMATCHED_ENDPOINTS: bool
     REPLICA_OF: str | None
     """The primary alias of a read replica (set by :func:`neon_django.databases`)."""
+    IDLE_TIMEOUT: float | None
+    """Seconds a kept connection may sit idle (wall clock, checked at use), or None."""
     SESSION_GUARD: GuardMode
     """What happens to a statement that would leave session state on the pooler's server
     connection: ``error`` (stopped before it is sent), ``warn`` or ``off``."""
@@ -91,6 +93,7 @@ def config(
     pooler_prepared_statements: bool = False,
     retry_timeout: float = DEFAULT_RETRY.timeout,
     session_guard: GuardMode = "error",
+    idle_timeout: float | None | Literal["auto"] = "auto",
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -108,6 +111,9 @@ def config(
     connect retry: a waking compute, a restarting server, a statement the pooler refused
     before forwarding it (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
+    ``idle_timeout="auto"`` drops a kept connection to the pooler that sat idle 10 s (wall
+    clock, checked when it is used) on elastic platforms (Cloud Run, ECS/Fargate, Modal), as
+    Neon advises; elsewhere there is no limit (``neon_connect/platforms.py``).
     ``session_guard`` decides what happens, behind a transaction pooler, to a statement that
     would leave session state for the next client (``SET search_path``, session advisory
     locks, ``LISTEN``, temp tables...): ``"error"`` stops it before it is sent (the default),
@@ -133,6 +139,13 @@ def config(
                 "a number of seconds >= 0, or None."
             )
         conn_max_age = auto_conn_max_age(endpoints.app, os.environ if env is None else env)
+    if idle_timeout == "auto":
+        idle_timeout = auto_idle_timeout(endpoints.app, os.environ if env is None else env)
+    elif not _seconds_or_none(idle_timeout):
+        raise ConfigurationError(
+            f'neon_django.config(idle_timeout={idle_timeout!r}): use "auto" (the default), '
+            "a number of seconds > 0, or None."
+        )
     del url, direct_url, env  # error pages print locals: keep only masked values
     app = endpoints.app
     if not app.database:
@@ -187,8 +200,13 @@ def config(
         ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
         REPLICA_OF=None,
         SESSION_GUARD=session_guard,
+        IDLE_TIMEOUT=idle_timeout,
     )
     return settings
+
+
+def _seconds_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and value > 0)
 
 
 def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[str, Any]:

@@ -13,43 +13,40 @@ from typing import Any
 
 from neon_connect import Endpoint
 from neon_connect.limits import MAX_CONNECTION_AGE
+from neon_connect.platforms import ELASTIC_IDLE_TIMEOUT, detect_platform
 
 __all__ = [
-    "SERVERLESS_VARS",
     "auto_conn_max_age",
+    "auto_idle_timeout",
     "close_after_asgi_request",
     "serverless_platform",
 ]
 
-SERVERLESS_VARS: tuple[tuple[str, str], ...] = (
-    ("AWS_LAMBDA_FUNCTION_NAME", "AWS Lambda (and Netlify Functions, which run on it)"),
-    ("VERCEL", "Vercel Functions"),
-    ("NETLIFY", "Netlify"),
-    ("FUNCTIONS_WORKER_RUNTIME", "Azure Functions"),
-    ("FUNCTION_TARGET", "Google Cloud Functions / Cloud Run functions"),
-)
-"""Variables the platform sets in a function that is frozen or thrown away between requests.
-
-Conservative on purpose: only platforms whose unit is one invocation. Cloud Run services
-(``K_SERVICE`` alone) and App Engine are long-running servers and keep connections."""
-
 
 def serverless_platform(env: Mapping[str, str]) -> str | None:
-    """The serverless platform ``env`` says this process runs on, or None."""
-    for var, platform in SERVERLESS_VARS:
-        if env.get(var):
-            return platform
-    return None
+    """The function platform ``env`` says this process runs on (one request per instance,
+    frozen or thrown away between them), or None."""
+    platform = detect_platform(env)
+    return platform.name if platform is not None and platform.kind == "function" else None
 
 
 def auto_conn_max_age(app: Endpoint, env: Mapping[str, str]) -> int:
     """``conn_max_age="auto"``: keep connections to a transaction pooler in long-running
-    servers, below Neon's 5-minute suspend (health checks go on with it); 0 in serverless
-    functions (nothing is reused there) and on direct endpoints (a kept direct connection
-    holds a whole server session)."""
+    servers and elastic platforms, below Neon's 5-minute suspend (health checks go on with
+    it); 0 in serverless functions (nothing is reused there) and on direct endpoints (a kept
+    direct connection holds a whole server session)."""
     if app.transaction_pooler and serverless_platform(env) is None:
         return MAX_CONNECTION_AGE
     return 0
+
+
+def auto_idle_timeout(app: Endpoint, env: Mapping[str, str]) -> float | None:
+    """``idle_timeout="auto"``: on an elastic platform (Cloud Run, ECS/Fargate, Modal), drop a
+    kept connection to the pooler after 10 s idle, as Neon advises; elsewhere no limit."""
+    platform = detect_platform(env)
+    if app.transaction_pooler and platform is not None and platform.kind == "elastic":
+        return ELASTIC_IDLE_TIMEOUT
+    return None
 
 
 def close_after_asgi_request(sender: Any, **kwargs: Any) -> None:

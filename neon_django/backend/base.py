@@ -230,7 +230,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         loop, a management command or a LISTEN worker kept using a connection a suspend or a
         pooler restart had closed, and failed on every query for good. Here every use
         outside a transaction asks the socket (:mod:`neon_connect.liveness`, no bytes sent)
-        and enforces ``CONN_MAX_AGE``. A dead connection to the pooler is replaced before
+        and enforces ``CONN_MAX_AGE`` (and the idle limit of elastic platforms). A dead connection to the pooler is replaced before
         anything is sent: it held no session state. A dead ``direct()`` connection may have
         held LISTEN registrations, advisory locks or temp tables, so a use since the last
         request boundary (a worker's loop) raises one error saying the session ended, and the
@@ -251,6 +251,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
             and time.monotonic() >= self.close_at
         ):
             self.close()  # older than CONN_MAX_AGE: Django checks only at request boundaries
+            return
+        idle_limit = self.neon.get("IDLE_TIMEOUT")
+        now = time.time()  # the wall clock: a frozen container's monotonic timers stop
+        idle, self._neon_used_at = now - self._neon_used_at, now
+        if idle_limit is not None and idle > idle_limit:
+            self.close()  # idle too long on an elastic platform: Neon's advice
             return
         state = liveness(self.connection)
         alive = self.is_usable() if state is Liveness.UNSURE else state is Liveness.ALIVE
@@ -380,10 +386,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
             guard = neon.get("SESSION_GUARD", "error")
             pooled = not self.neon_connected_direct and self.neon_transaction_pooler
             self.neon_session_guard = guard if pooled and guard != "off" else None
+            self._neon_used_at = time.time()
         return connection
 
     neon_session_guard: GuardMode | None = None
     """``error``/``warn`` on a connection through a transaction pooler, else None."""
+
+    _neon_used_at = 0.0
+    """When the open connection was last checked for use (wall clock)."""
 
     def neon_explain(self, error: BaseException) -> None:
         """Name the cause of an error that means something else behind a transaction pooler

@@ -161,3 +161,22 @@ def test_check_names_the_cause_of_pooler_errors(error, named):
     from neon_connect.check import _fix_for
 
     assert named in _fix_for(error)
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({}, "no platform detected (a long-running server)"),
+        ({"K_SERVICE": "web"}, "Google Cloud Run (K_SERVICE), elastic"),
+        ({"K_SERVICE": "fn", "FUNCTION_TARGET": "main"}, "Cloud Run functions (FUNCTION_TARGET)"),
+        ({"AWS_LAMBDA_FUNCTION_NAME": "f"}, "AWS Lambda (AWS_LAMBDA_FUNCTION_NAME), function"),
+        ({"DYNO": "web.1"}, "Heroku (DYNO), server"),
+    ],
+)
+def test_check_prints_the_platform_and_what_it_chose(env, said):
+    from neon_connect.check import run_check
+
+    url = "postgresql://u:p@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
+    report = run_check(env={"DATABASE_URL": url, **env}, connect=False)
+    assert said in (report.platform or "")
+    assert f"platform {report.platform}" in report.to_text()

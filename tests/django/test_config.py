@@ -85,6 +85,29 @@ def test_auto_conn_max_age_keeps_connections_in_long_running_servers():
     assert bouncer["CONN_MAX_AGE"] == 240
 
 
+@pytest.mark.parametrize(
+    ("marker", "limit"),
+    [
+        ("K_SERVICE", 10.0),  # Cloud Run service: elastic
+        ("ECS_CONTAINER_METADATA_URI_V4", 10.0),
+        ("MODAL_TASK_ID", 10.0),
+        ("DYNO", None),  # Heroku: a long-running server
+        ("KUBERNETES_SERVICE_HOST", None),
+    ],
+)
+def test_auto_idle_timeout_follows_neons_guidance_for_elastic_platforms(marker, limit):
+    db = neon_django.config(env={"DATABASE_URL": URL, marker: "x"})
+    assert db["NEON"]["IDLE_TIMEOUT"] == limit and db["CONN_MAX_AGE"] == 240
+    assert (
+        neon_django.config(env={"DATABASE_URL": URL, marker: "x"}, idle_timeout=None)["NEON"][
+            "IDLE_TIMEOUT"
+        ]
+        is None
+    )  # an explicit value wins
+    with pytest.raises(ImproperlyConfigured, match="idle_timeout"):
+        neon_django.config(env={"DATABASE_URL": URL}, idle_timeout=-1)
+
+
 def test_auto_conn_max_age_is_zero_on_direct_endpoints():
     direct = neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False)
     assert direct["CONN_MAX_AGE"] == 0 and direct["CONN_HEALTH_CHECKS"] is False

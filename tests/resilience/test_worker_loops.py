@@ -200,3 +200,18 @@ def test_keepalives_reach_the_connection_and_the_users_values_win(own):
     assert got["tcp_user_timeout"] == "60000"
     with neon_connect.connect(own.pooled_url, keepalives_idle=5) as conn:
         assert options(conn)["keepalives_idle"] == "5"
+
+
+@pytest.mark.parametrize("idle_timeout", [0.2, None])
+def test_an_idle_limit_replaces_a_connection_idle_too_long(own, django_db_blocker, idle_timeout):
+    """Elastic platforms (Cloud Run, ECS/Fargate, Modal): Neon advises dropping a kept
+    connection after 5-10 s idle; None, the control, keeps it."""
+    settings = neon_django.config(env=own.env(), idle_timeout=idle_timeout)
+    with django_db_blocker.unblock(), django_alias("idle", settings) as db:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        first = db.connection
+        time.sleep(0.3)
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert (db.connection is first) is (idle_timeout is None)
