@@ -12,18 +12,13 @@ import psycopg
 import pytest
 from django.core import signals
 from django.db import transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 
 import neon_django
 from benchmarks.proxy import ProxyProcess
-from neon_django.backend.base import DatabaseWrapper
+from tests.django.unfixed_backend.base import DjangosHealthCheckWrapper
 from tests.helpers import django_alias
 
 pytestmark = pytest.mark.integration
-
-
-class _DjangosHealthCheck(DatabaseWrapper):
-    close_if_health_check_failed = BaseDatabaseWrapper.close_if_health_check_failed
 
 
 def _round_trips_of_a_request(neon_local, django_db_blocker, cls=None) -> int:
@@ -55,7 +50,7 @@ def test_a_request_on_a_kept_connection_pays_five_round_trips(neon_local, django
 
 
 def test_control_djangos_health_check_pays_a_sixth(neon_local, django_db_blocker):
-    assert _round_trips_of_a_request(neon_local, django_db_blocker, _DjangosHealthCheck) == 6
+    assert _round_trips_of_a_request(neon_local, django_db_blocker, DjangosHealthCheckWrapper) == 6
 
 
 def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:

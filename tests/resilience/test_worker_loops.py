@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import sqlalchemy as sa
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import OperationalError
 
 import neon_django
@@ -25,7 +24,7 @@ import neon_sqlalchemy
 from neon_connect.liveness import Liveness, liveness
 from neon_connect.local.faults import Faults
 from neon_connect.local.standin import StandInState, running
-from neon_django.backend.base import DatabaseWrapper
+from tests.django.unfixed_backend.base import DjangosHealthCheckWrapper
 from tests.helpers import django_alias
 
 pytestmark = pytest.mark.integration
@@ -80,12 +79,6 @@ def test_the_check_tells_dead_from_alive_without_sending_anything(own):
 # -- Django --------------------------------------------------------------------------------
 
 
-class _DjangosHealthCheck(DatabaseWrapper):
-    """The control: neon_django's backend with Django's own once-per-request health check."""
-
-    close_if_health_check_failed = BaseDatabaseWrapper.close_if_health_check_failed
-
-
 def _worker_alias(state: StandInState, cls: type | None = None):
     """DATABASES["worker"] on this module's stand-in, kept (conn_max_age="auto": 240 s)."""
     return django_alias("worker", neon_django.config(env=state.env()), cls)
@@ -118,7 +111,7 @@ def test_a_django_loop_outside_requests_goes_on_after_a_fault(own, django_db_blo
 
 
 def test_control_with_djangos_health_check_the_loop_fails_for_good(own, django_db_blocker):
-    with django_db_blocker.unblock(), _worker_alias(own, _DjangosHealthCheck) as db:
+    with django_db_blocker.unblock(), _worker_alias(own, DjangosHealthCheckWrapper) as db:
         errors = _loop(db, Faults(own).restart_pooler)
     assert len(errors) == LOOPS - FAULT_AT  # every query after the fault
 
@@ -132,7 +125,7 @@ def test_a_direct_worker_gets_one_clear_error_then_recovers(own, django_db_block
 
 
 def test_control_a_direct_worker_with_djangos_health_check_fails_for_good(own, django_db_blocker):
-    with django_db_blocker.unblock(), _worker_alias(own, _DjangosHealthCheck) as db:
+    with django_db_blocker.unblock(), _worker_alias(own, DjangosHealthCheckWrapper) as db:
         errors = _loop(db, lambda: _suspend(own), direct=True)
     assert len(errors) == LOOPS - FAULT_AT
 

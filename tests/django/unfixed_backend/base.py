@@ -2,6 +2,7 @@
 
 - ``OldSettingsWrapper``: ``settings_dict`` was a property over a private attribute, with no
   deleter, so ``mock.patch.object(connection, "settings_dict", ...)`` could not restore it.
+- ``DjangosHealthCheckWrapper``: before the liveness check, Django's own health check ran.
 - ``OldCreationWrapper``: a test database left by an earlier run (``--keepdb``, ``--reuse-db``)
   was replaced with Django's plain ``DROP DATABASE``, which PgBouncer's idle server
   connections refuse; so was one that a session of the run still held.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.creation import DatabaseCreation as DjangoCreation
 
 from neon_django.backend import base
@@ -33,6 +35,12 @@ class OldSettingsWrapper(base.DatabaseWrapper):
     @property
     def _neon_own_settings(self) -> dict[str, Any]:
         return self._old_settings
+
+
+class DjangosHealthCheckWrapper(base.DatabaseWrapper):
+    """Django's own health check: once per request (a SELECT 1), never outside requests."""
+
+    close_if_health_check_failed = BaseDatabaseWrapper.close_if_health_check_failed
 
 
 class OldCreation(DatabaseCreation):
