@@ -202,7 +202,9 @@ def test_direct_engine_checks_at_checkout_recycles_and_survives_a_killed_connect
                 conn.connection.dbapi_connection.prepare_threshold == 5
             )  # prepares allowed direct
         with neon_local.superuser() as su:  # the connection now sits idle in the client pool
-            su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # waits for the backend to exit, so its goodbye is on the socket (a goodbye still
+            # in flight is the residue no socket check sees)
+            su.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
