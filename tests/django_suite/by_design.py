@@ -20,10 +20,22 @@ _POOL = (
     "connections PgBouncer could share."
 )
 
+_LIVENESS = (
+    "neon_django checks a kept connection at each use by asking its socket, with no round trip "
+    "(neon_connect.liveness), and calls Django's SELECT 1 ping (is_usable) only where the "
+    "socket cannot tell; these tests count is_usable calls. Dead connections are still "
+    "replaced: tests/resilience/test_worker_loops.py."
+)
+
 BY_DESIGN: dict[str, str] = {
     "backends.postgresql.test_server_side_cursors.ServerSideCursorsPostgres.*": _CURSORS,
     "backends.postgresql.tests.Tests.test_connect_pool*": _POOL,
     "backends.postgresql.tests.Tests.test_pool*": _POOL,
+    # Django counts calls of its SELECT 1 ping (is_usable) with health checks on
+    "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_enabled": _LIVENESS,
+    "backends.base.test_base.ConnectionHealthChecksTests.test_set_autocommit_health_checks_enabled": (
+        _LIVENESS
+    ),
     # Django 6.1 checks that create_test_db(serialize=...)'s deprecation warning names the
     # caller, skipping only Django's own frames; neon_django's create_test_db (which routes
     # the creation to the direct endpoint) is the frame it names.
