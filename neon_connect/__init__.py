@@ -28,7 +28,7 @@ from .hosts import NeonHost, parse_neon_host
 from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
 from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
 from .retry import DEFAULT_RETRY, RetryPolicy, is_refused_before_forwarding, is_transient
-from .secret import Secret, SecretParams
+from .secret import Secret, SecretParams, call_without_driver_frames
 from .urls import mask_url, parse_url
 
 if TYPE_CHECKING:
@@ -92,7 +92,9 @@ def connect(
     del url  # error pages print locals: keep only the masked values below
     endpoint = endpoints.session() if direct else endpoints.app
     params = SecretParams({**psycopg_params(endpoint), **kwargs})
-    return retry.call(lambda: psycopg.connect(**params), endpoint=endpoint)
+    return retry.call(
+        lambda: call_without_driver_frames(lambda: psycopg.connect(**params)), endpoint=endpoint
+    )
 
 
 def __getattr__(name: str) -> Any:

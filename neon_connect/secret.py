@@ -8,8 +8,9 @@ neon-connect a connection string travels as a :class:`Secret`, and driver parame
 
 from __future__ import annotations
 
+import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 __all__ = [
@@ -18,13 +19,17 @@ __all__ = [
     "DriverSecret",
     "Secret",
     "SecretParams",
+    "acall_without_driver_frames",
+    "call_without_driver_frames",
     "is_secret_key",
     "mask_driver_secrets",
     "scrubbed",
+    "without_driver_frames",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 MASK = "****"
 SECRET_KEYS = frozenset(
@@ -131,3 +136,40 @@ def scrubbed(
         return wrapper
 
     return decorate
+
+
+def without_driver_frames(exc: E) -> E:
+    """A copy of a driver's connect error with no traceback and no chained context.
+
+    Drivers build their connection string from our masked values with ``str()``, so their
+    own frames (psycopg's ``connect()``, psycopg2's, asyncpg's) hold the password in clear,
+    and pages that print every frame's locals (Django's ``DEBUG`` 500 page, Sentry) show it.
+    The copy keeps what callers catch and read: the class, the message, the SQLSTATE and the
+    notes. Falls back to ``exc`` itself if the class cannot be copied.
+    """
+    try:
+        fresh = copy.copy(exc)  # BaseException.__reduce__: class, args and __dict__ only
+    except Exception:
+        return exc
+    if type(fresh) is not type(exc) or fresh.args != exc.args:
+        return exc
+    return fresh
+
+
+def call_without_driver_frames(connect: Callable[[], T]) -> T:
+    """``connect()``; its error is re-raised as :func:`without_driver_frames` makes it,
+    outside the ``except`` block, so no driver frame is reachable from it."""
+    try:
+        return connect()
+    except Exception as exc:
+        fresh = without_driver_frames(exc)
+    raise fresh
+
+
+async def acall_without_driver_frames(connect: Callable[[], Awaitable[T]]) -> T:
+    """The async twin of :func:`call_without_driver_frames`."""
+    try:
+        return await connect()
+    except Exception as exc:
+        fresh = without_driver_frames(exc)
+    raise fresh

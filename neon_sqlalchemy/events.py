@@ -21,6 +21,7 @@ from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect.liveness import Liveness, liveness
 from neon_connect.migration_lock import MIGRATION_LOCK_KEY
 from neon_connect.retry import in_pipeline
+from neon_connect.secret import acall_without_driver_frames, call_without_driver_frames
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 
 __all__ = [
@@ -44,16 +45,19 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
     Both halves of it: the driver's connect, and the statement a transaction pooler refused
     because its own server login failed (:func:`add_refusal_rerun`). Nothing that reached a
     server is ever sent again.
+
+    The driver's error comes without the driver's frames, which hold the password in clear
+    (:func:`neon_connect.secret.call_without_driver_frames`), with retrying on or off.
     """
-    if policy.timeout <= 0:
-        return
-    add_refusal_rerun(engine, endpoint, policy)
+    retrying = policy.timeout > 0
+    if retrying:
+        add_refusal_rerun(engine, endpoint, policy)
 
     def first(dialect: Any) -> bool:
         # The engine's first connection runs the dialect's queries (server version and so
         # on) before any pool entry exists to reconnect: behind a transaction pooler, prove
         # inside the connect step that the pooler forwards, so a refusal is retried here.
-        return endpoint.transaction_pooler and dialect.server_version_info is None
+        return retrying and endpoint.transaction_pooler and dialect.server_version_info is None
 
     @event.listens_for(engine, "do_connect")
     def _connect(
@@ -62,22 +66,24 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
         if not dialect.is_async:
 
             def connect() -> Any:
-                conn = dialect.connect(*cargs, **cparams)
+                conn = call_without_driver_frames(lambda: dialect.connect(*cargs, **cparams))
                 if first(dialect):
                     _probe(conn)
                 return conn
 
-            return policy.call(connect, endpoint=endpoint)
+            return policy.call(connect, endpoint=endpoint) if retrying else connect()
         # Async drivers: wrap the driver's own coroutine so that backoff sleeps are awaited.
         creator = cparams.pop("async_creator_fn", None) or _driver_connect(dialect)
 
         async def aconnect(*args: Any, **kwargs: Any) -> Any:
-            conn = await creator(*args, **kwargs)
+            conn = await acall_without_driver_frames(lambda: creator(*args, **kwargs))
             if first(dialect):
                 await _aprobe(conn)
             return conn
 
         async def connect_with_retry(*args: Any, **kwargs: Any) -> Any:
+            if not retrying:
+                return await aconnect(*args, **kwargs)
             return await policy.acall(lambda: aconnect(*args, **kwargs), endpoint=endpoint)
 
         return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=connect_with_retry, **cparams)

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import re
+import socket
 import string
 import traceback
 import warnings
@@ -40,6 +41,7 @@ from neon_connect import (
     Secret,
     libpq_params,
     parse_url,
+    psycopg_params,
     resolve,
 )
 from neon_connect.cli import main as cli_main
@@ -787,7 +789,8 @@ def test_error_pages_after_a_configuration_error():
 
 @pytest.mark.integration
 def test_error_pages_after_a_failed_connect(neon_local):
-    """Our frames hold only masked values; psycopg's own frames are the README's caveat."""
+    """Our frames hold only masked values, and psycopg's (which hold the conninfo in clear)
+    are not in the traceback: the error is a copy raised without them."""
     import neon_connect
 
     parts = parse_url(neon_local.env()["DATABASE_URL"])
@@ -806,10 +809,15 @@ def test_error_pages_after_a_failed_connect(neon_local):
     assert len(ours) >= 2  # neon_connect.connect and the retry loop
     for frame in ours:
         assert_clean(repr(frame["vars"]), (wrong,), f"the 500 page's {frame['function']} frame")
-    leaking = {
-        f["filename"] for f in frames if wrong in repr(f["vars"]) and f["filename"] != __file__
-    }
-    assert all("psycopg" in name for name in leaking), leaking  # only the driver's frames
+    assert not _frames_holding(exc, wrong)
+    # the control: psycopg's own connect() error carries frames that hold it in clear
+    with pytest.raises(psycopg.OperationalError) as plain:
+        psycopg.connect(
+            **psycopg_params(
+                resolve(_wrong_password_url(neon_local, wrong, "postgresql"), env={}).app
+            )
+        )
+    assert any("psycopg" in name for name in _frames_holding(plain.value, wrong))
 
 
 def _wrong_password_url(neon_local, wrong: str, scheme: str) -> Secret:
@@ -842,7 +850,7 @@ def test_failed_engine_connect_keeps_the_password_in_the_driver(neon_local, driv
     engine.dispose()
     for text in [*exception_texts(info.value), *our_frame_locals(info.value)]:
         assert_clean(text, (wrong,), "our frames")
-    assert all(driver in name for name in _frames_holding(info.value, wrong))
+    assert not _frames_holding(info.value, wrong)  # the driver's frames are not carried
 
 
 @pytest.mark.integration
@@ -857,7 +865,7 @@ async def test_failed_asyncpg_connect_keeps_the_password_in_the_driver(neon_loca
     assert "authentication failed" in str(info.value)
     for text in [*exception_texts(info.value), *our_frame_locals(info.value)]:
         assert_clean(text, (wrong,), "our frames")
-    assert all("asyncpg" in name for name in _frames_holding(info.value, wrong))
+    assert not _frames_holding(info.value, wrong)  # asyncpg's frames are not carried
 
 
 URL_SHAPED = st.one_of(
@@ -910,9 +918,11 @@ def test_failed_django_connect_keeps_the_password_in_the_driver(neon_local, djan
             wrapper.ensure_connection()
         wrapper.close()
         found[name] = _frames_holding(info.value, wrong)
-    assert found["ours"] and all("psycopg" in name for name in found["ours"]), found["ours"]
-    # the control: Django's own backend keeps it in clear in its connect() frame
+    assert not found["ours"], found["ours"]  # neither Django's frames nor the driver's
+    # the control: Django's own backend keeps it in clear in its connect() frame, and the
+    # driver's frames (psycopg's or psycopg2's) too
     assert any(name.endswith("django/db/backends/base/base.py") for name in found["plain"])
+    assert any("psycopg" in name for name in found["plain"]), found["plain"]
 
 
 @pytest.mark.integration
@@ -938,5 +948,50 @@ def test_failed_django_connect_with_a_direct_twin_keeps_the_password_in_the_driv
     with django_db_blocker.unblock(), pytest.raises(OperationalError) as info:
         wrapper.ensure_connection()
     wrapper.close()
-    found = _frames_holding(info.value, wrong)
-    assert found and all("psycopg" in name for name in found), found
+    assert not _frames_holding(info.value, wrong)
+
+
+def _free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("failure", ["wrong password", "stopped port"])
+def test_django_debug_500_page_after_a_failed_connect(
+    neon_local, django_db_blocker, monkeypatch, failure
+):
+    """The page Django shows with DEBUG=True for a failed connect: no frame shows the
+    password, for a refused login and for a port nobody listens on."""
+    from django.db import OperationalError, connections
+
+    import neon_django.backend.base as backend
+
+    password = "Wr0ng500PageXq" if failure == "wrong password" else neon_local.state.password
+    url = _wrong_password_url(neon_local, password, "postgresql").reveal()
+    if failure == "stopped port":
+        url = url.replace(f":{neon_local.state.pooler_port}/", f":{_free_local_port()}/")
+    settings_ = neon_django.config(Secret(url), env={}, retry_timeout=0)
+    del url
+    settings_ = connections.configure_settings({"default": settings_})["default"]
+
+    def page(alias: str) -> str:
+        wrapper = backend.DatabaseWrapper(settings_, alias=alias)
+        with django_db_blocker.unblock(), pytest.raises(OperationalError) as info:
+            wrapper.ensure_connection()
+        wrapper.close()
+        exc = info.value
+        html = ExceptionReporter(None, type(exc), exc, exc.__traceback__).get_traceback_html()
+        # the frames and their locals; the settings table below shows the test project's own
+        # DATABASES, which Django's settings filter governs
+        frames, marker, _ = html.partition('id="requestinfo"')
+        assert marker and "Local vars" in frames
+        return frames
+
+    html = page("page_fixed")
+    assert "neon_django/backend/base.py" in html and "get_new_connection" in html
+    assert password not in html
+    # the control: the same path with the driver's frames kept shows it, in psycopg's frame
+    monkeypatch.setattr(backend, "call_without_driver_frames", lambda connect: connect())
+    assert password in page("page_unfixed")

@@ -25,7 +25,7 @@ from django.db.utils import OperationalError, ProgrammingError
 from neon_connect import Endpoint, RetryPolicy
 from neon_connect.liveness import Liveness, liveness
 from neon_connect.retry import connection_lost
-from neon_connect.secret import mask_driver_secrets
+from neon_connect.secret import call_without_driver_frames, mask_driver_secrets
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 from neon_django.config import NeonSettings, neon_settings
 
@@ -378,7 +378,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.neon_session_guard = None
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = super().get_new_connection(conn_params)
+        # the driver's frames hold the password in clear: its error comes without them
+        new_connection = super().get_new_connection
+        connection = call_without_driver_frames(lambda: new_connection(conn_params))
         neon = self.neon
         if neon is not None:
             self.neon_connected_direct = self.neon_wants_direct
