@@ -19,7 +19,7 @@ from neon_connect.params import WEAK_SSLMODES
 from .config import ENGINE, neon_settings
 from .management.overrides import DIRECT_COMMANDS, provides
 
-__all__ = ["CHECK_IDS", "check_app_order", "check_databases"]
+__all__ = ["CHECK_IDS", "check_app_order", "check_app_installed", "check_databases"]
 
 CHECK_IDS: dict[str, str] = {
     "neon_django.E001": "an app listed above neon_django overrides a command it routes direct",
@@ -36,6 +36,7 @@ CHECK_IDS: dict[str, str] = {
     "neon_django.E008": "a read-replica alias that no ReplicaRouter in DATABASE_ROUTERS serves",
     "neon_django.E009": "a read-replica alias whose primary is missing or not its TEST MIRROR",
     "neon_django.W006": "ReplicaRouter without ReplicaStickinessMiddleware",
+    "neon_django.E010": "neon_django's backend in DATABASES without neon_django in INSTALLED_APPS",
 }
 
 
@@ -217,3 +218,28 @@ def check_app_order(
                 )
                 break
     return out
+
+
+def check_app_installed(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """The backend's own check: without the app, ``migrate`` and the other session commands
+    are Django's, and run through the pooler without a word. Registered by ``config()`` (called
+    in the settings), so it runs when the app and its checks are not installed."""
+    if apps.is_installed("neon_django"):
+        return []  # the app's own checks run
+    ours = [alias for alias, db in settings.DATABASES.items() if _ours(db)]
+    if not ours:
+        return []
+    return [
+        Error(
+            f"DATABASES[{ours[0]!r}] uses neon_django, missing from INSTALLED_APPS.",
+            hint='Add it first: INSTALLED_APPS = ["neon_django", *INSTALLED_APPS] (without it, '
+            "migrate runs through the pooler).",
+            obj="INSTALLED_APPS",
+            id="neon_django.E010",
+        )
+    ]

@@ -70,6 +70,16 @@ def neon_settings(db: Mapping[str, Any]) -> NeonSettings | None:
     return neon
 
 
+def _register_app_check() -> None:
+    """The check that ``neon_django`` is in ``INSTALLED_APPS``, registered by the settings
+    that use it: without the app, ``migrate`` may run before the backend is ever imported."""
+    from django.core import checks
+
+    from .checks import check_app_installed
+
+    checks.register(check_app_installed)
+
+
 def _is_psycopg3() -> bool:
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -122,6 +132,7 @@ def config(
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
     """
+    _register_app_check()
     endpoints = resolve(
         url,
         direct_url=direct_url,

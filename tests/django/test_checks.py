@@ -88,6 +88,21 @@ OVERRIDE_ABOVE_US = [
 ]
 
 
+WITHOUT_US = ["django.contrib.contenttypes", "django.contrib.auth"]
+
+
+def test_backend_without_the_app_is_an_error_naming_installed_apps():
+    """The backend's own check (registered by config(), not by the app): without the app,
+    migrate is Django's own and runs through the pooler."""
+    found = messages(INSTALLED_APPS=WITHOUT_US)
+    assert [m.id for m in found] == ["neon_django.E010"]
+    assert "INSTALLED_APPS" in found[0].msg and "DATABASES['default']" in found[0].msg
+    assert 'INSTALLED_APPS = ["neon_django", *INSTALLED_APPS]' in found[0].hint
+    # the control: the app installed, or no alias on neon_django's backend, is quiet
+    assert ids() == []
+    assert ids({"default": by_hand(DIRECT)}, INSTALLED_APPS=WITHOUT_US) == []
+
+
 def test_app_listed_after_an_override_of_migrate():
     found = [m for m in messages(INSTALLED_APPS=OVERRIDE_ABOVE_US) if m.id == "neon_django.E001"]
     assert len(found) == 1
@@ -107,7 +122,7 @@ def test_every_id_is_registered_once_described_emitted_and_short():
     assert sorted(written) == sorted(CHECK_IDS)  # no id twice, none unregistered
     assert all(0 < len(desc) < 80 for desc in CHECK_IDS.values())
     emitted = [m for db, _ in DATABASE_CASES for m in messages({"default": db})]
-    emitted += messages(INSTALLED_APPS=OVERRIDE_ABOVE_US)
+    emitted += messages(INSTALLED_APPS=OVERRIDE_ABOVE_US) + messages(INSTALLED_APPS=WITHOUT_US)
     emitted += messages({"default": _split()}) + messages({"default": _edited_split()})
     # the replica checks' ids are emitted by tests/replicas/test_replica_urls.py
     assert {m.id for m in emitted} == set(CHECK_IDS) - set(ids_in[replica_checks])
