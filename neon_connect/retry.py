@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "connection_lost",
     "in_pipeline",
+    "is_local_refusal",
     "is_refused_before_forwarding",
     "is_transient",
 ]
@@ -125,6 +127,32 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
 
 
+def is_local_host(host: str) -> bool:
+    """True for this machine: ``localhost``, 127.0.0.0/8, ``::1``, a Unix socket directory
+    (or no host, libpq's default socket)."""
+    host = host.strip().strip("[]").lower()
+    if not host or host.startswith("/") or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_refusal(exc: BaseException, endpoint: Endpoint) -> bool:
+    """True when a server on this machine refused the connection: nothing listens on that
+    port, which waiting rarely changes (a stopped stand-in, a wrong port), unlike a remote
+    endpoint, where a refusal can be a compute or pooler coming back."""
+    text = str(exc).lower()
+    refused = (
+        isinstance(exc, ConnectionRefusedError)
+        or getattr(exc, "errno", None) == errno.ECONNREFUSED
+        or "connection refused" in text
+        or f"[errno {errno.ECONNREFUSED}]" in text  # asyncpg's "Multiple exceptions: ..."
+    )
+    return refused and is_local_host(endpoint.host)
+
+
 def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
     """True when a transaction pooler refused ``exc``'s statement without forwarding it.
 
@@ -169,15 +197,19 @@ class RetryPolicy:
     ``timeout`` bounds the total time spent across attempts (seconds); 0 turns retrying off.
     The default, 20 s, outlasts PgBouncer's ``server_login_retry`` (15 s, Neon's setting too):
     after a server restart the pooler refuses every transaction that long.
+    ``local_refused_timeout`` bounds it when a host on this machine refuses the connection
+    (:func:`is_local_refusal`): long enough for a local pooler or server to restart, short
+    enough that a stopped stand-in or a wrong port fails at once, with a hint.
     """
 
     timeout: float = 20.0
     initial_delay: float = 0.1
     max_delay: float = 2.0
     multiplier: float = 2.0
+    local_refused_timeout: float = 1.5
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "initial_delay", "max_delay"):
+        for name in ("timeout", "initial_delay", "max_delay", "local_refused_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetryPolicy.{name} must be >= 0")
         if self.multiplier < 1:
@@ -278,7 +310,11 @@ class RetryPolicy:
         elapsed = time.monotonic() - start
         delay = next(delays)
         worth_it = is_transient(exc) if refusal is None else refusal(exc)
-        if not worth_it or elapsed + delay > (self.timeout if budget is None else budget):
+        limit = self.timeout if budget is None else budget
+        local_refusal = refusal is None and is_local_refusal(exc, endpoint)
+        if local_refusal:
+            limit = min(limit, self.local_refused_timeout)
+        if not worth_it or elapsed + delay > limit:
             _scrub(exc, endpoint)
             where = f"the {endpoint.kind} endpoint {endpoint.display_host}"
             if refusal is not None:
@@ -292,6 +328,12 @@ class RetryPolicy:
                 note = f"neon-connect: could not connect to {where} ({attempt} attempts in {elapsed:.1f}s)"
             else:
                 note = f"neon-connect: could not connect to {where}"
+            if local_refusal:
+                note += (
+                    f"; nothing listens at {endpoint.display_host} on this machine: if it is "
+                    "the local stand-in, run `neon-connect local status` (or `neon-connect "
+                    "local up`); otherwise check the port in the URL"
+                )
             if endpoint.is_neon and "authentication failed" in str(exc).lower():
                 note += "; check that user, password and host come from one Neon connection string"
             if _is_full_server(exc) and not endpoint.transaction_pooler:
