@@ -19,6 +19,7 @@ from .endpoints import Endpoint, Endpoints
 from .errors import ConfigurationError, MissingURLError
 from .params import libpq_version, psycopg_params
 from .platforms import describe_platform
+from .probes import answers_like_transaction_pooler, pooler_probe_wanted
 from .resolve import resolve
 from .secret import Secret
 
@@ -250,6 +251,10 @@ def _probe(entry: EndpointReport, endpoint: Endpoint, params: dict[str, Any]) ->
         entry.max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
         if endpoint.transaction_pooler:
             entry.behaves_as_transaction_pooler = _moves_between_backends(conn, params)
+        elif pooler_probe_wanted(endpoint):  # taken for a server: is it one?
+            entry.behaves_as_transaction_pooler = answers_like_transaction_pooler(
+                endpoint, conn, lambda: psycopg.connect(**params)
+            )
     if endpoint.transaction_pooler:
         from .probes import pooler_tracks_prepared_statements
 
@@ -377,7 +382,17 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
                     "set sslmode=require",
                 )
             )
-        if entry.behaves_as_transaction_pooler is False:
+        if entry.behaves_as_transaction_pooler and not entry.transaction_pooler:
+            out.append(
+                Finding(
+                    "error",
+                    f"The {entry.role} endpoint ({entry.source}) is taken for a PostgreSQL "
+                    "server, but a transaction pooler (PgBouncer) answers there.",
+                    f"add ?pgbouncer=true to {entry.source} and export DATABASE_URL_UNPOOLED="
+                    "'<the PostgreSQL server behind the pooler>'",
+                )
+            )
+        if entry.behaves_as_transaction_pooler is False and entry.transaction_pooler:
             out.append(
                 Finding(
                     "warning",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import sqlalchemy
@@ -27,10 +29,16 @@ from neon_connect import (
 )
 from neon_connect.limits import MAX_CONNECTION_AGE
 from neon_connect.params import connection_options
+from neon_connect.probes import (
+    answers_like_transaction_pooler,
+    lone_pooler_message,
+    pooler_probe_wanted,
+)
 from neon_connect.secret import mask_driver_secrets, scrubbed
 from neon_connect.session_guard import GuardMode, guard_mode
 
 from .events import (
+    PoolerProbe,
     add_commit_outcome,
     add_liveness_check,
     add_pooler_error_notes,
@@ -41,6 +49,7 @@ from .events import (
 
 __all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
+logger = logging.getLogger("neon_sqlalchemy")
 Driver = Literal["psycopg", "psycopg2", "asyncpg"]
 _POOL_KWARGS = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "pool_recycle")
 
@@ -200,11 +209,34 @@ def _arguments(
     return _sa_url(endpoint, driver), {"connect_args": connect_args, **engine_kwargs}
 
 
+def _pooler_probe(endpoint: Endpoint, *, client_pool: bool) -> PoolerProbe | None:
+    """Refuse a client pool on a URL taken for a server where a transaction pooler answers
+    (a lone non-Neon URL without ``pgbouncer=true``); warn once with ``NullPool``."""
+    if not pooler_probe_wanted(endpoint):
+        return None
+    warned: list[bool] = []
+
+    def probe(conn: Any, connect: Callable[[], Any]) -> None:
+        if not answers_like_transaction_pooler(endpoint, conn, connect):
+            return
+        message = lone_pooler_message(endpoint, where="create_engine()")
+        if client_pool:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise DoublePoolingError(message)
+        if not warned:
+            warned.append(True)
+            logger.warning("neon-connect: %s", message)
+
+    return probe
+
+
 def _finish(
     engine: Engine, endpoint: Endpoint, retry: RetryPolicy, session_guard: GuardMode
 ) -> None:
     session_guard = guard_mode(session_guard, setting="create_engine() session_guard")
-    add_retry(engine, endpoint, retry)
+    probe = _pooler_probe(endpoint, client_pool=not isinstance(engine.pool, NullPool))
+    add_retry(engine, endpoint, retry, pooler_probe=probe)
     add_commit_outcome(engine)
     dispose_after_fork(engine)
     if not isinstance(engine.pool, NullPool):

@@ -39,7 +39,17 @@ __all__ = [
 logger = logging.getLogger("neon_sqlalchemy")
 
 
-def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
+PoolerProbe = Callable[[Any, Callable[[], Any]], None]
+"""Called with a new sync DBAPI connection and a way to open another (see engines.py)."""
+
+
+def add_retry(
+    engine: Engine,
+    endpoint: Endpoint,
+    policy: RetryPolicy,
+    *,
+    pooler_probe: PoolerProbe | None = None,
+) -> None:
     """Retry the connect step of ``engine`` while a compute wakes or a server restarts.
 
     Both halves of it: the driver's connect, and the statement a transaction pooler refused
@@ -71,7 +81,13 @@ def add_retry(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
                     _probe(conn)
                 return conn
 
-            return policy.call(connect, endpoint=endpoint) if retrying else connect()
+            conn = policy.call(connect, endpoint=endpoint) if retrying else connect()
+            if pooler_probe is not None:  # after the retry: its notes are about connecting
+                pooler_probe(
+                    conn,
+                    lambda: call_without_driver_frames(lambda: dialect.connect(*cargs, **cparams)),
+                )
+            return conn
         # Async drivers: wrap the driver's own coroutine so that backoff sleeps are awaited.
         creator = cparams.pop("async_creator_fn", None) or _driver_connect(dialect)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from django.db.backends.utils import debug_transaction
@@ -24,6 +25,11 @@ from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
 from neon_connect.liveness import Liveness, liveness
+from neon_connect.probes import (
+    answers_like_transaction_pooler,
+    lone_pooler_message,
+    pooler_probe_wanted,
+)
 from neon_connect.retry import connection_lost
 from neon_connect.secret import call_without_driver_frames, mask_driver_secrets
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
@@ -313,8 +319,27 @@ class DatabaseWrapper(base.DatabaseWrapper):
             policy.call(set_up, endpoint=endpoint)
         finally:
             self.neon_connecting = connecting  # a receiver may connect another time inside
+        self.neon_refuse_lone_pooler(endpoint)  # after the retry: its notes are about connecting
         if user_error:
             raise user_error[0]
+
+    def neon_refuse_lone_pooler(self, endpoint: Endpoint) -> None:
+        """Refuse a URL taken for a server where a transaction pooler answers (a lone non-Neon
+        URL without ``pgbouncer=true``): server-side cursors, prepares and session state
+        would break behind it. Asked once per process and endpoint (neon_connect.probes)."""
+        if self.connection is None or not pooler_probe_wanted(endpoint):
+            return
+        params = self.get_connection_params()
+        database = self.Database
+
+        def connect() -> Any:
+            return call_without_driver_frames(lambda: database.connect(**params))
+
+        if answers_like_transaction_pooler(endpoint, self.connection, connect):
+            self._neon_discard()
+            raise ImproperlyConfigured(
+                lone_pooler_message(endpoint, where=f"DATABASES[{self.alias!r}]")
+            )
 
     def neon_endpoint(self, *, direct: bool | None = None) -> Endpoint:
         """The endpoint the open connection (or, given ``direct``, the next one) goes to."""
