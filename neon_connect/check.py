@@ -42,6 +42,11 @@ class EndpointReport:
     url: str
     source: str
     transaction_pooler: bool
+    host: str = ""
+    """``host:port``, the URL's parts on lines of their own in the text report."""
+    database: str = ""
+    user: str = ""
+    options: str = ""
     connected: bool = False
     error: str | None = None
     tls: str | None = None
@@ -95,32 +100,30 @@ class Report:
         )
         if self.platform:
             lines.append(f"platform {self.platform}")
-        rows = [("", *(e.role for e in self.endpoints))]
-        for label, attr in (
-            ("url", "url"),
-            ("from", "source"),
-            ("kind", "kind"),
-            ("connected", "connected"),
-            ("TLS", "tls"),
-            ("server", "server_version"),
-            ("connect ms", "connect_ms"),
-            ("round trip ms", "round_trip_ms"),
-            ("max_connections", "max_connections"),
-            ("transaction pooler", "behaves_as_transaction_pooler"),
-            ("tracks prepares", "tracks_prepared_statements"),
-            ("error", "error"),
-        ):
-            values = [getattr(e, attr) for e in self.endpoints]
-            if all(v is None for v in values):
-                continue
-            rows.append((label, *("-" if v is None else _fmt(v) for v in values)))
-        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            lines.append(
-                "  ".join(
-                    str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
+        # one block per endpoint, not side by side: lines stay under ~100 columns. An
+        # error is printed once, with its fix, among the findings below.
+        for entry in self.endpoints:
+            origin = entry.source if entry.source.startswith("derived") else f"from {entry.source}"
+            lines.append(f"{entry.role} endpoint: {entry.kind}, {origin}")  # as Endpoint.origin
+            for label, value in (
+                ("host", entry.host),
+                ("database", entry.database or None),
+                ("user", entry.user or None),
+                ("options", entry.options or None),
+                (
+                    "connected",
+                    None if entry.error is None and not entry.connected else entry.connected,
+                ),
+                ("TLS", entry.tls),
+                ("server", entry.server_version),
+                ("connect ms", entry.connect_ms),
+                ("round trip ms", entry.round_trip_ms),
+                ("max_connections", entry.max_connections),
+                ("transaction pooler", entry.behaves_as_transaction_pooler),
+                ("tracks prepares", entry.tracks_prepared_statements),
+            ):
+                if value is not None:
+                    lines.append(f"  {label:<19}{_fmt(value)}")
         lines += [
             f"replica {r.get('summary') or r['source'] + ': ' + r['url']}" for r in self.replicas
         ]
@@ -214,6 +217,10 @@ def check_endpoints(endpoints: Endpoints, *, connect: bool = True, timeout: int 
             url=endpoint.url(),
             source=endpoint.source,
             transaction_pooler=endpoint.transaction_pooler,
+            host=endpoint.display_host,
+            database=endpoint.database or "",
+            user=endpoint.user or "",
+            options=" ".join(f"{k}={v}" for k, v in endpoint._shown_params().items()),
         )
         report.endpoints.append(entry)
         try:

@@ -87,6 +87,12 @@ class Endpoint:
         return neon.region if neon else None
 
     @property
+    def origin(self) -> str:
+        """``from DATABASE_URL`` or ``derived from DATABASE_URL``: where it came from, for
+        messages."""
+        return self.source if self.source.startswith("derived from") else f"from {self.source}"
+
+    @property
     def display_host(self) -> str:
         """``host:port``: what logs and errors show (a Unix socket has no host name)."""
         return f"{self.host or 'the local socket'}:{self.port}"

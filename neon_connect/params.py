@@ -183,7 +183,7 @@ def asyncpg_params(
     unsupported = [key for key in _ASYNCPG_UNSUPPORTED if key in params]
     if unsupported:
         raise ConfigurationError(
-            f"{', '.join(unsupported)} (from {endpoint.source}) is a libpq setting asyncpg "
+            f"{', '.join(unsupported)} ({endpoint.origin}) is a libpq setting asyncpg "
             "cannot honour: remove it, or use the psycopg driver."
         )
     _apply_tls_rules(endpoint, params)
@@ -241,7 +241,7 @@ def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
         params["sslmode"] = "require"
     elif mode in WEAK_SSLMODES:
         raise InsecureConnectionError(
-            f"sslmode={mode} is set for the Neon host {endpoint.host} (from {endpoint.source}), "
+            f"sslmode={mode} is set for the Neon host {endpoint.host} ({endpoint.origin}), "
             "but Neon requires TLS. Use sslmode=require, or sslmode=verify-full with "
             "sslrootcert=system to also verify the certificate."
         )
@@ -264,7 +264,7 @@ def _refuse_startup_options(endpoint: Endpoint, startup_options: list[str]) -> N
     if startup_options and endpoint.transaction_pooler:
         raise UnsupportedStartupParameterError(
             f"The startup parameter 'options' ({_describe(startup_options)}) is set "
-            f"for the pooled endpoint {endpoint.display_host} (from {endpoint.source}). A "
+            f"for the pooled endpoint {endpoint.display_host} ({endpoint.origin}). A "
             "transaction pooler rejects it ('unsupported startup parameter') or leaks it "
             "between clients. Use the direct endpoint for session settings, run SET LOCAL "
             "inside each transaction, or set it on the role: ALTER ROLE ... SET ..."

@@ -84,8 +84,22 @@ def init(
     """Run ``alembic init`` (``generic`` or ``async``) and add the one line to its ``env.py``."""
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
-    command.init(Config(str(ini)), str(directory), template=template)
+    target = Path(directory)
+    if target.is_dir() and any(target.iterdir()):  # Alembic refuses it with a traceback
+        raise ConfigurationError(
+            f"{target} already exists and is not empty: give a new directory, or add "
+            f"{ENV_LINE} after 'config = context.config' in its env.py."
+        )
+    try:
+        command.init(Config(str(ini)), str(directory), template=template)
+    except CommandError as exc:
+        message = f"alembic init: {exc}"
+    else:
+        message = ""
+    if message:
+        raise ConfigurationError(message)  # outside the except: one line, no traceback
     env_py = Path(directory) / "env.py"
     text = env_py.read_text()
     anchor = "config = context.config\n"

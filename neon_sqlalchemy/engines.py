@@ -63,17 +63,31 @@ def endpoint_for(
     url: str | URL | Secret | None,
     *,
     direct: bool,
+    direct_url: str | URL | Secret | None = None,
     env: Mapping[str, str] | None = None,
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
 ) -> Endpoint:
-    """The endpoint an engine built from ``url`` (or the environment) would connect to."""
-    text = Secret(url.render_as_string(hide_password=False)) if isinstance(url, URL) else url
-    del url  # error pages print locals: keep only masked values
+    """The endpoint an engine built from ``url`` (or the environment) would connect to.
+
+    ``direct_url`` names the direct endpoint beside ``url``; the pair is refused when the two
+    reach different databases, as the same pair from the environment is, unless
+    ``allow_mismatched_endpoints=True``.
+    """
+    text, direct_text = _secret(url), _secret(direct_url)
+    del url, direct_url  # error pages print locals: keep only masked values
     endpoints = resolve(
-        text, env=env, use_pooler=use_pooler, allow_mismatched_endpoints=allow_mismatched_endpoints
+        text,
+        direct_url=direct_text,
+        env=env,
+        use_pooler=use_pooler,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
     return endpoints.session() if direct else endpoints.app
+
+
+def _secret(url: str | URL | Secret | None) -> str | Secret | None:
+    return Secret(url.render_as_string(hide_password=False)) if isinstance(url, URL) else url
 
 
 def _driver_from(url: str | URL | Secret | None, default: Driver) -> Driver:
@@ -209,6 +223,21 @@ def _arguments(
     return _sa_url(endpoint, driver), {"connect_args": connect_args, **engine_kwargs}
 
 
+def _require_asyncpg() -> None:
+    """One clear error, instead of SQLAlchemy's bare ``ModuleNotFoundError`` at first use."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return
+    raise ModuleNotFoundError(
+        "create_async_engine(driver='asyncpg') needs asyncpg, which is not installed: "
+        'pip install "neon-connect[asyncpg]" (or use the default driver, psycopg).',
+        name="asyncpg",
+    )
+
+
 def _pooler_probe(endpoint: Endpoint, *, client_pool: bool) -> PoolerProbe | None:
     """Refuse a client pool on a URL taken for a server where a transaction pooler answers
     (a lone non-Neon URL without ``pgbouncer=true``); warn once with ``NullPool``."""
@@ -252,6 +281,7 @@ def create_engine(
     url: str | URL | Secret | None = None,
     *,
     direct: bool = False,
+    direct_url: str | URL | Secret | None = None,
     allow_client_pool: bool = False,
     prepared_statements: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
@@ -272,17 +302,19 @@ def create_engine(
     ``session_guard`` (on a transaction pooler): a statement that would leave session state
     for the next client (``SET search_path``, session advisory locks, ``LISTEN``, temp
     tables...) is stopped before it is sent (``"error"``, the default), logged (``"warn"``)
-    or sent (``"off"``).
+    or sent (``"off"``). ``direct_url`` names the direct endpoint beside ``url`` (see
+    :func:`endpoint_for`).
     """
     driver = _driver_from(url, "psycopg")
     endpoint = endpoint_for(
         url,
         direct=direct,
+        direct_url=direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    del url  # error pages print locals: keep only masked values
+    del url, direct_url  # error pages print locals: keep only masked values
     if driver == "asyncpg":
         driver = "psycopg"  # a sync engine cannot use asyncpg
     sa_url, arguments = _arguments(
@@ -303,6 +335,7 @@ def create_async_engine(
     url: str | URL | Secret | None = None,
     *,
     direct: bool = False,
+    direct_url: str | URL | Secret | None = None,
     driver: Literal["psycopg", "asyncpg"] | None = None,
     allow_client_pool: bool = False,
     prepared_statements: bool = False,
@@ -320,14 +353,17 @@ def create_async_engine(
     ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
     """
     chosen: Driver = driver or _driver_from(url, "psycopg")
+    if chosen == "asyncpg":
+        _require_asyncpg()
     endpoint = endpoint_for(
         url,
         direct=direct,
+        direct_url=direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    del url  # error pages print locals: keep only masked values
+    del url, direct_url  # error pages print locals: keep only masked values
     if chosen == "psycopg2":
         chosen = "psycopg"  # psycopg2 has no async mode
     sa_url, arguments = _arguments(

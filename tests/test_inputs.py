@@ -712,17 +712,14 @@ def test_every_entry_point(case: Case, caplog, monkeypatch):
         expect(case, "core", lambda: run_core(case), ConfigurationError)
     with watched(caplog, case, "django"):
         expect(case, "neon_django.config", lambda: run_django(case), ImproperlyConfigured)
-    if case.direct_url is not None:  # the engine factories take one URL (pairs: the env twin)
-        sync_urls: dict[str, str | None] = {}
-    else:
-        sync_urls = {"psycopg": case.url}
+    sync_urls: dict[str, str | None] = {"psycopg": case.url}  # with direct_url= for pairs
     if sync_urls and case.url and case.url.strip().startswith("postgresql://"):
         sync_urls["psycopg2"] = case.url.strip().replace("postgresql://", "postgresql+psycopg2://")
     for driver, url in sync_urls.items():
         with watched(caplog, case, f"create_engine/{driver}"):
             expect(case, f"create_engine/{driver}",
                    lambda url=url: _engine_pair(create_engine, case, url), ConfigurationError)  # fmt: skip
-    for adriver in ("psycopg", "asyncpg") if case.direct_url is None else ():
+    for adriver in ("psycopg", "asyncpg"):
         with watched(caplog, case, f"create_async_engine/{adriver}"):
             expect(case, f"create_async_engine/{adriver}",
                    lambda d=adriver: _engine_pair(create_async_engine, case, case.url, driver=d),

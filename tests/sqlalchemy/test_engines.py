@@ -283,7 +283,8 @@ def test_client_pool_on_the_pooler_is_refused_unless_allowed(neon_local):
 
 def test_kwargs_pass_through_and_connect_args_merge(neon_local):
     engine = neon_sqlalchemy.create_engine(
-        sqlalchemy.engine.make_url(_psycopg_url(neon_local.pooled_url)),
+        # the server alone: PgBouncer's URL alone (no pgbouncer=true) is refused a QueuePool
+        sqlalchemy.engine.make_url(_psycopg_url(neon_local.direct_url)),
         echo=False,
         isolation_level="REPEATABLE READ",
         connect_args={"application_name": "neon-tests"},
