@@ -329,11 +329,14 @@ class RetryPolicy:
             else:
                 note = f"neon-connect: could not connect to {where}"
             if local_refusal:
-                note += (
-                    f"; nothing listens at {endpoint.display_host} on this machine: if it is "
+                hint = (
+                    f"nothing listens at {endpoint.display_host} on this machine: if it is "
                     "the local stand-in, run `neon-connect local status` (or `neon-connect "
                     "local up`); otherwise check the port in the URL"
                 )
+                note += f"; {hint}"
+                # logged too: Python 3.10 prints no exception notes
+                logger.warning("neon-connect: %s", hint)
             if endpoint.is_neon and "authentication failed" in str(exc).lower():
                 note += "; check that user, password and host come from one Neon connection string"
             if _is_full_server(exc) and not endpoint.transaction_pooler:

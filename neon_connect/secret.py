@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 __all__ = [
     "MASK",
@@ -163,7 +163,7 @@ def call_without_driver_frames(connect: Callable[[], T]) -> T:
         return connect()
     except Exception as exc:
         fresh = without_driver_frames(exc)
-    raise fresh
+    _raise_alone(fresh)
 
 
 async def acall_without_driver_frames(connect: Callable[[], Awaitable[T]]) -> T:
@@ -172,4 +172,14 @@ async def acall_without_driver_frames(connect: Callable[[], Awaitable[T]]) -> T:
         return await connect()
     except Exception as exc:
         fresh = without_driver_frames(exc)
-    raise fresh
+    _raise_alone(fresh)
+
+
+def _raise_alone(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` with no implicit context. Outside our ``except`` block there is none,
+    unless the caller itself runs inside a handler: on Python 3.10 asyncio resumes a
+    coroutine from inside the handler of the very error the driver raised."""
+    try:
+        raise exc
+    finally:
+        exc.__context__ = None
