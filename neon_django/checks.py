@@ -228,7 +228,8 @@ def check_app_installed(
 ) -> list[CheckMessage]:
     """The backend's own check: without the app, ``migrate`` and the other session commands
     are Django's, and run through the pooler without a word. Registered by ``config()`` (called
-    in the settings), so it runs when the app and its checks are not installed."""
+    in the settings) and by the backend's import (``DATABASES`` written by hand), so it runs
+    when the app and its checks are not installed."""
     if apps.is_installed("neon_django"):
         return []  # the app's own checks run
     ours = [alias for alias, db in settings.DATABASES.items() if _ours(db)]

@@ -35,6 +35,7 @@ from neon_connect.secret import call_without_driver_frames, mask_driver_secrets
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 from neon_django.config import NeonSettings, neon_settings
 
+from . import checks as _checks  # noqa: F401  # registers neon_django.E010
 from .creation import DatabaseCreation
 from .cursors import CursorDebugWrapper, CursorWrapper
 

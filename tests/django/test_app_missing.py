@@ -82,3 +82,63 @@ def test_control_without_the_check_migrate_runs_through_the_pooler(neon_local, t
     assert migrate.returncode == 0, migrate.stderr
     assert f"connected to port {neon_local.state.pooler_port}" in migrate.stdout
     assert neon_local.pooler_transactions() > before
+
+
+# DATABASES written by hand (here by dj-database-url) with neon_django's ENGINE: config() never
+# runs, so only the backend's own registration (neon_django/backend/checks.py) catches it.
+BY_HAND = """
+import dj_database_url
+SECRET_KEY = "x"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+DATABASES = {"default": dj_database_url.config(engine="neon_django.backend")}
+"""
+# the control takes the backend's registration out: its checks module imports as empty
+WITHOUT_BACKEND_REGISTRATION = """
+import sys, types
+sys.modules["neon_django.backend.checks"] = types.ModuleType("neon_django.backend.checks")
+"""
+COUNT = """
+from django.core.checks.registry import registry
+from neon_django.checks import check_app_installed
+import neon_django.backend.base
+print("registered", sum(c is check_app_installed for c in registry.get_checks()), "time(s)")
+"""
+
+
+def _by_hand(tmp_path, neon_local, *args: str, prelude: str = ""):
+    (tmp_path / "by_hand_settings.py").write_text(BY_HAND)
+    (tmp_path / "run.py").write_text(prelude + RUN)
+    env = {**neon_local.env(), "DJANGO_SETTINGS_MODULE": "by_hand_settings"}
+    env["PYTHONPATH"] = str(tmp_path)
+    return run_python(str(tmp_path / "run.py"), *args, env=env, cwd=tmp_path)
+
+
+def test_backend_registers_the_check_for_databases_written_by_hand(neon_local, tmp_path):
+    check = _by_hand(tmp_path, neon_local, "check")
+    assert check.returncode == 1
+    assert "neon_django.E010" in check.stderr
+    assert 'INSTALLED_APPS = ["neon_django", *INSTALLED_APPS]' in check.stderr
+    migrate = _by_hand(tmp_path, neon_local, "migrate", "--plan")
+    assert migrate.returncode == 1 and "neon_django.E010" in migrate.stderr
+    assert "connected to port" not in migrate.stdout
+
+
+def test_control_without_the_backend_registration_by_hand_is_no_issues(neon_local, tmp_path):
+    check = _by_hand(tmp_path, neon_local, "check", prelude=WITHOUT_BACKEND_REGISTRATION)
+    assert check.returncode == 0, check.stderr
+    assert "no issues" in check.stdout
+
+
+def test_installed_app_registered_by_config_and_backend_runs_the_check_once(neon_local, tmp_path):
+    """config() (twice) and the backend both register it; it is one check, and quiet."""
+    apps = ["neon_django", "django.contrib.contenttypes"]
+    settings = SETTINGS.replace("__APPS__", repr(apps)).replace("__SILENCED__", "[]")
+    settings += 'DATABASES["other"] = neon_django.config()\n'
+    (tmp_path / "installed_settings.py").write_text(settings)
+    (tmp_path / "run.py").write_text(RUN.replace("\nexecute_from", COUNT + "execute_from", 1))
+    env = {**neon_local.env(), "DJANGO_SETTINGS_MODULE": "installed_settings"}
+    env["PYTHONPATH"] = str(tmp_path)
+    check = run_python(str(tmp_path / "run.py"), "check", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "registered 1 time(s)" in check.stdout
+    assert "no issues" in check.stdout and "E010" not in check.stderr
