@@ -527,12 +527,26 @@ def _refuse_run_together(values: dict[str, str], name: str) -> None:
         )
 
 
+_SSL_KEY = re.compile(r"(?:^|\s)ssl\s*=", re.IGNORECASE)
+
+
+def _sets_asyncpg_ssl(text: str) -> bool:
+    """``ssl=require`` in a key=value string: a URL's ``?ssl=`` is read as ``sslmode``, but
+    here libpq's own parser refuses the key before we see the values."""
+    return bool(_SSL_KEY.search(text))
+
+
 def _parse_keyword_dsn(text: str, name: str) -> ParsedURL:
     values: dict[str, str] | None
     try:
         values = {k: str(v) for k, v in _conninfo_to_dict(text).items() if v is not None}
     except Exception:
         values = None  # the driver's message quotes the input: build ours outside `except`
+    if values is None and _sets_asyncpg_ssl(text):
+        raise InvalidURLError(
+            f"{name} sets ssl=..., asyncpg's spelling, which libpq rejects: write "
+            "sslmode=require (or verify-full) instead."
+        )
     if values is None:
         raise InvalidURLError(
             f"{name} is not a valid key=value connection string: keys must be libpq "

@@ -284,6 +284,12 @@ URL_CASES: list[Case] = [
     bad("unknown-key", neon(query="?foo=bar"), InvalidURLError, "'foo', which libpq"),
     bad("prisma-key", neon(query="?schema=public"), InvalidURLError, "Prisma"),
     bad("asyncpg-ssl-unknown", neon(query="?ssl=maybe"), InvalidURLError, "sslmode"),
+    bad(
+        "asyncpg-ssl-key-value",
+        f"host={P} user=neondb_owner password={S} dbname=neondb ssl=require",
+        InvalidURLError,
+        "write sslmode=require",
+    ),
     bad("residue-double-quote-db", neon(query="") + '"', InvalidURLError, "stray"),
     bad("residue-semicolon", neon() + ";", InvalidURLError, "stray"),
     bad("residue-single-quote", neon() + "'", InvalidURLError, "stray"),

@@ -204,3 +204,25 @@ def test_asyncpg_ssl_habit_in_a_libpq_url_is_read_as_sslmode(neon_local, django_
     # the control: libpq itself refuses the asyncpg spelling at connect
     with pytest.raises(psycopg.Error, match="ssl"):
         psycopg.connect(url)
+
+
+KEYWORD_SSL = f"host={POOLED} user=u password={SECRET} dbname=neondb ssl=require"
+
+
+def test_asyncpg_ssl_habit_in_a_key_value_string_names_sslmode():
+    """The key=value form cannot be read as sslmode (libpq's parser refuses the key first):
+    one error naming the variable and the fix."""
+    with pytest.raises(ConfigurationError) as info:
+        resolve(env={"DATABASE_URL": KEYWORD_SSL})
+    message = str(info.value)
+    assert message.startswith("DATABASE_URL sets ssl=")
+    assert "sslmode=require" in message and SECRET not in message
+
+
+def test_control_without_the_ssl_case_the_key_value_error_names_neither(monkeypatch):
+    from neon_connect import urls
+
+    monkeypatch.setattr(urls, "_sets_asyncpg_ssl", lambda text: False)
+    with pytest.raises(ConfigurationError) as info:
+        resolve(env={"DATABASE_URL": KEYWORD_SSL})
+    assert "ssl=" not in str(info.value) and "sslmode=require" not in str(info.value)
