@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import NeonConnectError
-from .local import DEFAULT_DIR
+from .local import DEFAULT_DIR, PgBouncerTooOld
 
 __all__ = ["main"]
 
@@ -52,13 +52,21 @@ def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                 help="also start N streaming read replicas, each with its own PgBouncer "
                 "(exported as DATABASE_URL_REPLICA, comma-separated)",
             )
+            p.add_argument(
+                "--database",
+                action="append",
+                default=[],
+                metavar="NAME",
+                help="also create database NAME (repeatable), exported as DATABASE_URL_<NAME> "
+                "and DATABASE_URL_<NAME>_UNPOOLED; e.g. one for Alembic beside Django's",
+            )
             p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
             p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
             p.add_argument(
                 "--pgbouncer",
                 metavar="PATH",
-                help="PgBouncer binary (default: $NEON_LOCAL_PGBOUNCER, else the newest >= 1.22 "
-                "found; scripts/ensure-system-deps builds one)",
+                help="PgBouncer binary (default: $NEON_LOCAL_PGBOUNCER, else the first >= 1.22 "
+                "found; when there is none, up builds 1.24.1 into the cache once)",
             )
         if name == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
@@ -173,9 +181,19 @@ def _local(args: argparse.Namespace) -> int:
             pg_port=args.pg_port,
             pooler_port=args.pooler_port,
             pgbouncer=args.pgbouncer,
+            databases=args.database,
         )
         was_running = local.status()["running"]
-        state = local.up()
+        try:
+            state = local.up()
+        except PgBouncerTooOld:
+            if args.pgbouncer or os.environ.get("NEON_LOCAL_PGBOUNCER"):
+                raise
+            from .local.pgbouncer_build import build_pgbouncer
+
+            print("neon-connect: no PgBouncer >= 1.22 here; building one", file=sys.stderr)
+            build_pgbouncer(progress=lambda line: print(f"  {line}", file=sys.stderr))
+            state = local.up()
         from .local.replica import load_replicas, replica_export_lines, start_replicas
 
         replicas = start_replicas(state, max(args.replicas - len(load_replicas(state)), 0))

@@ -466,7 +466,14 @@ def test_every_unsafe_statement_is_stopped_by_both_adapters(one_server, guarded_
         engine.dispose()
 
 
-@pytest.mark.parametrize("statement", [s for s in SAFE if s])
+# ``COPY … FROM STDIN`` is classified above but not sent here: psycopg refuses it in
+# ``execute()`` after the server entered COPY mode, and SQLAlchemy 2.0.16 (our lowest pin)
+# with psycopg 3.2.1 then keeps the client connection open, holding this pool's one server
+# connection for ``query_wait_timeout`` (plain SQLAlchemy does the same, without us).
+SENDABLE_SAFE = [s for s in SAFE if s and not re.match(r"(?i)\s*COPY\b.*\bFROM\s+STDIN", s)]
+
+
+@pytest.mark.parametrize("statement", SENDABLE_SAFE)
 def test_every_safe_statement_reaches_the_server_through_both_adapters(
     one_server, guarded_alias, statement
 ):

@@ -10,12 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import StandInError
+from .errors import PgBouncerTooOld, StandInError
 
 if TYPE_CHECKING:
     from .standin import LocalNeon, StandInState, running
 
-__all__ = ["DEFAULT_DIR", "LocalNeon", "StandInError", "StandInState", "running"]
+__all__ = [
+    "DEFAULT_DIR",
+    "LocalNeon",
+    "PgBouncerTooOld",
+    "StandInError",
+    "StandInState",
+    "running",
+]
 
 DEFAULT_DIR = ".neon-local"
 """The state folder ``neon-connect local`` uses unless given ``--dir``."""

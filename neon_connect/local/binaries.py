@@ -1,9 +1,11 @@
 """Find the PostgreSQL server binaries, PgBouncer and openssl on this machine.
 
-PgBouncer: an explicit choice (``--pgbouncer`` or ``NEON_LOCAL_PGBOUNCER``) wins. Otherwise the
-first PgBouncer >= 1.22 (the line Neon runs) among the one ``scripts/ensure-system-deps`` builds
-into the cache, the one on the PATH and Debian's ``/usr/sbin/pgbouncer``; failing that, the
-first of them that exists (an old pooler still starts, without the settings it lacks).
+PgBouncer: an explicit choice (``--pgbouncer`` or ``NEON_LOCAL_PGBOUNCER``) wins, whatever its
+version (the test matrix runs Debian's 1.18 on purpose). Otherwise the first PgBouncer >= 1.22
+(the line Neon runs) among the one built into the cache (``neon-connect local up`` or
+``scripts/ensure-system-deps``), the one on the PATH and Debian's ``/usr/sbin/pgbouncer``.
+Only an older one found is refused with :class:`PgBouncerTooOld`: a stand-in that silently ran
+1.18 would pass tests that fail on Neon.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StandInError
+from .errors import PgBouncerTooOld, StandInError
 
 __all__ = [
     "CACHED_PGBOUNCER_VERSION",
@@ -28,10 +30,7 @@ __all__ = [
     "version_of",
 ]
 
-_INSTALL_HINT = (
-    "install them with: sudo apt-get install -y postgresql pgbouncer openssl "
-    "(and run scripts/ensure-system-deps for PgBouncer >= 1.22)"
-)
+_INSTALL_HINT = "install them with: sudo apt-get install -y postgresql openssl"
 
 CACHED_PGBOUNCER_VERSION = "1.24.1"
 """The PgBouncer ``scripts/ensure-system-deps`` builds when no PgBouncer >= 1.22 is installed."""
@@ -106,7 +105,7 @@ def _pg_bindir() -> Path | None:
     return Path(newest).parent
 
 
-def _pgbouncer(explicit: str | os.PathLike[str] | None) -> Path | None:
+def _pgbouncer(explicit: str | os.PathLike[str] | None) -> Path:
     chosen = explicit or os.environ.get("NEON_LOCAL_PGBOUNCER")
     if chosen:
         path = Path(chosen) if os.sep in str(chosen) else Path(shutil.which(chosen) or chosen)
@@ -120,23 +119,28 @@ def _pgbouncer(explicit: str | os.PathLike[str] | None) -> Path | None:
     for found in (str(cached_pgbouncer()), shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
         if found and os.access(found, os.X_OK) and Path(found) not in candidates:
             candidates.append(Path(found))
-    current = (c for c in candidates if parse_version(version_of(c)) >= NEON_PGBOUNCER)
-    return next(current, candidates[0] if candidates else None)
+    current = [c for c in candidates if parse_version(version_of(c)) >= NEON_PGBOUNCER]
+    if current:
+        return current[0]
+    found = ", ".join(f"{version_of(c)} at {c}" for c in candidates) or "none"
+    raise PgBouncerTooOld(
+        f"the stand-in needs PgBouncer >= 1.22, the line Neon runs (it tracks prepared "
+        f"statements); found {found}. Run: neon-connect local up (it builds "
+        f"{CACHED_PGBOUNCER_VERSION} into {cached_pgbouncer().parent.parent} once), or set "
+        "NEON_LOCAL_PGBOUNCER to the PgBouncer to use"
+    )
 
 
 def find_binaries(*, pgbouncer: str | os.PathLike[str] | None = None) -> Binaries:
     """Locate the binaries, or raise one clear error naming what is missing."""
     bindir = _pg_bindir()
-    bouncer = _pgbouncer(pgbouncer)
     openssl = shutil.which("openssl")
     missing = []
     if bindir is None or not (bindir / "pg_ctl").exists():
         missing.append("PostgreSQL server (initdb, pg_ctl)")
-    if not bouncer:
-        missing.append("PgBouncer")
     if not openssl:
         missing.append("openssl")
     if missing:
         raise StandInError(f"missing {', '.join(missing)}; {_INSTALL_HINT}")
-    assert bindir is not None and bouncer and openssl
-    return Binaries(pg_bindir=bindir, pgbouncer=bouncer, openssl=Path(openssl))
+    assert bindir is not None and openssl
+    return Binaries(pg_bindir=bindir, pgbouncer=_pgbouncer(pgbouncer), openssl=Path(openssl))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -21,7 +22,7 @@ import signal
 import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class StandInState:
     """The PgBouncer binary that runs (the copy in the runtime folder, if one was needed)."""
     max_prepared_statements: int = 0
     """PgBouncer's setting: > 0 when the pooler tracks protocol-level prepared statements."""
+    databases: tuple[str, ...] = ()
+    """Extra databases beside ``neondb`` (``--database``), each owned by ``neondb_owner``."""
 
     def __repr__(self) -> str:
         return (
@@ -81,6 +84,15 @@ class StandInState:
             database=db,
             params={"sslmode": "require"},
         )
+
+    def url_for(self, database: str, *, pooled: bool = True) -> str:
+        """An extra database's pooled (default) or direct URL."""
+        if database not in (DATABASE, *self.databases):
+            raise StandInError(
+                f"the stand-in has no database {database!r}; ask for it with "
+                f"neon-connect local up --database {database}"
+            )
+        return self._url(self.pooler_port if pooled else self.pg_port, db=database)
 
     @property
     def pooled_url(self) -> str:
@@ -105,7 +117,13 @@ class StandInState:
         return self._url(self.pooler_port, db="pgbouncer")
 
     def env(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.pooled_url, "DATABASE_URL_UNPOOLED": self.direct_url}
+        """``DATABASE_URL`` and ``DATABASE_URL_UNPOOLED``, plus ``DATABASE_URL_<NAME>`` and
+        ``DATABASE_URL_<NAME>_UNPOOLED`` for each extra database."""
+        env = {"DATABASE_URL": self.pooled_url, "DATABASE_URL_UNPOOLED": self.direct_url}
+        for name in self.databases:
+            env[f"DATABASE_URL_{name.upper()}"] = self.url_for(name)
+            env[f"DATABASE_URL_{name.upper()}_UNPOOLED"] = self.url_for(name, pooled=False)
+        return env
 
     def export_lines(self) -> str:
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
@@ -118,6 +136,16 @@ class StandInState:
             f"{mask_url(self.pooled_url)}\n"
             f"direct (PostgreSQL {self.pg_version}, max_connections {self.max_connections}): "
             f"{mask_url(self.direct_url)}\n"
+            + "".join(
+                f"database {name}: DATABASE_URL_{name.upper()}[_UNPOOLED]\n"
+                for name in self.databases
+            )
+            + (
+                ""
+                if self.max_prepared_statements
+                else f"warning: PgBouncer {self.pgbouncer_version} is older than Neon's (>= 1.22): "
+                "it does not track prepared statements, so tests here can pass where Neon fails\n"
+            )
         )
 
 
@@ -133,8 +161,11 @@ class LocalNeon:
         pg_port: int | None = None,
         pooler_port: int | None = None,
         pgbouncer: str | os.PathLike[str] | None = None,
+        databases: Sequence[str] = (),
         start_timeout: float = 30.0,
     ) -> None:
+        for name in databases:
+            _check_database_name(name)
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
         if max_connections < pool_size + 5:
@@ -145,6 +176,7 @@ class LocalNeon:
         self.pg_port = pg_port
         self.pooler_port = pooler_port
         self.pgbouncer = pgbouncer
+        self.databases = tuple(dict.fromkeys(databases))
         self.start_timeout = start_timeout
 
     def __repr__(self) -> str:
@@ -156,7 +188,9 @@ class LocalNeon:
         """The saved state, or ``None`` when nothing was started here."""
         path = self.directory / STATE_FILE
         try:
-            return StandInState(**json.loads(path.read_text()))
+            saved = json.loads(path.read_text())
+            saved["databases"] = tuple(saved.get("databases", ()))
+            return StandInState(**saved)
         except (OSError, ValueError, TypeError):
             return None
 
@@ -188,7 +222,7 @@ class LocalNeon:
         state = self.state()
         if state is not None:
             if self.status()["running"]:
-                return state
+                return self._add_databases(state)
             self._stop(state)
         if self.directory.exists():
             self._remove(self.state())
@@ -197,6 +231,8 @@ class LocalNeon:
         pg_port = self._port(self.pg_port, "--pg-port")
         pooler_port = self._port(self.pooler_port, "--pooler-port", avoid=pg_port)
         self.directory.mkdir(parents=True, mode=0o700)
+        # Passwords (state.json, userlist.txt) and a private key live here: never commit them.
+        proc.write_file(self.directory / ".gitignore", _GITIGNORE, mode=0o600)
         try:
             runtime = self._runtime_dir(run_as)
             state = StandInState(
@@ -213,11 +249,10 @@ class LocalNeon:
                 pgbouncer_version=version_of(binaries.pgbouncer),
                 pgbouncer=str(binaries.pgbouncer),
                 max_prepared_statements=max_prepared_statements(version_of(binaries.pgbouncer)),
+                databases=self.databases,
             )
             state = self._reachable_pgbouncer(state)
-            proc.write_file(
-                self.directory / STATE_FILE, json.dumps(asdict(state), indent=2), mode=0o600
-            )
+            self._save(state)
             make_certificate(binaries.openssl, runtime, owner=run_as)
             self._start_postgres(binaries, state)
             self._create_database(state)
@@ -309,21 +344,38 @@ class LocalNeon:
         if result.returncode != 0:
             raise StandInError(f"PostgreSQL did not start on port {state.pg_port}{proc.tail(log)}")
 
-    def _create_database(self, state: StandInState) -> None:
+    def _add_databases(self, state: StandInState) -> StandInState:
+        """``up --database NAME`` on a running stand-in: create what is new, keep the rest."""
+        new = tuple(name for name in self.databases if name not in state.databases)
+        if not new:
+            return state
+        self._create_database(state, new)
+        state = replace(state, databases=state.databases + new)
+        self._save(state)
+        return state
+
+    def _save(self, state: StandInState) -> None:
+        proc.write_file(
+            self.directory / STATE_FILE, json.dumps(asdict(state), indent=2), mode=0o600
+        )
+
+    def _create_database(self, state: StandInState, names: Sequence[str] = ()) -> None:
         import psycopg
         from psycopg import sql
 
         with psycopg.connect(state.superuser_url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
-                    sql.Identifier(OWNER), sql.Literal(state.password)
+            if not names:  # the first start: the owner and neondb, then the extra ones
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD {}").format(
+                        sql.Identifier(OWNER), sql.Literal(state.password)
+                    )
                 )
-            )
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(DATABASE), sql.Identifier(OWNER)
+            for name in names or (DATABASE, *state.databases):
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(name), sql.Identifier(OWNER)
+                    )
                 )
-            )
 
     def _start_pgbouncer(self, state: StandInState) -> None:
         runtime = Path(state.runtime_dir)
@@ -376,6 +428,20 @@ class LocalNeon:
         if state is not None and state.runtime_dir != str(self.directory):
             shutil.rmtree(state.runtime_dir, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_GITIGNORE = "# neon-connect local: passwords, a private key and server data; never commit\n*\n"
+
+_RESERVED = {DATABASE, "postgres", "pgbouncer", "template0", "template1", "replica", "unpooled"}
+
+
+def _check_database_name(name: str) -> None:
+    """A lower-case identifier, so its variable name (``DATABASE_URL_<NAME>``) is unambiguous."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name in _RESERVED:
+        raise StandInError(
+            f"--database {name!r}: use a lower-case name of letters, digits and underscores "
+            f"(not {', '.join(sorted(_RESERVED))}); it becomes DATABASE_URL_<NAME>"
+        )
 
 
 def _password() -> str:

@@ -27,6 +27,7 @@ def _round_trips_of_a_request(neon_local, django_db_blocker, cls=None) -> int:
     with ProxyProcess() as proxies:
         port = proxies.add("pooled", "127.0.0.1", neon_local.state.pooler_port)
         pooled = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{port}/")
+        pooled += "&pgbouncer=true"  # a lone URL: say it is the pooler (else the probe refuses)
         settings = neon_django.config(pooled, direct_url=neon_local.direct_url)
         assert settings["CONN_MAX_AGE"] > 0 and settings["CONN_HEALTH_CHECKS"]  # the default
 
@@ -65,6 +66,7 @@ def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
     with ProxyProcess() as proxies:
         port = proxies.add("pooled", "127.0.0.1", neon_local.state.pooler_port)
         pooled = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{port}/")
+        pooled += "&pgbouncer=true"  # a lone URL: say it is the pooler (else the probe refuses)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", neon_sqlalchemy.NeonClientPoolWarning)
             engine = neon_sqlalchemy.create_engine(pooled, allow_client_pool=True, **engine_kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -128,9 +129,7 @@ def test_missing_binaries_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("NEON_CONNECT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
-    with pytest.raises(
-        StandInError, match="missing .*PgBouncer.*apt-get install -y postgresql pgbouncer"
-    ):
+    with pytest.raises(StandInError, match="missing .*openssl.*apt-get install -y postgresql"):
         LocalNeon(tmp_path / "x").up()
 
 
@@ -158,3 +157,66 @@ def test_cli_round_trip_masks_passwords_except_exports(tmp_path):
     assert down.returncode == 0
     status = run_python(*cli, "status", "--dir", folder)
     assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_the_state_folder_is_ignored_by_git_and_owner_only(tmp_path):
+    """It holds passwords (state.json, userlist.txt) and a private key."""
+    import subprocess
+
+    os.chmod(tmp_path, 0o755)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    folder = tmp_path / ".neon-local"
+    local = LocalNeon(folder, pool_size=2, max_connections=20)
+    state = local.up()
+    try:
+        untracked = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert untracked == "", untracked
+        assert (folder.stat().st_mode & 0o777) == 0o700
+        runtime = Path(state.runtime_dir)
+        for secret_file in (
+            folder / "state.json",
+            runtime / "userlist.txt",
+            runtime / "server.key",
+        ):
+            assert (secret_file.stat().st_mode & 0o077) == 0, secret_file
+    finally:
+        local.down()
+
+
+def test_extra_databases_on_both_endpoints(tmp_path):
+    """One for Alembic beside Django's neondb, so autogenerate never sees the other's tables."""
+    os.chmod(tmp_path, 0o755)
+    folder = str(tmp_path / "s")
+    cli = ("-m", "neon_connect.local")
+    up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2", "--database", "analytics")
+    try:
+        assert up.returncode == 0, up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+        )
+        assert set(exports) == {
+            "DATABASE_URL", "DATABASE_URL_UNPOOLED",
+            "DATABASE_URL_ANALYTICS", "DATABASE_URL_ANALYTICS_UNPOOLED",
+        }  # fmt: skip
+        for var in ("DATABASE_URL_ANALYTICS", "DATABASE_URL_ANALYTICS_UNPOOLED"):
+            with psycopg.connect(exports[var].strip("'")) as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == ("analytics",)
+        again = run_python(*cli, "up", "--dir", folder, "--database", "reports")
+        assert again.returncode == 0 and "DATABASE_URL_REPORTS_UNPOOLED" in again.stdout
+        assert "DATABASE_URL_ANALYTICS=" in again.stdout  # what was there stays
+        state = LocalNeon(folder).state()
+        assert state is not None and state.databases == ("analytics", "reports")
+        with psycopg.connect(state.url_for("reports")) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("reports",)
+    finally:
+        assert run_python(*cli, "down", "--dir", folder).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["Analytics", "neondb", "replica", "a-b", ""])
+def test_a_database_name_that_cannot_be_a_variable_is_refused(tmp_path, name):
+    with pytest.raises(StandInError, match="--database .*DATABASE_URL_<NAME>"):
+        LocalNeon(tmp_path / "x", databases=[name])
+    assert not (tmp_path / "x").exists()
