@@ -139,10 +139,16 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+_ANSWERED: set[tuple[str, int]] = set()
+"""Local addresses that accepted a connection in this process (see :func:`is_local_refusal`)."""
+
+
 def is_local_refusal(exc: BaseException, endpoint: Endpoint) -> bool:
-    """True when a server on this machine refused the connection: nothing listens on that
-    port, which waiting rarely changes (a stopped stand-in, a wrong port), unlike a remote
-    endpoint, where a refusal can be a compute or pooler coming back."""
+    """True when a server on this machine that never answered this process refused the
+    connection: nothing listens on that port, which waiting rarely changes (a stopped
+    stand-in, a wrong port). A remote endpoint's refusal can be a compute or pooler coming
+    back, and so can a local one that answered before (a pooler restarting under a worker):
+    both keep the full retry."""
     text = str(exc).lower()
     refused = (
         isinstance(exc, ConnectionRefusedError)
@@ -150,7 +156,11 @@ def is_local_refusal(exc: BaseException, endpoint: Endpoint) -> bool:
         or "connection refused" in text
         or f"[errno {errno.ECONNREFUSED}]" in text  # asyncpg's "Multiple exceptions: ..."
     )
-    return refused and is_local_host(endpoint.host)
+    return refused and is_local_host(endpoint.host) and _address(endpoint) not in _ANSWERED
+
+
+def _address(endpoint: Endpoint) -> tuple[str, int]:
+    return (endpoint.host, endpoint.port or 5432)
 
 
 def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
@@ -197,9 +207,10 @@ class RetryPolicy:
     ``timeout`` bounds the total time spent across attempts (seconds); 0 turns retrying off.
     The default, 20 s, outlasts PgBouncer's ``server_login_retry`` (15 s, Neon's setting too):
     after a server restart the pooler refuses every transaction that long.
-    ``local_refused_timeout`` bounds it when a host on this machine refuses the connection
-    (:func:`is_local_refusal`): long enough for a local pooler or server to restart, short
-    enough that a stopped stand-in or a wrong port fails at once, with a hint.
+    ``local_refused_timeout`` bounds it when a host on this machine that never answered this
+    process refuses the connection (:func:`is_local_refusal`): a stopped stand-in or a wrong
+    port fails at once, with a hint; a local pooler restarting under a running app keeps the
+    full retry.
     """
 
     timeout: float = 20.0
@@ -239,9 +250,13 @@ class RetryPolicy:
         attempt = 1
         while True:
             try:
-                return connect()
+                connection = connect()
             except Exception as exc:
                 delay = self._next_delay(exc, delays, start, attempt, endpoint, budget=budget)
+            else:
+                if is_local_host(endpoint.host):
+                    _ANSWERED.add(_address(endpoint))
+                return connection
             time.sleep(delay)
             attempt += 1
 
@@ -289,9 +304,13 @@ class RetryPolicy:
         attempt = 1
         while True:
             try:
-                return await connect()
+                connection = await connect()
             except Exception as exc:
                 delay = self._next_delay(exc, delays, start, attempt, endpoint, budget=budget)
+            else:
+                if is_local_host(endpoint.host):
+                    _ANSWERED.add(_address(endpoint))
+                return connection
             await asyncio.sleep(delay)
             attempt += 1
 

@@ -79,6 +79,20 @@ def test_a_refusal_is_local_only_on_this_machine():
     assert not is_local_refusal(psycopg.OperationalError("timeout expired"), resolve(_url()).app)
 
 
+@pytest.mark.integration
+def test_a_local_address_that_answered_before_keeps_the_full_retry(neon_local):
+    """A pooler restarting under a running app refuses for a moment: that is no stopped
+    stand-in. Found by the Django resilience test (a PgBouncer restart under load)."""
+    endpoint = resolve(env=neon_local.env()).app
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    RetryPolicy().call(
+        lambda: psycopg.connect(neon_local.pooled_url, connect_timeout=5).close(),
+        endpoint=endpoint,
+    )
+    assert not is_local_refusal(refused, endpoint)
+    assert is_local_refusal(refused, resolve(_url()).app)  # control: one that never answered
+
+
 def test_a_closed_local_port_fails_without_retrying_past_the_local_budget(caplog):
     policy = RetryPolicy(timeout=20.0, local_refused_timeout=0.0)
     with (
