@@ -46,11 +46,11 @@ pytest: $(STAMP)
 system-deps:
 	@scripts/ensure-system-deps
 
-$(STAMP): pyproject.toml scripts/ensure-system-deps
+$(STAMP): pyproject.toml neon-local/pyproject.toml scripts/ensure-system-deps
 	@scripts/ensure-system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e ".[django,sqlalchemy,asyncpg]" --group dev
+	$(BIN)/python -m pip install --quiet -e ".[django,sqlalchemy,asyncpg]" -e ./neon-local --group dev
 	@touch $(STAMP)
 
 clean:

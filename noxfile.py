@@ -61,7 +61,7 @@ def _suite(session: nox.Session, *pytest_args: str, env: dict[str, str] | None =
 
 
 def _install(session: nox.Session, *requirements: str, constraints: str | None = None) -> None:
-    args = ["-e", EXTRAS, "--group", "test", *requirements]
+    args = ["-e", EXTRAS, "-e", str(ROOT / "neon-local"), "--group", "test", *requirements]
     if constraints is not None:
         args += ["-c", constraints]
     session.install(*args)

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 import neon_sqlalchemy
 from neon_connect import psycopg_params, resolve
-from neon_connect.local import running
+from neon_local import running
 
 
 def per_op_ms(fn: Callable[[], object], ops: int) -> float:

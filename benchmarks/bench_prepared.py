@@ -34,8 +34,8 @@ import asyncpg
 import psycopg
 
 from neon_connect import asyncpg_params, psycopg_params, resolve
-from neon_connect.local import running
-from neon_connect.local.standin import StandInState
+from neon_local import running
+from neon_local.standin import StandInState
 
 QUERIES = {
     # planning dominates: three catalog tables joined, grouped, sorted

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from neon_connect.local import StandInState
+from neon_local import StandInState
 
 __all__ = ["Monitor", "Peaks"]
 

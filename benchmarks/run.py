@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import psycopg
 
-from neon_connect.local import StandInState, running
+from neon_local import StandInState, running
 
 from . import report
 from .configs import CONFIGS

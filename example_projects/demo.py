@@ -420,7 +420,7 @@ def report(steps: list[Step], stream: Any = sys.stdout) -> None:
 
 def main() -> int:
     from neon_connect import MissingURLError, resolve
-    from neon_connect.local import running
+    from neon_local import running
 
     try:
         resolve()

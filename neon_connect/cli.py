@@ -1,8 +1,8 @@
 """The ``neon-connect`` command line.
 
-Human messages go to stderr and machine-readable output (``export`` lines, ``--json``) to
-stdout, so ``eval "$(neon-connect local up)"`` works. Passwords are masked everywhere except
-in the ``export`` lines, whose whole purpose is to hand the stand-in's credentials to a shell.
+``check`` and ``alembic-init``; ``local`` hands over to ``neon-local`` (the stand-in is test
+tooling, in its own package). Human messages go to stderr and machine-readable output
+(``--json``) to stdout. Passwords are masked everywhere.
 """
 
 from __future__ import annotations
@@ -14,67 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from .errors import NeonConnectError
-from .local import DEFAULT_DIR, PgBouncerTooOld
 
 __all__ = ["main"]
-
-
-def _local_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    local = sub.add_parser(
-        "local", help="run a local stand-in for Neon's pooled and direct endpoints"
-    )
-    actions = local.add_subparsers(
-        dest="action", required=True, metavar="{up,env,status,down,fault}"
-    )
-    for name, text in (
-        ("up", "start PostgreSQL + PgBouncer and print export lines"),
-        ("env", "print the export lines again"),
-        ("status", "say what runs"),
-        ("down", "stop both servers and remove the state folder"),
-    ):
-        p = actions.add_parser(name, help=text)
-        p.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default: {DEFAULT_DIR})")
-        if name == "up":
-            p.add_argument(
-                "--pool-size", type=int, default=5, help="PgBouncer default_pool_size (default: 5)"
-            )
-            p.add_argument(
-                "--max-connections",
-                type=int,
-                default=100,
-                help="PostgreSQL max_connections (default: 100)",
-            )
-            p.add_argument(
-                "--replicas",
-                type=int,
-                default=0,
-                metavar="N",
-                help="also start N streaming read replicas, each with its own PgBouncer "
-                "(exported as DATABASE_URL_REPLICA, comma-separated)",
-            )
-            p.add_argument(
-                "--database",
-                action="append",
-                default=[],
-                metavar="NAME",
-                help="also create database NAME (repeatable), exported as DATABASE_URL_<NAME> "
-                "and DATABASE_URL_<NAME>_UNPOOLED; e.g. one for Alembic beside Django's",
-            )
-            p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
-            p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
-            p.add_argument(
-                "--pgbouncer",
-                metavar="PATH",
-                help="PgBouncer binary (default: $NEON_LOCAL_PGBOUNCER, else the first >= 1.22 "
-                "found; when there is none, up builds 1.24.1 into the cache once)",
-            )
-        if name == "status":
-            p.add_argument("--json", action="store_true", help="print JSON")
-    fault = actions.add_parser("fault", help="inject a fault (cold start, suspend, restart...)")
-    fault.add_argument("--dir", default=DEFAULT_DIR, help=f"state folder (default: {DEFAULT_DIR})")
-    from .local.faults import add_fault_arguments  # the stand-in loads only for `local`
-
-    add_fault_arguments(fault)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -83,7 +24,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Connect Python apps to Neon: pooled for traffic, direct for sessions.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _local_parser(sub)
+    sub.add_parser(
+        "local",
+        help="the local stand-in (from the neon-local package: pip install neon-local)",
+        add_help=False,
+    )
     check = sub.add_parser(
         "check", help="resolve the environment, connect to each endpoint, flag pitfalls"
     )
@@ -111,6 +56,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["local"]:
+        return _local(argv[1:], prog=f"{prog or 'neon-connect'} local")
     try:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exc:
@@ -119,8 +66,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             print(json.dumps({"ok": False, "error": "invalid command-line arguments"}))
         raise
     try:
-        if args.command == "local":
-            return _local(args)
         if args.command == "check":
             return _check(args)
         if args.command == "alembic-init":
@@ -170,83 +115,15 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _local(args: argparse.Namespace) -> int:
-    from .local.standin import LocalNeon
-
-    if args.action == "up":
-        local = LocalNeon(
-            args.dir,
-            pool_size=args.pool_size,
-            max_connections=args.max_connections,
-            pg_port=args.pg_port,
-            pooler_port=args.pooler_port,
-            pgbouncer=args.pgbouncer,
-            databases=args.database,
-        )
-        was_running = local.status()["running"]
-        try:
-            state = local.up()
-        except PgBouncerTooOld:
-            if args.pgbouncer or os.environ.get("NEON_LOCAL_PGBOUNCER"):
-                raise
-            from .local.pgbouncer_build import build_pgbouncer
-
-            print("neon-connect: no PgBouncer >= 1.22 here; building one", file=sys.stderr)
-            build_pgbouncer(progress=lambda line: print(f"  {line}", file=sys.stderr))
-            state = local.up()
-        from .local.replica import load_replicas, replica_export_lines, start_replicas
-
-        replicas = start_replicas(state, max(args.replicas - len(load_replicas(state)), 0))
+def _local(argv: list[str], *, prog: str) -> int:
+    """The stand-in is test tooling: it ships in ``neon-local``, not in production installs."""
+    try:
+        from neon_local.cli import main as local_main
+    except ImportError:
         print(
-            ("already running" if was_running else "started") + f" in {local.directory}",
+            f"{prog}: the local stand-in is in the neon-local package (test tooling, kept out "
+            "of production installs); install it with: pip install neon-local",
             file=sys.stderr,
         )
-        print(state.describe() + "".join(r.describe() for r in replicas), end="", file=sys.stderr)
-        print(state.export_lines() + replica_export_lines(replicas), end="")
-        return 0
-    local = LocalNeon(args.dir)
-    if args.action == "env":
-        saved = local.state()
-        if saved is None or not local.status()["running"]:
-            print(
-                f"neon-connect: nothing runs in {local.directory}; run: neon-connect local up",
-                file=sys.stderr,
-            )
-            return 1
-        from .local.replica import load_replicas, replica_export_lines
-
-        print(saved.export_lines() + replica_export_lines(load_replicas(saved)), end="")
-        return 0
-    if args.action == "fault":
-        saved = local.state()
-        if saved is None or not local.status()["running"]:
-            print(f"neon-connect: nothing runs in {local.directory}", file=sys.stderr)
-            return 1
-        from .local.faults import run_fault
-
-        print(run_fault(saved, args), file=sys.stderr)
-        return 0
-    if args.action == "status":
-        status = local.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        elif status["running"]:
-            print(
-                f"running in {status['directory']}\n"
-                f"pooled: {status['pooled']} (PgBouncer {status['pgbouncer_version']}, "
-                f"max_prepared_statements {status['max_prepared_statements']})\n"
-                f"direct: {status['direct']} (PostgreSQL {status['postgres_version']})"
-            )
-        else:
-            parts = [name for name in ("postgres", "pgbouncer") if status[name]]
-            print(
-                f"not running in {status['directory']}"
-                + (f" (only {', '.join(parts)} is up)" if parts else "")
-            )
-        return 0 if status["running"] else 3
-    removed = local.down()
-    print(
-        ("stopped and removed " if removed else "nothing to stop in ") + str(local.directory),
-        file=sys.stderr,
-    )
-    return 0
+        return 2
+    return local_main(argv, prog=prog)

@@ -30,7 +30,14 @@ from .errors import ConfigurationError
 from .resolve import resolve
 from .secret import Secret, SecretParams, scrubbed
 
-__all__ = ["REPLICA_VAR", "ReplicaStatus", "measure_replica", "replica_sources", "resolve_replicas"]
+__all__ = [
+    "REPLICA_VAR",
+    "ReplicaStatus",
+    "measure_replica",
+    "replica_sources",
+    "resolve_replica_pairs",
+    "resolve_replicas",
+]
 
 REPLICA_VAR = "DATABASE_URL_REPLICA"
 """Read replicas' URLs, comma-separated."""
@@ -80,12 +87,28 @@ def resolve_replicas(
     Raises :class:`~neon_connect.ConfigurationError` naming the variable (or argument) for a
     malformed URL, the primary's own endpoint, another region, database or kind of server.
     """
+    pairs = resolve_replica_pairs(replica_urls, primary=primary, env=env, var=var)
+    return tuple(pair.app for pair in pairs)
+
+
+@scrubbed(ConfigurationError)
+def resolve_replica_pairs(
+    replica_urls: str | Secret | Sequence[str | Secret] | None = None,
+    *,
+    primary: Endpoints,
+    env: Mapping[str, str] | None = None,
+    var: str = REPLICA_VAR,
+) -> tuple[Endpoints, ...]:
+    """Each replica resolved once, as a pair (its pooled endpoint, and the direct one where
+    known), for adapters that route session work too (Django's ``direct()`` on a replica
+    alias): carried to the driver as objects, never rebuilt from a URL."""
     sources = replica_sources(replica_urls, env=env, var=var)
     del replica_urls, env
-    replicas: list[Endpoint] = []
+    pairs: list[Endpoints] = []
     for origin, url in sources:
-        endpoint = _resolve_one(origin, url, primary)
-        for other in replicas:
+        pair = _resolve_one(origin, url, primary)
+        endpoint = pair.app
+        for other in (p.app for p in pairs):
             if (other.host, other.port, other.database) == (
                 endpoint.host,
                 endpoint.port,
@@ -94,11 +117,11 @@ def resolve_replicas(
                 raise ConfigurationError(
                     f"{origin} repeats {other.source} ({endpoint.display_host}): list each replica once."
                 )
-        replicas.append(endpoint)
-    return tuple(replicas)
+        pairs.append(pair)
+    return tuple(pairs)
 
 
-def _resolve_one(origin: str, url: Secret, primary: Endpoints) -> Endpoint:
+def _resolve_one(origin: str, url: Secret, primary: Endpoints) -> Endpoints:
     # The core's own path, reading only this URL under its own name (errors name it).
     endpoints = resolve(
         env={origin: url.reveal()},
@@ -141,11 +164,18 @@ def _resolve_one(origin: str, url: Secret, primary: Endpoints) -> Endpoint:
             f"{origin} names the database {endpoint.database!r} but the primary reads "
             f"{pri.database!r}: a replica serves the primary's databases. {fix}."
         )
+    direct = endpoints.direct
     if rep_neon is None and not endpoint.transaction_pooler:
         pooled = pri.transaction_pooler or any(f"pgbouncer={t}" in marked for t in _TRUE)
         if pooled:  # same kind of server as the primary's app endpoint
             endpoint = replace(endpoint, kind="pooled", transaction_pooler=True)
-    return replace(endpoint, source=origin)
+            direct = None  # a lone pooler URL: the server behind it is not known
+    app = replace(endpoint, source=origin)
+    return Endpoints(
+        app=app,
+        direct=app if direct is endpoints.app else direct,  # a lone server is both
+        direct_hint=f"no direct endpoint is known for the replica in {origin}",
+    )
 
 
 @dataclass(frozen=True)

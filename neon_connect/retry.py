@@ -350,8 +350,8 @@ class RetryPolicy:
             if local_refusal:
                 hint = (
                     f"nothing listens at {endpoint.display_host} on this machine: if it is "
-                    "the local stand-in, run `neon-connect local status` (or `neon-connect "
-                    "local up`); otherwise check the port in the URL"
+                    "the local stand-in, run `neon-local status` (or `neon-local up`); "
+                    "otherwise check the port in the URL"
                 )
                 note += f"; {hint}"
                 # logged too: Python 3.10 prints no exception notes

@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from neon_connect import (
@@ -132,7 +131,6 @@ def config(
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
     """
-    _register_app_check()
     endpoints = resolve(
         url,
         direct_url=direct_url,
@@ -143,21 +141,59 @@ def config(
         direct_vars=direct_vars,
         pooled_vars=pooled_vars,
     )
+    environ = os.environ if env is None else env
+    del url, direct_url, env  # error pages print locals: keep only masked values
+    return settings_for(
+        endpoints,
+        environ=environ,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
+        conn_max_age=conn_max_age,
+        conn_health_checks=conn_health_checks,
+        pool=pool,
+        options=options,
+        ssl_require=ssl_require,
+        test_options=test_options,
+        pooler_prepared_statements=pooler_prepared_statements,
+        retry_timeout=retry_timeout,
+        session_guard=session_guard,
+        idle_timeout=idle_timeout,
+    )
+
+
+def settings_for(
+    endpoints: Endpoints,
+    *,
+    environ: Mapping[str, str],
+    allow_mismatched_endpoints: bool = False,
+    conn_max_age: int | None | Literal["auto"] = "auto",
+    conn_health_checks: bool | None = None,
+    pool: bool | dict[str, Any] = False,
+    options: Mapping[str, Any] | None = None,
+    ssl_require: bool = False,
+    test_options: dict[str, Any] | None = None,
+    pooler_prepared_statements: bool = False,
+    retry_timeout: float = DEFAULT_RETRY.timeout,
+    session_guard: GuardMode = "error",
+    idle_timeout: float | None | Literal["auto"] = "auto",
+) -> dict[str, Any]:
+    """:func:`config` for endpoints already resolved (``databases()`` resolves the primary
+    and each replica once and carries the objects here, never a URL). ``environ`` decides
+    the ``"auto"`` values (serverless, elastic platforms)."""
+    _register_app_check()
     if isinstance(conn_max_age, str):
         if conn_max_age != "auto":
             raise ConfigurationError(
                 f'neon_django.config(conn_max_age={conn_max_age!r}): use "auto" (the default), '
                 "a number of seconds >= 0, or None."
             )
-        conn_max_age = auto_conn_max_age(endpoints.app, os.environ if env is None else env)
+        conn_max_age = auto_conn_max_age(endpoints.app, environ)
     if idle_timeout == "auto":
-        idle_timeout = auto_idle_timeout(endpoints.app, os.environ if env is None else env)
+        idle_timeout = auto_idle_timeout(endpoints.app, environ)
     elif not _seconds_or_none(idle_timeout):
         raise ConfigurationError(
             f'neon_django.config(idle_timeout={idle_timeout!r}): use "auto" (the default), '
             "a number of seconds > 0, or None."
         )
-    del url, direct_url, env  # error pages print locals: keep only masked values
     app = endpoints.app
     if not app.database:
         raise ConfigurationError(
@@ -190,19 +226,16 @@ def config(
     if pool:
         app_options["pool"] = _pool_options(pool)
 
-    settings: dict[str, Any] = dict(
-        # dj-database-url gives Django's keys and defaults; the connection parts come from
-        # `app` below (parsed and checked once, in the core), so no URL is parsed twice.
-        dj_database_url.parse(
-            "postgres://",
-            engine=ENGINE,
-            conn_max_age=max_age,
-            conn_health_checks=health,
-            disable_server_side_cursors=app.transaction_pooler,
-            test_options=test_options,
-        )
-    )
-    settings.update(_connection_settings(app, app_options))
+    # Django's keys, written out: the URL was parsed and checked once, in the core.
+    settings: dict[str, Any] = {
+        "ENGINE": ENGINE,
+        **_connection_settings(app, app_options),
+        "CONN_MAX_AGE": max_age,
+        "CONN_HEALTH_CHECKS": health,
+        "DISABLE_SERVER_SIDE_CURSORS": app.transaction_pooler,
+    }
+    if test_options:
+        settings["TEST"] = test_options
     settings["NEON"] = NeonSettings(
         ENDPOINTS=endpoints,
         DIRECT=direct_settings,

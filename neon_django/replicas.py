@@ -19,12 +19,12 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from neon_connect import ConfigurationError, Endpoint, Secret, resolve
-from neon_connect.replicas import REPLICA_VAR, resolve_replicas
+from neon_connect import ConfigurationError, Secret, resolve
+from neon_connect.replicas import REPLICA_VAR, resolve_replica_pairs
 from neon_connect.resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
 from neon_connect.secret import scrubbed
 
-from .config import config
+from .config import settings_for
 from .conn_max_age import auto_conn_max_age
 
 __all__ = ["REPLICA_ALIAS", "databases", "replica_of"]
@@ -62,51 +62,33 @@ def databases(
         "direct_vars": direct_vars,
         "pooled_vars": pooled_vars,
     }
+    # One resolution each, carried as objects to the driver: no URL is rebuilt (nor its
+    # password revealed) on the way.
     primary = resolve(url, direct_url=direct_url, env=env, **where)
-    default = config(url, direct_url=direct_url, env=env, **where, **options)
-    if options.get("conn_max_age", "auto") == "auto":
-        # replicas are configured from an environment of their own (below): decide "auto"
-        # here, from the caller's environment (serverless or not)
-        options["conn_max_age"] = auto_conn_max_age(primary.app, os.environ if env is None else env)
-    replicas = resolve_replicas(replica_urls, primary=primary, env=env, var=replica_var)
+    environ = os.environ if env is None else env
+    replicas = resolve_replica_pairs(replica_urls, primary=primary, env=env, var=replica_var)
     del url, direct_url, replica_urls, env  # error pages print locals
-    result = {"default": default}
-    for n, endpoint in enumerate(replicas, start=1):
-        result[REPLICA_ALIAS.format(n=n)] = _replica_settings(
-            endpoint, retry_timeout=replica_retry_timeout, options=options
+    result = {
+        "default": settings_for(
+            primary,
+            environ=environ,
+            allow_mismatched_endpoints=allow_mismatched_endpoints,
+            **options,
         )
+    }
+    if options.get("conn_max_age", "auto") == "auto":
+        # the primary's choice (serverless or not) holds for its replicas
+        options["conn_max_age"] = auto_conn_max_age(primary.app, environ)
+    test = {**(options.pop("test_options", None) or {}), "MIRROR": "default"}
+    for n, pair in enumerate(replicas, start=1):
+        settings = settings_for(
+            pair,
+            environ=environ,
+            **{**options, "retry_timeout": replica_retry_timeout, "test_options": test},
+        )
+        settings["NEON"]["REPLICA_OF"] = "default"
+        result[REPLICA_ALIAS.format(n=n)] = settings
     return result
-
-
-def _replica_settings(
-    endpoint: Endpoint, *, retry_timeout: float, options: dict[str, Any]
-) -> dict[str, Any]:
-    params = dict(endpoint.params)
-    if endpoint.transaction_pooler and not endpoint.is_neon:
-        params["pgbouncer"] = (
-            "true"  # keep the kind the core settled on (see neon_connect.replicas)
-        )
-    replica = Endpoint(
-        kind=endpoint.kind,
-        host=endpoint.host,
-        port=endpoint.port,
-        user=endpoint.user,
-        password=endpoint.password,
-        database=endpoint.database,
-        params=params,
-        transaction_pooler=endpoint.transaction_pooler,
-        source=endpoint.source,
-    )
-    test = {**(options.get("test_options") or {}), "MIRROR": "default"}
-    # An environment of its own, so logs and errors name the replica's variable; the URL is
-    # built inside the call, so no frame of ours holds it in clear.
-    settings = config(
-        env={endpoint.source: replica.url(reveal_password=True)},
-        app_vars=[endpoint.source],
-        **{**options, "retry_timeout": retry_timeout, "test_options": test},
-    )
-    settings["NEON"]["REPLICA_OF"] = "default"
-    return settings
 
 
 def replica_of(db: Mapping[str, Any]) -> str | None:

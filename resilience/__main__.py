@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from neon_connect.local.standin import StandInState, running
+from neon_local.standin import StandInState, running
 
 from . import scenarios
 from .load import Figures

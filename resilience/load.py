@@ -214,11 +214,38 @@ def _write(
     return True
 
 
+class Arrivals:
+    """Counts the clients that tried to connect; set once all of them have."""
+
+    def __init__(self, clients: int) -> None:
+        self._left = clients
+        self._lock = threading.Lock()
+        self.all = threading.Event()
+        if clients == 0:
+            self.all.set()
+
+    def arrived(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self.all.set()
+
+
 def _holding_client(
-    engine: Engine, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+    engine: Engine,
+    run: str,
+    plan: Plan,
+    client: Client,
+    stop: threading.Event,
+    end: float,
+    arrivals: Arrivals,
 ) -> None:
     """A connected client: one connection for the whole run, a transaction per write. It
-    stops at its first error (its connection may be gone)."""
+    stops at its first error (its connection may be gone).
+
+    Deterministic on a slow machine: every connected client writes once, and keeps its
+    connection until every client has tried to connect, so the crowd really is one crowd
+    however long the connects take (the deadline only bounds the later writes)."""
     _client.set(client)
     time.sleep(random.uniform(0, plan.arrive_within))
     client.arrived = began = time.monotonic()
@@ -230,10 +257,13 @@ def _holding_client(
         return
     finally:
         client.attempted(0)
+        arrivals.arrived()
     client.connect_seconds.append(time.monotonic() - began)
     try:
         for i in range(plan.max_writes):
-            if stop.is_set() or time.monotonic() > end:
+            if i == 1:
+                arrivals.all.wait(timeout=120)
+            if i > 0 and (stop.is_set() or time.monotonic() > end):
                 return
             key = f"{run}:{client.number}:{i}"
             began = time.monotonic()
@@ -382,10 +412,20 @@ class Load:
                 await engine.dispose()
 
             self._threads = [threading.Thread(target=asyncio.run, args=(main(),), daemon=True)]
+        elif self.plan.hold:
+            arrivals = Arrivals(len(self.clients))
+            self._threads = [
+                threading.Thread(
+                    target=_holding_client,
+                    args=(self.engine, self.run, self.plan, c, self.stop, end, arrivals),
+                    daemon=True,
+                )
+                for c in self.clients
+            ]
         else:
             self._threads = [
                 threading.Thread(
-                    target=_holding_client if self.plan.hold else _sync_client,
+                    target=_sync_client,
                     args=(self.engine, self.run, self.plan, c, self.stop, end),
                     daemon=True,
                 )

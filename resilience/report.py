@@ -7,7 +7,7 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from neon_connect.local.binaries import find_binaries, version_of
+from neon_local.binaries import find_binaries, version_of
 
 from .load import Figures
 from .scenarios import Sizes

@@ -1,7 +1,7 @@
 """The scenarios of issue 12, each a function returning its figures.
 
 Each runs a bounded load (clients x writes, and seconds) through neon_sqlalchemy's engines on
-the stand-in, injects one fault from :mod:`neon_connect.local.faults` at a moment inside the
+the stand-in, injects one fault from :mod:`neon_local.faults` at a moment inside the
 load, waits for the clients, and compares acknowledged writes with the ledger.
 """
 
@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 import neon_sqlalchemy
-from neon_connect.local.faults import Faults
-from neon_connect.local.processes import free_port, port_open
-from neon_connect.local.standin import StandInState
+from neon_local.faults import Faults
+from neon_local.processes import free_port, port_open
+from neon_local.standin import StandInState
 
 from .load import (
     LEDGER_DDL,
@@ -312,7 +312,7 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
     """``sizes.crowd`` clients at once on a stand-in with ``max_connections`` 30: on the pooled
     endpoint, then on the direct one with a connection per client (as separate processes
     would have), which must fail fast and point to the pooled endpoint."""
-    from neon_connect.local.standin import running
+    from neon_local.standin import running
 
     results = []
     with running(

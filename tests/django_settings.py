@@ -15,9 +15,10 @@ from tests.driver import DJANGO_DRIVER, choose_django_driver
 choose_django_driver()  # psycopg2 in the matrix's psycopg2 session, before config() asks Django
 
 if "NEON_TESTS_STANDIN" not in os.environ:
-    from neon_connect.pytest_plugin import local_standin
+    # The URLs now; the stand-in starts before the first test that is not marked pure.
+    from neon_local.pytest_plugin import planned_standin_env
 
-    os.environ["NEON_TESTS_STANDIN"] = json.dumps(local_standin().env())
+    os.environ["NEON_TESTS_STANDIN"] = json.dumps(planned_standin_env())
 STANDIN: dict[str, str] = json.loads(os.environ["NEON_TESTS_STANDIN"])
 _test_name = os.environ.get("NEON_TESTS_TEST_DB")
 

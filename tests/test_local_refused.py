@@ -3,7 +3,7 @@
 A stopped stand-in or a wrong port used to cost the whole retry budget (20 s: 17 retry lines
 in Django's migrate, 21.8 s of silence in SQLAlchemy). A host on this machine that refuses
 is retried only for ``RetryPolicy.local_refused_timeout`` (1.5 s, enough for a local pooler
-or server restart), then fails naming ``neon-connect local status``. Remote hosts keep the
+or server restart), then fails naming ``neon-local status``. Remote hosts keep the
 full retry. Every connect below is a real driver connect to a real closed port.
 """
 
@@ -24,7 +24,7 @@ from neon_sqlalchemy import create_engine
 from tests.constants import SECRET
 from tests.helpers import run_python
 
-HINT = "neon-connect local status"
+HINT = "neon-local status"
 # Retries that fit in local_refused_timeout (1.5 s) whatever the jitter: each delay is at
 # least half its nominal value (0.05, 0.1, 0.2, 0.4, 0.8 s), so a fifth retry would start
 # after 1.55 s.

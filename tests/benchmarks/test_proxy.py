@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.proxy import ProxyProcess
 from neon_connect import psycopg_params, resolve
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
 
 pytestmark = pytest.mark.integration
 

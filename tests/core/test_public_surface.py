@@ -37,11 +37,3 @@ def test_every_exported_name_exists_and_private_helpers_stay_out():
     assert all(hasattr(neon_connect, name) for name in neon_connect.__all__)
     assert not [name for name in neon_connect.__all__ if name.startswith("_")]
     assert len(neon_connect.__all__) == len(set(neon_connect.__all__))
-
-
-def test_python_m_neon_connect_runs_the_cli():
-    from tests.helpers import run_python
-
-    result = run_python("-m", "neon_connect", "--help")
-    assert result.returncode == 0, result.stderr
-    assert "check" in result.stdout and "alembic-init" in result.stdout

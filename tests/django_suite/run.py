@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
 
-    from neon_connect.local.standin import LocalNeon
+    from neon_local.standin import LocalNeon
 
     version = importlib.metadata.version("Django")
     tests = django_tests(version)

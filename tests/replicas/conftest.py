@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from neon_connect.local.replica import Replica, start_replicas
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.replica import Replica, start_replicas
 
 
 @pytest.fixture(scope="session")

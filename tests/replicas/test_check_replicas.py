@@ -10,8 +10,8 @@ import pytest
 
 from neon_connect.check import run_check
 from neon_connect.cli import main
-from neon_connect.local.replica import REPLICA_VAR, Replica
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.replica import REPLICA_VAR, Replica
 
 pytestmark = pytest.mark.integration
 

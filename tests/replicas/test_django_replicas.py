@@ -14,9 +14,9 @@ from django.db import connections, router, transaction
 from django.test import AsyncClient, Client, override_settings
 
 import neon_django
-from neon_connect.local.replica import Replica
-from neon_connect.pytest_plugin import NeonLocal
 from neon_django.routers import _SCOPE, ReplicaRouter, sticky_scope
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.replica import Replica
 from tests.djangoapp.models import Item
 
 ALIAS = "replica_1"

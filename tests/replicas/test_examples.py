@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from neon_connect.local.replica import REPLICA_VAR, Replica
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.replica import REPLICA_VAR, Replica
 from tests.replicas.example_sqlalchemy import session_factory
 
 pytestmark = pytest.mark.integration

@@ -111,6 +111,38 @@ def test_replica_alias_mirrors_default_and_keeps_the_pooler_rules() -> None:
     assert replica["NEON"]["RETRY_TIMEOUT"] == 2.0
 
 
+def test_databases_resolves_once_and_never_rebuilds_a_url(monkeypatch) -> None:
+    """Issue 20: each replica used to go back through a URL with its password revealed (and a
+    ``pgbouncer=true`` added so the kind survived the trip). Now the resolved objects are
+    carried: nothing asks an endpoint for its URL in clear, and the replica's endpoint is the
+    one the core settled on, with the variable that named it."""
+    from neon_connect import Endpoint
+
+    def refuse(self, *, reveal_password: bool = False, **kwargs):
+        assert not reveal_password, "a URL with the password in clear was built"
+        return original(self, reveal_password=reveal_password, **kwargs)
+
+    original = Endpoint.url
+    monkeypatch.setattr(Endpoint, "url", refuse)
+    env = {
+        "DATABASE_URL": f"postgresql://u:{SECRET}@127.0.0.1:6432/neondb?pgbouncer=true",
+        "DATABASE_URL_UNPOOLED": f"postgresql://u:{SECRET}@127.0.0.1:5432/neondb",
+        REPLICA_VAR: f"postgresql://u:{SECRET}@127.0.0.1:6433/neondb",
+    }
+    dbs = neon_django.databases(env=env)
+    app = dbs["replica_1"]["NEON"]["ENDPOINTS"].app
+    assert app.transaction_pooler and app.source == REPLICA_VAR
+    assert "pgbouncer" not in app.params and "pgbouncer" not in dbs["replica_1"]["OPTIONS"]
+    assert dbs["replica_1"]["NEON"]["ENDPOINTS"].direct is None  # the server behind: unknown
+
+
+def test_a_neon_replica_alias_knows_its_own_direct_endpoint() -> None:
+    dbs = neon_django.databases(env={"DATABASE_URL": PRIMARY, REPLICA_VAR: REPLICA})
+    pair = dbs["replica_1"]["NEON"]["ENDPOINTS"]
+    assert pair.app.host == f"ep-quiet-river-654321-pooler.{REGION}"
+    assert pair.direct is not None and pair.direct.host == f"ep-quiet-river-654321.{REGION}"
+
+
 # -- system checks (they read settings only; nothing connects) ------------------------------
 
 DBS = neon_django.databases(env={"DATABASE_URL": PRIMARY, REPLICA_VAR: REPLICA})

@@ -13,8 +13,8 @@ from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 import neon_sqlalchemy
-from neon_connect.local.replica import REPLICA_VAR, Replica
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.replica import REPLICA_VAR, Replica
 from neon_sqlalchemy.replicas import RoutingSession, create_replica_engines
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from neon_connect.local.faults import Faults
-from neon_connect.local.standin import StandInState, running
+from neon_local.faults import Faults
+from neon_local.standin import StandInState, running
 from resilience import scenarios
 
 

@@ -1,4 +1,4 @@
-"""The fault hooks (neon_connect.local.faults): each one does to clients what it says."""
+"""The fault hooks (neon_local.faults): each one does to clients what it says."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 import neon_sqlalchemy
 from neon_connect.cli import main
-from neon_connect.local.standin import _pgbouncer_pid, _postgres_pid
-from neon_connect.pytest_plugin import NeonLocal
+from neon_local.pytest_plugin import NeonLocal
+from neon_local.standin import _pgbouncer_pid, _postgres_pid
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import neon_django
 import neon_sqlalchemy
 from neon_connect import RetryPolicy, is_refused_before_forwarding
-from neon_connect.local.standin import DATABASE, OWNER, StandInState
+from neon_local.standin import DATABASE, OWNER, StandInState
 
 pytestmark = pytest.mark.integration
 

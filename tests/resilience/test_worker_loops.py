@@ -22,8 +22,8 @@ from django.db.utils import OperationalError
 import neon_django
 import neon_sqlalchemy
 from neon_connect.liveness import Liveness, liveness
-from neon_connect.local.faults import Faults
-from neon_connect.local.standin import StandInState, running
+from neon_local.faults import Faults
+from neon_local.standin import StandInState, running
 from tests.django.unfixed_backend.base import DjangosHealthCheckWrapper
 from tests.helpers import django_alias
 

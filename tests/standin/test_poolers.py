@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from neon_connect.local import LocalNeon, PgBouncerTooOld, StandInError
-from neon_connect.local.binaries import NEON_PGBOUNCER, find_binaries, parse_version, version_of
-from neon_connect.local.configs import max_prepared_statements, pgbouncer_ini
-from neon_connect.local.pgbouncer_build import BUILD_PACKAGES, missing_tools
+from neon_local import LocalNeon, PgBouncerTooOld, StandInError
+from neon_local.binaries import NEON_PGBOUNCER, find_binaries, parse_version, version_of
+from neon_local.configs import max_prepared_statements, pgbouncer_ini
+from neon_local.pgbouncer_build import BUILD_PACKAGES, missing_tools
 from tests.helpers import run_python
 
 OLD_POOLER = "/usr/sbin/pgbouncer"  # Debian 12's PgBouncer 1.18 (apt package pgbouncer)
@@ -74,7 +74,7 @@ def test_a_pgbouncer_that_is_not_there_is_one_clear_line(tmp_path):
 
 
 def test_cli_up_with_the_old_pooler_names_its_version(tmp_path):
-    cli = ("-m", "neon_connect.local")
+    cli = ("-m", "neon_local")
     os.chmod(tmp_path, 0o755)
     folder = str(tmp_path / "old")
     up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2", "--pgbouncer", OLD_POOLER)
@@ -115,7 +115,7 @@ def test_an_old_pgbouncer_found_is_refused_with_the_fix(tmp_path, monkeypatch):
         LocalNeon(tmp_path / "x").up()
     message = str(refused.value)
     assert f"found {version_of(Path(OLD_POOLER))} at {OLD_POOLER}" in message
-    assert "needs PgBouncer >= 1.22" in message and "neon-connect local up" in message
+    assert "needs PgBouncer >= 1.22" in message and "neon-local up" in message
     assert "NEON_LOCAL_PGBOUNCER" in message
     assert not (tmp_path / "x").exists()
 
@@ -124,7 +124,7 @@ def test_cli_up_without_build_tools_exits_non_zero_with_the_apt_line(tmp_path):
     """Before: exit 0 on 1.18, silently. Now: one line naming what to install."""
     os.chmod(tmp_path, 0o755)
     up = run_python(
-        "-m", "neon_connect.local", "up", "--dir", str(tmp_path / "s"),
+        "-m", "neon_local", "up", "--dir", str(tmp_path / "s"),
         env=_only_the_old_pooler(tmp_path),
     )  # fmt: skip
     assert up.returncode == 1, up.stderr
@@ -139,12 +139,12 @@ def test_control_an_explicit_old_pgbouncer_still_runs_and_is_named(tmp_path):
     os.chmod(tmp_path, 0o755)
     env = {"NEON_CONNECT_CACHE": str(tmp_path / "empty-cache"), "NEON_LOCAL_PGBOUNCER": OLD_POOLER}
     folder = str(tmp_path / "s")
-    up = run_python("-m", "neon_connect.local", "up", "--dir", folder, env=env)
+    up = run_python("-m", "neon_local", "up", "--dir", folder, env=env)
     try:
         assert up.returncode == 0, up.stderr
         assert "warning: PgBouncer 1.18" in up.stderr and "older than Neon's" in up.stderr
     finally:
-        assert run_python("-m", "neon_connect.local", "down", "--dir", folder).returncode == 0
+        assert run_python("-m", "neon_local", "down", "--dir", folder).returncode == 0
 
 
 def test_cli_up_builds_the_neon_like_pgbouncer_itself(tmp_path):
@@ -154,7 +154,7 @@ def test_cli_up_builds_the_neon_like_pgbouncer_itself(tmp_path):
     cache = tmp_path / "cache"
     env = {"NEON_CONNECT_CACHE": str(cache), "NEON_LOCAL_PGBOUNCER": ""}
     folder = str(tmp_path / "s")
-    up = run_python("-m", "neon_connect.local", "up", "--dir", folder, env=env, timeout=600)
+    up = run_python("-m", "neon_local", "up", "--dir", folder, env=env, timeout=600)
     try:
         assert up.returncode == 0, up.stderr
         for line in ("downloading PgBouncer 1.24.1", "compiling", "built "):
@@ -165,4 +165,4 @@ def test_cli_up_builds_the_neon_like_pgbouncer_itself(tmp_path):
         built = cache / "pgbouncer-1.24.1" / "bin" / "pgbouncer"
         assert version_of(built) == "1.24.1"  # (it runs from a copy when root's cache is closed)
     finally:
-        assert run_python("-m", "neon_connect.local", "down", "--dir", folder).returncode == 0
+        assert run_python("-m", "neon_local", "down", "--dir", folder).returncode == 0

@@ -40,7 +40,7 @@ def test_an_empty_project_starts_nothing_and_prints_nothing(tmp_path):
 
                 def test_plugin_loaded_but_idle(pytestconfig):
                     assert pytestconfig.pluginmanager.has_plugin("neon_local")
-                    assert "neon_connect.local.standin" not in sys.modules
+                    assert "neon_local.standin" not in sys.modules
                     assert "psycopg" not in sys.modules
             """,
         },
@@ -60,7 +60,7 @@ def test_ini_options_reach_a_settings_module_and_the_header_names_versions(tmp_p
         {
             "pytest.ini": "[pytest]\nneon_local_pool_size = 4\nneon_local_max_connections = 30\n",
             "conftest.py": """
-                from neon_connect.pytest_plugin import local_standin
+                from neon_local.pytest_plugin import local_standin
 
                 STARTED = local_standin()
             """,
@@ -105,3 +105,21 @@ def test_a_fixture_started_stand_in_is_named_in_the_summary_and_stopped(tmp_path
     directory = out.split("STATE ", 1)[1].split("\n", 1)[0].strip()
     assert out.index(HEADER) > out.index("STATE ")  # named at the end, not in the header
     assert not os.path.exists(directory)
+
+
+def test_our_pure_tests_start_no_stand_in():
+    """``pytest tests/core``: the Django settings plan the stand-in (its URLs at import time)
+    but only a test not marked ``pure`` starts it (issue 20)."""
+    from tests.helpers import ROOT
+
+    pure = _pytest(ROOT, "tests/core", "-q")
+    assert pure.returncode == 0, pure.stdout + pure.stderr
+    assert " passed" in pure.stdout and HEADER not in pure.stdout
+
+
+def test_control_a_test_that_needs_the_database_starts_the_planned_stand_in():
+    from tests.helpers import ROOT
+
+    live = _pytest(ROOT, "tests/core_live/test_probes.py", "-q")
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert HEADER in live.stdout

@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from neon_connect.local import LocalNeon, StandInError
-from neon_connect.local.processes import wait_dead as _wait_dead
-from neon_connect.local.standin import _pgbouncer_pid
+from neon_local import LocalNeon, StandInError
+from neon_local.processes import wait_dead as _wait_dead
+from neon_local.standin import _pgbouncer_pid
 from tests.constants import SECRET
 from tests.helpers import run_python
 
@@ -134,7 +134,7 @@ def test_missing_binaries_are_named(tmp_path, monkeypatch):
 
 
 def test_cli_round_trip_masks_passwords_except_exports(tmp_path):
-    cli = ("-m", "neon_connect.local")
+    cli = ("-m", "neon_local")
     os.chmod(tmp_path, 0o755)
     folder = str(tmp_path / "cli")
     up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2")
@@ -190,7 +190,7 @@ def test_extra_databases_on_both_endpoints(tmp_path):
     """One for Alembic beside Django's neondb, so autogenerate never sees the other's tables."""
     os.chmod(tmp_path, 0o755)
     folder = str(tmp_path / "s")
-    cli = ("-m", "neon_connect.local")
+    cli = ("-m", "neon_local")
     up = run_python(*cli, "up", "--dir", folder, "--pool-size", "2", "--database", "analytics")
     try:
         assert up.returncode == 0, up.stderr

@@ -2,7 +2,7 @@
 
 PgBouncer: an explicit choice (``--pgbouncer`` or ``NEON_LOCAL_PGBOUNCER``) wins, whatever its
 version (the test matrix runs Debian's 1.18 on purpose). Otherwise the first PgBouncer >= 1.22
-(the line Neon runs) among the one built into the cache (``neon-connect local up`` or
+(the line Neon runs) among the one built into the cache (``neon-local up`` or
 ``scripts/ensure-system-deps``), the one on the PATH and Debian's ``/usr/sbin/pgbouncer``.
 Only an older one found is refused with :class:`PgBouncerTooOld`: a stand-in that silently ran
 1.18 would pass tests that fail on Neon.
@@ -125,7 +125,7 @@ def _pgbouncer(explicit: str | os.PathLike[str] | None) -> Path:
     found = ", ".join(f"{version_of(c)} at {c}" for c in candidates) or "none"
     raise PgBouncerTooOld(
         f"the stand-in needs PgBouncer >= 1.22, the line Neon runs (it tracks prepared "
-        f"statements); found {found}. Run: neon-connect local up (it builds "
+        f"statements); found {found}. Run: neon-local up (it builds "
         f"{CACHED_PGBOUNCER_VERSION} into {cached_pgbouncer().parent.parent} once), or set "
         "NEON_LOCAL_PGBOUNCER to the PgBouncer to use"
     )

@@ -12,9 +12,9 @@ class StandInError(NeonConnectError, RuntimeError):
 class PgBouncerTooOld(StandInError):
     """No PgBouncer >= 1.22 was found (none, or only an older one such as Debian 12's 1.18).
 
-    ``neon-connect local up`` builds one when it sees this; the message names how to do that.
+    ``neon-local up`` builds one when it sees this; the message names how to do that.
     """
 
 
-StandInError.__module__ = "neon_connect.local"
-PgBouncerTooOld.__module__ = "neon_connect.local"
+StandInError.__module__ = "neon_local"
+PgBouncerTooOld.__module__ = "neon_local"

@@ -1,6 +1,6 @@
 """The local stand-in: real PostgreSQL (direct) + real PgBouncer in transaction mode (pooled).
 
-``neon-connect local up|env|status|down`` or ``python -m neon_connect.local``. Importing this
+``neon-local up|env|status|down`` or ``python -m neon_local``. Importing this
 package is cheap (the CLI and the pytest plugin do it on every start); the stand-in's modules
 load when first used.
 """
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_DIR = ".neon-local"
-"""The state folder ``neon-connect local`` uses unless given ``--dir``."""
+"""The state folder ``neon-local`` uses unless given ``--dir``."""
 
 
 def __getattr__(name: str) -> Any:

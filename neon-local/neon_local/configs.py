@@ -39,9 +39,7 @@ def postgresql_conf(*, runtime: Path, port: int, max_connections: int) -> str:
         "full_page_writes": "off",
         "log_line_prefix": "'%m [%p] %q%u@%d '",
     }
-    return "\n# neon-connect local stand-in\n" + "".join(
-        f"{k} = {v}\n" for k, v in settings.items()
-    )
+    return "\n# neon-local stand-in\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
 PG_HBA = (

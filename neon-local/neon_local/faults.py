@@ -13,7 +13,7 @@ checks what the callers saw:
 - :meth:`Faults.full_direct_endpoint`: every ``max_connections`` slot of PostgreSQL is held.
 
 They are reachable from the ``neon_local`` pytest fixture (``neon_local.faults``) and from
-``neon-connect local fault ...``.
+``neon-local fault ...``.
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def _wait_until(ready: Any, timeout: float) -> bool:
 
 
 def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``neon-connect local fault``."""
+    """The options of ``neon-local fault``."""
     parser.add_argument("fault", choices=FAULTS, help="which fault to inject")
     parser.add_argument(
         "--seconds",

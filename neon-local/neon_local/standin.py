@@ -90,7 +90,7 @@ class StandInState:
         if database not in (DATABASE, *self.databases):
             raise StandInError(
                 f"the stand-in has no database {database!r}; ask for it with "
-                f"neon-connect local up --database {database}"
+                f"neon-local up --database {database}"
             )
         return self._url(self.pooler_port if pooled else self.pg_port, db=database)
 
@@ -163,6 +163,7 @@ class LocalNeon:
         pgbouncer: str | os.PathLike[str] | None = None,
         databases: Sequence[str] = (),
         start_timeout: float = 30.0,
+        passwords: tuple[str, str] | None = None,
     ) -> None:
         for name in databases:
             _check_database_name(name)
@@ -177,6 +178,7 @@ class LocalNeon:
         self.pooler_port = pooler_port
         self.pgbouncer = pgbouncer
         self.databases = tuple(dict.fromkeys(databases))
+        self.passwords = passwords  # (owner, superuser): chosen ahead by plan(), else at up()
         self.start_timeout = start_timeout
 
     def __repr__(self) -> str:
@@ -240,8 +242,8 @@ class LocalNeon:
                 runtime_dir=str(runtime),
                 pg_port=pg_port,
                 pooler_port=pooler_port,
-                password=_password(),
-                superuser_password=_password(),
+                password=self.passwords[0] if self.passwords else _password(),
+                superuser_password=self.passwords[1] if self.passwords else _password(),
                 pool_size=self.pool_size,
                 max_connections=self.max_connections,
                 run_as=run_as,
@@ -430,7 +432,7 @@ class LocalNeon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-_GITIGNORE = "# neon-connect local: passwords, a private key and server data; never commit\n*\n"
+_GITIGNORE = "# neon-local: passwords, a private key and server data; never commit\n*\n"
 
 _RESERVED = {DATABASE, "postgres", "pgbouncer", "template0", "template1", "replica", "unpooled"}
 
@@ -455,6 +457,40 @@ def _postgres_pid(state: StandInState) -> int | None:
 
 def _pgbouncer_pid(state: StandInState) -> int | None:
     return proc.read_pid(Path(state.runtime_dir) / "pgbouncer.pid")
+
+
+def plan(*, pool_size: int = 5, max_connections: int = 100) -> StandInState:
+    """A stand-in's ports and passwords, chosen now and started later (``running(**planned_
+    options(state))``): a settings module can read its URLs at import time while a run of
+    pure tests starts nothing. Nothing listens yet; versions are unknown until it starts."""
+    pg_port = proc.free_port()
+    pooler_port = proc.free_port()
+    while pooler_port == pg_port:
+        pooler_port = proc.free_port()
+    return StandInState(
+        directory="",
+        runtime_dir="",
+        pg_port=pg_port,
+        pooler_port=pooler_port,
+        password=_password(),
+        superuser_password=_password(),
+        pool_size=pool_size,
+        max_connections=max_connections,
+        run_as=None,
+        pg_version="",
+        pgbouncer_version="",
+    )
+
+
+def planned_options(state: StandInState) -> dict[str, Any]:
+    """The :class:`LocalNeon` options that start what :func:`plan` chose."""
+    return {
+        "pool_size": state.pool_size,
+        "max_connections": state.max_connections,
+        "pg_port": state.pg_port,
+        "pooler_port": state.pooler_port,
+        "passwords": (state.password, state.superuser_password),
+    }
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ reach a settings module that starts the stand-in while pytest-django loads it); 
   clients can be forced onto different server connections);
 - ``neon_local_max_connections``: PostgreSQL ``max_connections`` (default 60);
 - ``neon_local_pgbouncer``: the PgBouncer binary (default: the newest >= 1.22 found, see
-  ``neon_connect.local.binaries``); ``NEON_LOCAL_PGBOUNCER=/usr/sbin/pgbouncer`` runs a whole
+  ``neon_local.binaries``); ``NEON_LOCAL_PGBOUNCER=/usr/sbin/pgbouncer`` runs a whole
   session on Debian 12's 1.18, the old pooler.
 """
 
@@ -34,10 +34,10 @@ import pytest
 if TYPE_CHECKING:
     import psycopg
 
-    from .local.faults import Faults
-    from .local.standin import StandInState
+    from .faults import Faults
+    from .standin import StandInState
 
-__all__ = ["NeonLocal", "local_standin", "neon_local"]
+__all__ = ["NeonLocal", "local_standin", "neon_local", "planned_standin_env"]
 
 _DEFAULT_POOL_SIZE = 3
 _DEFAULT_MAX_CONNECTIONS = 60
@@ -84,8 +84,8 @@ class NeonLocal:
 
     @property
     def faults(self) -> Faults:
-        """Cold starts, suspends, restarts, pool exhaustion (see ``neon_connect.local.faults``)."""
-        from .local.faults import Faults
+        """Cold starts, suspends, restarts, pool exhaustion (see ``neon_local.faults``)."""
+        from .faults import Faults
 
         return Faults(self.state)
 
@@ -153,6 +153,7 @@ class NeonLocal:
 
 _session: contextlib.ExitStack | None = None
 _current: NeonLocal | None = None
+_planned: StandInState | None = None
 _config: pytest.Config | None = None
 _OPTIONS = {
     # ini name: (environment variable, default, help)
@@ -193,19 +194,41 @@ def _int_option(name: str) -> int:
         raise ValueError(f"{name} (or {env}) must be a whole number, got {value!r}") from None
 
 
+def planned_standin_env() -> dict[str, str]:
+    """The stand-in's ``DATABASE_URL`` pair for a settings module read at import time,
+    without starting it: its ports and passwords are chosen now, and it starts before the
+    first test not marked ``pure`` (or at :func:`local_standin`). So ``pytest tests/core``
+    (pure tests only) starts no process at all."""
+    global _planned
+    if _current is not None:
+        return _current.env()
+    if _planned is None:
+        from .standin import plan
+
+        _planned = plan(
+            pool_size=_int_option("neon_local_pool_size"),
+            max_connections=_int_option("neon_local_max_connections"),
+        )
+    return _planned.env()
+
+
 def local_standin() -> NeonLocal:
     """The stand-in of this process, started on first call and stopped when pytest ends."""
     global _session, _current
     if _current is None:
-        from .local.standin import running
+        from .standin import planned_options, running
 
+        options: dict[str, Any] = (
+            planned_options(_planned)
+            if _planned is not None
+            else {
+                "pool_size": _int_option("neon_local_pool_size"),
+                "max_connections": _int_option("neon_local_max_connections"),
+            }
+        )
         stack = contextlib.ExitStack()
         state = stack.enter_context(
-            running(
-                pool_size=_int_option("neon_local_pool_size"),
-                max_connections=_int_option("neon_local_max_connections"),
-                pgbouncer=_option("neon_local_pgbouncer") or None,
-            )
+            running(pgbouncer=_option("neon_local_pgbouncer") or None, **options)
         )
         atexit.register(_stop)  # a settings module may start it outside any pytest run
         _session, _current = stack, NeonLocal(state)
@@ -224,6 +247,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(name, help_text, default=default)
 
 
+def _register_marker(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "pure: needs no database, so a planned stand-in is not started for it"
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Remember the config before pytest-django imports a settings module that may start us."""
@@ -234,6 +263,14 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     global _config
     _config = config
+    _register_marker(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start a planned stand-in before the first test that may need it (any not ``pure``)."""
+    if _planned is not None and _current is None and item.get_closest_marker("pure") is None:
+        local_standin()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,7 +1,7 @@
 """Build the PgBouncer line Neon runs (>= 1.22) into the cache, from a wheel install.
 
 Debian 12 and Ubuntu 22.04 ship PgBouncer 1.18, which does not track protocol-level prepared
-statements; a stand-in on it would pass tests that fail on Neon. ``neon-connect local up``
+statements; a stand-in on it would pass tests that fail on Neon. ``neon-local up``
 builds 1.24.1 once (about 30 s) from Debian's source tarball, checked against its SHA-256,
 into the same cache folder ``scripts/ensure-system-deps`` uses. What the build needs (a C
 compiler, make, pkg-config and the libevent, c-ares and OpenSSL headers) is checked first, so
