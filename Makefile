@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test matrix bench bench-prepared resilience lint typecheck pytest system-deps clean
+.PHONY: demo test matrix bench bench-prepared resilience lint typecheck docs pytest system-deps clean
 
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 # Every interpreter pyenv has, on PATH for nox; a missing one fails the session by name.
 empty :=
@@ -40,6 +40,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml): any warning fails the build. Output in site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 pytest: $(STAMP)
 	$(BIN)/pytest
 
@@ -54,4 +58,4 @@ $(STAMP): pyproject.toml neon-local/pyproject.toml scripts/ensure-system-deps
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .nox .neon-local .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .nox .neon-local .mypy_cache .ruff_cache .pytest_cache site

@@ -8,52 +8,22 @@ and installed into fresh venvs, as users would, with no checkout on the path.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.wheels import build_wheels, fresh_venv, run
 
 TOOLING = ("neon_local", "pytest_plugin", "standin", "faults", "pgbouncer_build")
 
 
-def _run(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    return subprocess.run(
-        [str(a) for a in args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("wheels")
-    for project in (ROOT, ROOT / "neon-local"):
-        built = _run(
-            sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, project, cwd=out
-        )
-        assert built.returncode == 0, built.stderr
-    found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
-    assert set(found) == {"neon_connect", "neon_local"}, found
-    return found
+    return build_wheels(tmp_path_factory.mktemp("wheels"))
 
 
 def _fresh_venv(path: Path, *wheels: Path) -> Path:
-    """A venv with pytest and the given wheels (dependencies from the package index)."""
-    venv.create(path, with_pip=True)
-    python = path / "bin" / "python"
-    installed = _run(python, "-m", "pip", "install", "-q", "pytest", *wheels, cwd=path)
-    assert installed.returncode == 0, installed.stderr
-    return python
+    return fresh_venv(path, "pytest", *wheels)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +32,7 @@ def production(wheels, tmp_path_factory) -> Path:
 
 
 def test_a_production_install_lists_no_test_tooling(production):
-    files = _run(
+    files = run(
         production, "-c",
         "import importlib.metadata as m; d = m.distribution('neon-connect');"
         "print('\\n'.join(str(f) for f in d.files));"
@@ -78,7 +48,7 @@ def test_a_production_install_lists_no_test_tooling(production):
 
 def test_pytest_in_an_unrelated_project_shows_no_neon_plugin(production, tmp_path):
     (tmp_path / "test_unrelated.py").write_text("def test_it():\n    assert True\n")
-    session = _run(
+    session = run(
         production, "-m", "pytest", "--trace-config", "-p", "no:cacheprovider", cwd=tmp_path
     )
     assert session.returncode == 0, session.stdout + session.stderr
@@ -88,7 +58,7 @@ def test_pytest_in_an_unrelated_project_shows_no_neon_plugin(production, tmp_pat
 
 
 def test_the_cli_names_the_package_that_holds_the_stand_in(production):
-    local = _run(production.parent / "neon-connect", "local", "up", cwd=production.parent)
+    local = run(production.parent / "neon-connect", "local", "up", cwd=production.parent)
     assert local.returncode == 2
     assert "pip install neon-local" in local.stderr and "Traceback" not in local.stderr
 
@@ -97,11 +67,11 @@ def test_control_with_neon_local_the_plugin_and_the_stand_in_are_there(wheels, t
     """What users add to their test dependencies: the fixture and ``neon-local``."""
     python = _fresh_venv(tmp_path / "venv", wheels["neon_connect"], wheels["neon_local"])
     (tmp_path / "test_unrelated.py").write_text("def test_it(neon_local):\n    pass\n")
-    listed = _run(python, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider", cwd=tmp_path)
+    listed = run(python, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider", cwd=tmp_path)
     assert "neon_local" in listed.stdout and "neon_local/pytest_plugin.py" in listed.stdout
-    helps = _run(tmp_path / "venv" / "bin" / "neon-local", "up", "--help", cwd=tmp_path)
+    helps = run(tmp_path / "venv" / "bin" / "neon-local", "up", "--help", cwd=tmp_path)
     assert helps.returncode == 0 and "--database NAME" in helps.stdout
-    through = _run(
+    through = run(
         tmp_path / "venv" / "bin" / "neon-connect",
         "local",
         "status",

@@ -26,7 +26,7 @@ import neon_sqlalchemy
 from neon_connect import SessionStateError
 from neon_connect.session_guard import leak
 from neon_local.standin import StandInState, running
-from tests.guard_recipe import tenant_notes
+from tests.guard_recipe import run_as_singleton, tenant_notes
 from tests.helpers import django_alias
 
 pytestmark = pytest.mark.integration
@@ -321,6 +321,23 @@ def test_multi_tenant_recipe_set_local_per_transaction(one_server, guarded_alias
     ].cursor() as cursor:  # schema-qualified names need no search_path at all
         cursor.execute("SELECT body FROM tenant_b.notes")
         assert cursor.fetchone()[0] == "tenant_b"
+
+
+def test_worker_recipe_holds_a_session_lock_on_the_direct_endpoint(one_server, guarded_alias):
+    """The docs' worker recipe: the lock lives in a real session while the work runs, so a
+    second worker is turned away; the same statement on the pooled endpoint is stopped before
+    it is sent (the control)."""
+    seen = []
+
+    def work():
+        with psycopg.connect(one_server.direct_url, autocommit=True) as other:
+            taken = other.execute("SELECT pg_try_advisory_lock(4242)").fetchone()[0]
+        seen.append(taken)
+
+    assert run_as_singleton(4242, work, using=guarded_alias) is True
+    assert seen == [False]  # held by the recipe's session while work() ran
+    with pytest.raises(SessionStateError), connections[guarded_alias].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [4242])
 
 
 def test_direct_is_never_guarded(one_server, guarded_alias):

@@ -414,11 +414,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
             guard = neon.get("SESSION_GUARD", "error")
             pooled = not self.neon_connected_direct and self.neon_transaction_pooler
             self.neon_session_guard = guard if pooled and guard != "off" else None
+            self._neon_guard_where = (
+                f"DATABASES[{self.alias!r}]"  # per connection, not per statement
+            )
             self._neon_used_at = time.time()
         return connection
 
     neon_session_guard: GuardMode | None = None
     """``error``/``warn`` on a connection through a transaction pooler, else None."""
+
+    _neon_guard_where = ""
+    """How the guard's message names this alias (built once per connection)."""
 
     _neon_used_at = 0.0
     """When the open connection was last checked for use (wall clock)."""
@@ -433,7 +439,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """Stop a statement that would leave session state for the pooler's next client."""
         mode = self.neon_session_guard
         if mode is not None and not self.neon_connecting and isinstance(sql, str):
-            check_statement(sql, mode=mode, where=f"DATABASES[{self.alias!r}]")
+            check_statement(sql, mode=mode, where=self._neon_guard_where)
 
     def _commit(self) -> None:
         """Django's commit; a ``COMMIT`` cut with its connection says the outcome is unknown.
