@@ -37,6 +37,7 @@ __all__ = [
     "connection_lost",
     "in_pipeline",
     "is_local_refusal",
+    "opens_transaction",
     "is_refused_before_forwarding",
     "is_transient",
 ]
@@ -185,6 +186,21 @@ def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
 def in_pipeline(connection: Any) -> bool:
     """True while a psycopg connection is in pipeline mode."""
     return bool(getattr(getattr(connection, "pgconn", None), "pipeline_status", 0))
+
+
+def opens_transaction(connection: Any) -> bool:
+    """True when the next statement on ``connection`` would open a transaction: the driver is
+    not in autocommit and the server holds none yet. If the connection is lost during that
+    statement, nothing of the transaction can have committed, so the statement may be sent
+    again on a new connection (see the adapters' reruns). Asked before the statement is sent.
+    psycopg 3 and psycopg2 tell the server's status; anything else answers False."""
+    if getattr(connection, "autocommit", True):
+        return False
+    status = getattr(getattr(connection, "info", None), "transaction_status", None)  # psycopg 3
+    if status is None:
+        get_status = getattr(connection, "get_transaction_status", None)  # psycopg2
+        status = get_status() if callable(get_status) else None
+    return status is not None and int(status) == 0  # IDLE in both
 
 
 def connection_lost(connection: Any) -> bool:

@@ -20,7 +20,7 @@ from sqlalchemy.util.concurrency import await_only
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect.liveness import Liveness, liveness
 from neon_connect.migration_lock import MIGRATION_LOCK_KEY
-from neon_connect.retry import in_pipeline
+from neon_connect.retry import connection_lost, in_pipeline, opens_transaction
 from neon_connect.secret import acall_without_driver_frames, call_without_driver_frames
 from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
 
@@ -196,11 +196,28 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
             return is_refused_before_forwarding(error, _driver(context.root_connection))
 
         rerunnable = _rerunnable(context, many=many)  # decided while the connection is live
+        # The residue of the checkout check: a pooler connection that dies between the check
+        # and a transaction's first statement. Nothing of that transaction can have committed
+        # and a pooler connection holds no session: send it once more, on a new connection.
+        # Never in autocommit (it may have run).
+        opening = (
+            rerunnable
+            and endpoint.transaction_pooler
+            and opens_transaction(context.root_connection.connection.dbapi_connection)
+        )
         try:
             execute(cursor)
             return True
         except Exception as error:
-            if not (rerunnable and is_refusal(error)):
+            if not rerunnable:
+                raise
+            lost = connection_lost(_driver(context.root_connection))
+            if opening and lost and not is_refusal(error):
+                _reconnect(context, error)
+                context.cursor = context.create_cursor()
+                execute(context.cursor)
+                return True
+            if not is_refusal(error):
                 raise
             refused = error
 

@@ -19,7 +19,7 @@ from django.db.backends.utils import CursorWrapper as DjangoCursorWrapper
 from django.db.utils import DatabaseError
 
 from neon_connect import is_refused_before_forwarding
-from neon_connect.retry import in_pipeline
+from neon_connect.retry import connection_lost, in_pipeline, opens_transaction
 
 if TYPE_CHECKING:
     from .base import DatabaseWrapper
@@ -70,22 +70,41 @@ class _RerunRefused:
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, self.db.connection)
 
+        # The residue of the liveness check: a pooler connection that dies between the check
+        # and a transaction's first statement. Nothing of that transaction can have
+        # committed, and a pooler connection holds no session: send it once more, anew.
+        # Never in autocommit (the statement may have run), never on direct() (its session
+        # ended: that is reported, not hidden).
+        opening = (
+            rerunnable
+            and self.db.neon_transaction_pooler
+            and not self.db.neon_connected_direct
+            and opens_transaction(self.db.connection)
+        )
         try:
             return execute(*args)
         except DatabaseError as error:
-            if not (rerunnable and is_refusal(error)):
+            if not rerunnable:
+                raise
+            if opening and connection_lost(self.db.connection) and not is_refusal(error):
+                return self._neon_again(execute, *args)
+            if not is_refusal(error):
                 raise
             refused: Exception = error
 
         def again() -> T:
-            with self.db.wrap_database_errors:  # Django's errors, as from ensure_connection()
-                self.db.neon_reconnect_refused()
-            self.cursor = self.db.create_cursor()
-            return execute(*args)
+            return self._neon_again(execute, *args)
 
         return self.db.neon_retry_policy().rerun_refused(
             again, refused=refused, is_refusal=is_refusal, endpoint=self.db.neon_endpoint()
         )
+
+    def _neon_again(self, execute: Callable[..., T], *args: Any) -> T:
+        """Send the statement on a new connection, in the same transaction state."""
+        with self.db.wrap_database_errors:  # Django's errors, as from ensure_connection()
+            self.db.neon_reconnect_refused()
+        self.cursor = self.db.create_cursor()
+        return execute(*args)
 
 
 class CursorWrapper(_RerunRefused, DjangoCursorWrapper):
