@@ -17,8 +17,9 @@ from tests.helpers import ROOT
 def run(
     *args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """A command outside this venv: no PYTHON*/VIRTUAL_ENV leaks into it."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    """A command outside this test run: none of its venv, Django settings or URLs leak in."""
+    leaks = ("PYTHON", "VIRTUAL_ENV", "DJANGO_", "NEON_TESTS_", "DATABASE_URL")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(leaks)}
     return subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
