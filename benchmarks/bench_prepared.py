@@ -167,7 +167,7 @@ def _django(state: StandInState, prepared: bool, server_side_binding: bool) -> S
         env = state.env()
         env["DATABASE_URL"] = env["DATABASE_URL"].replace(f":{state.pooler_port}/", f":{port}/")
         options = {"server_side_binding": True} if server_side_binding else {}
-        settings = neon_django.config(env=env, options=options, pooler_prepared_statements=prepared)
+        settings = neon_django.config(env=env, options=options, prepared_statements=prepared)
         settings.setdefault("TIME_ZONE", None)  # what Django's ConnectionHandler would add
         wrapper = DatabaseWrapper({**settings, "AUTOCOMMIT": True}, alias=f"bench{port}")
         wrapper.ensure_connection()
@@ -180,7 +180,7 @@ def _django(state: StandInState, prepared: bool, server_side_binding: bool) -> S
         return run, wrapper.close
 
     binding = "server-side binding" if server_side_binding else "client-side binding, default"
-    return Scenario(f"Django ({binding}): pooler_prepared_statements={prepared}", make)
+    return Scenario(f"Django ({binding}): prepared_statements={prepared}", make)
 
 
 def _setup_django() -> None:

@@ -90,7 +90,7 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                 Error(
                     f"{name}['OPTIONS'] turns psycopg's prepares on at a pooler.",
                     hint=f"Set {name}['OPTIONS']['prepare_threshold'] = None, or declare "
-                    "neon_django.config(pooler_prepared_statements=True) (PgBouncer >= 1.22).",
+                    "neon_django.config(prepared_statements=True) (PgBouncer >= 1.22).",
                     obj=name,
                     id="neon_django.E003",
                 )

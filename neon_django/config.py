@@ -9,6 +9,7 @@ direct traffic share one alias, one set of models and one test database. The bac
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -99,10 +100,11 @@ def config(
     options: Mapping[str, Any] | None = None,
     ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
-    pooler_prepared_statements: bool = False,
+    prepared_statements: bool = False,
     retry_timeout: float = DEFAULT_RETRY.timeout,
     session_guard: GuardMode = "error",
     idle_timeout: float | None | Literal["auto"] = "auto",
+    pooler_prepared_statements: bool | None = None,
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -110,7 +112,7 @@ def config(
     """Return a ``DATABASES`` entry for Neon, read from the environment unless ``url`` is given.
 
     Behind a transaction pooler: server-side cursors off, psycopg's automatic prepares off
-    (unless ``pooler_prepared_statements=True`` declares that the pooler tracks them, as
+    (unless ``prepared_statements=True`` declares that the pooler tracks them, as
     Neon's PgBouncer >= 1.22 does) and no client pool. ``conn_max_age="auto"`` keeps one
     connection per thread to the pooler for 240 s (below Neon's 5-minute suspend) with health
     checks, and 0 in serverless functions and on direct endpoints (``conn_max_age.py``); an
@@ -131,6 +133,14 @@ def config(
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
     """
+    if pooler_prepared_statements is not None:
+        warnings.warn(
+            "neon_django.config(pooler_prepared_statements=...) is now prepared_statements=..., "
+            "the name neon_sqlalchemy's engines use; the old name goes in a later release.",
+            DeprecationWarning,
+            stacklevel=3,  # the caller of config(), past the scrubbing decorator
+        )
+        prepared_statements = pooler_prepared_statements
     endpoints = resolve(
         url,
         direct_url=direct_url,
@@ -153,7 +163,7 @@ def config(
         options=options,
         ssl_require=ssl_require,
         test_options=test_options,
-        pooler_prepared_statements=pooler_prepared_statements,
+        prepared_statements=prepared_statements,
         retry_timeout=retry_timeout,
         session_guard=session_guard,
         idle_timeout=idle_timeout,
@@ -171,7 +181,7 @@ def settings_for(
     options: Mapping[str, Any] | None = None,
     ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
-    pooler_prepared_statements: bool = False,
+    prepared_statements: bool = False,
     retry_timeout: float = DEFAULT_RETRY.timeout,
     session_guard: GuardMode = "error",
     idle_timeout: float | None | Literal["auto"] = "auto",
@@ -208,9 +218,9 @@ def settings_for(
         user_options,
         pool=pool,
         conn_max_age=conn_max_age,
-        prepared=pooler_prepared_statements,
+        prepared=prepared_statements,
     )
-    app_options = _options(app, user_options, prepared=pooler_prepared_statements)
+    app_options = _options(app, user_options, prepared=prepared_statements)
     direct = endpoints.direct
     direct_settings = None
     if direct is not None and direct is not app:
@@ -239,7 +249,7 @@ def settings_for(
     settings["NEON"] = NeonSettings(
         ENDPOINTS=endpoints,
         DIRECT=direct_settings,
-        PREPARED_STATEMENTS=pooler_prepared_statements,
+        PREPARED_STATEMENTS=prepared_statements,
         RETRY_TIMEOUT=retry_timeout,
         ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
         REPLICA_OF=None,
@@ -310,7 +320,7 @@ def _check_user_options(
             raise ConfigurationError(
                 f"OPTIONS['prepare_threshold'] turns psycopg's prepares on at the pooled endpoint "
                 f"{app.display_host}, where another client's statements collide with them. Drop "
-                "it, or pass neon_django.config(pooler_prepared_statements=True) if the pooler "
+                "it, or pass neon_django.config(prepared_statements=True) if the pooler "
                 "tracks them (PgBouncer >= 1.22 with max_prepared_statements, as Neon's does)."
             )
         if options.get("assume_role"):

@@ -70,6 +70,6 @@ else:
     DATABASES["prepared"] = neon_django.config(
         env=STANDIN,
         options={"server_side_binding": True, "prepare_threshold": 1},
-        pooler_prepared_statements=True,
+        prepared_statements=True,
     )
     DATABASES["prepared"]["TEST"] = {"MIRROR": "default"}

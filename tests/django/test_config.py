@@ -117,11 +117,9 @@ def test_auto_conn_max_age_is_zero_on_direct_endpoints():
 
 @pytest.mark.psycopg3_only  # psycopg 3's automatic prepares; psycopg2 never prepares
 def test_user_prepare_threshold_is_refused_on_the_pooler_unless_declared():
-    with pytest.raises(ImproperlyConfigured, match="pooler_prepared_statements=True"):
+    with pytest.raises(ImproperlyConfigured, match="prepared_statements=True"):
         neon_django.config(URL, options={"prepare_threshold": 5})
-    declared = neon_django.config(
-        URL, options={"prepare_threshold": 5}, pooler_prepared_statements=True
-    )
+    declared = neon_django.config(URL, options={"prepare_threshold": 5}, prepared_statements=True)
     assert declared["OPTIONS"]["prepare_threshold"] == 5
     direct = neon_django.config(
         "postgresql://u:p@db.internal/app", options={"prepare_threshold": 5}
@@ -230,3 +228,13 @@ def test_every_configuration_error_is_improperly_configured(url, kwargs, fragmen
         neon_django.config(url, **kwargs)
     assert type(info.value) is ImproperlyConfigured
     assert SECRET not in str(info.value) and info.value.__context__ is None
+
+
+def test_the_old_name_of_prepared_statements_still_works_with_a_deprecation_warning():
+    """Issue 20: one name in both adapters (the engines' ``prepared_statements``)."""
+    env = {"DATABASE_URL": URL}
+    with pytest.warns(DeprecationWarning, match="prepared_statements=") as caught:
+        old = neon_django.config(env=env, pooler_prepared_statements=True)
+    assert caught[0].filename == __file__  # points at the caller's line
+    assert old == neon_django.config(env=env, prepared_statements=True)
+    assert old["NEON"]["PREPARED_STATEMENTS"] is True

@@ -1,4 +1,4 @@
-"""``pooler_prepared_statements=True``: zero errors on a pooler that tracks prepared statements
+"""``prepared_statements=True``: zero errors on a pooler that tracks prepared statements
 (PgBouncer >= 1.22 with ``max_prepared_statements``, Neon's), the documented failure on 1.18."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ pytestmark = [
 ]
 
 
-def test_pooler_prepared_statements_true(neon_local):
+def test_prepared_statements_true(neon_local):
     settings_dict = connections["prepared"].settings_dict
     assert settings_dict["OPTIONS"]["prepare_threshold"] == 1
     database = settings_dict["NAME"]  # the test database
