@@ -18,7 +18,7 @@ def run(
     *args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """A command outside this test run: none of its venv, Django settings or URLs leak in."""
-    leaks = ("PYTHON", "VIRTUAL_ENV", "DJANGO_", "NEON_TESTS_", "DATABASE_URL")
+    leaks = ("PYTHON", "VIRTUAL_ENV", "DJANGO_", "NEON_TESTS_", "NEON_LOCAL_", "DATABASE_URL")
     base = {k: v for k, v in os.environ.items() if not k.startswith(leaks)}
     return subprocess.run(
         [str(a) for a in args],
