@@ -56,22 +56,29 @@ def liveness(connection: Any) -> Liveness:
 
 
 def _psycopg(connection: Any, pgconn: Any) -> Liveness:
-    from psycopg import OperationalError, pq
-
     if connection.closed or getattr(connection, "broken", False):
         return DEAD
     try:
-        for _ in range(_READS):
-            if not _readable(pgconn.socket):
-                break
-            pgconn.consume_input()  # a FATAL, then the end-of-file: libpq marks it bad
-            if pgconn.status != pq.ConnStatus.OK:
-                return DEAD
-        else:
-            return UNSURE  # still more to read: let a ping decide
-    except (OperationalError, OSError, ValueError):
+        fd = pgconn.socket  # psycopg's OperationalError when libpq has no socket any more
+    except Exception:  # noqa: BLE001 - no socket is a dead connection, whatever the class
         return DEAD
-    return ALIVE
+    try:
+        if not _readable(fd):  # the common case, at every use: one poll, nothing imported
+            return ALIVE
+        from psycopg import OperationalError, pq
+
+        try:
+            for _ in range(_READS):
+                pgconn.consume_input()  # a FATAL, then the end-of-file: libpq marks it bad
+                if pgconn.status != pq.ConnStatus.OK:
+                    return DEAD
+                if not _readable(fd):
+                    return ALIVE
+        except OperationalError:
+            return DEAD
+    except (OSError, ValueError):
+        return DEAD
+    return UNSURE  # still more to read: let a ping decide
 
 
 _READS = 3

@@ -196,11 +196,11 @@ def opens_transaction(connection: Any) -> bool:
     psycopg 3 and psycopg2 tell the server's status; anything else answers False."""
     if getattr(connection, "autocommit", True):
         return False
-    status = getattr(getattr(connection, "info", None), "transaction_status", None)  # psycopg 3
-    if status is None:
-        get_status = getattr(connection, "get_transaction_status", None)  # psycopg2
-        status = get_status() if callable(get_status) else None
-    return status is not None and int(status) == 0  # IDLE in both
+    pgconn = getattr(connection, "pgconn", None)  # psycopg 3 (its .info is built per call)
+    if pgconn is not None:
+        return int(pgconn.transaction_status) == 0  # IDLE
+    get_status = getattr(connection, "get_transaction_status", None)  # psycopg2
+    return callable(get_status) and get_status() == 0
 
 
 def connection_lost(connection: Any) -> bool:

@@ -188,6 +188,7 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
     own pre-ping does, and the SQLAlchemy transaction carries on unaware.
     """
     sleep = _await_sleep if engine.dialect.is_async else time.sleep
+    pooler = endpoint.transaction_pooler
 
     def run(
         execute: _Execute, cursor: Any, context: DefaultExecutionContext, *, many: bool = False
@@ -195,21 +196,17 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, _driver(context.root_connection))
 
-        rerunnable = _rerunnable(context, many=many)  # decided while the connection is live
         # The residue of the checkout check: a pooler connection that dies between the check
         # and a transaction's first statement. Nothing of that transaction can have committed
         # and a pooler connection holds no session: send it once more, on a new connection.
-        # Never in autocommit (it may have run).
-        opening = (
-            rerunnable
-            and endpoint.transaction_pooler
-            and opens_transaction(context.root_connection.connection.dbapi_connection)
-        )
+        # Never in autocommit (it may have run). Only this is read before sending (the
+        # transaction's status changes as it is sent); the rest is decided after an error.
+        opening = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
         try:
             execute(cursor)
             return True
         except Exception as error:
-            if not rerunnable:
+            if not _rerunnable(context, many=many):
                 raise
             lost = connection_lost(_driver(context.root_connection))
             if opening and lost and not is_refusal(error):

@@ -402,6 +402,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.connection = None
         self.neon_connected_direct = None
         self.neon_session_guard = None
+        self.neon_pooled = False
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # the driver's frames hold the password in clear: its error comes without them
@@ -413,6 +414,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # decided once per connection: guarded when it goes through a transaction pooler
             guard = neon.get("SESSION_GUARD", "error")
             pooled = not self.neon_connected_direct and self.neon_transaction_pooler
+            self.neon_pooled = pooled
             self.neon_session_guard = guard if pooled and guard != "off" else None
             self._neon_guard_where = (
                 f"DATABASES[{self.alias!r}]"  # per connection, not per statement
@@ -422,6 +424,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     neon_session_guard: GuardMode | None = None
     """``error``/``warn`` on a connection through a transaction pooler, else None."""
+
+    neon_pooled = False
+    """True while the open connection goes through a transaction pooler (set per connection)."""
 
     _neon_guard_where = ""
     """How the guard's message names this alias (built once per connection)."""

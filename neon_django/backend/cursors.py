@@ -37,7 +37,7 @@ class _RerunRefused:
         self.db.neon_check_statement(sql)
         run = super()._execute  # type: ignore[misc]
         try:
-            return self._neon_run(run, self._neon_rerunnable(), sql, params, *wrapper_args)
+            return self._neon_run(run, True, sql, params, *wrapper_args)
         except DatabaseError as error:
             self.db.neon_explain(error)
             raise
@@ -46,9 +46,8 @@ class _RerunRefused:
         self.db.neon_check_statement(sql)
         run = super()._executemany  # type: ignore[misc]
         # in autocommit each row commits alone: a refusal can follow rows that ran
-        rerunnable = self._neon_rerunnable() and not self.db.autocommit
         try:
-            return self._neon_run(run, rerunnable, sql, param_list, *wrapper_args)
+            return self._neon_run(run, not self.db.autocommit, sql, param_list, *wrapper_args)
         except DatabaseError as error:
             self.db.neon_explain(error)
             raise
@@ -66,7 +65,10 @@ class _RerunRefused:
             and not in_pipeline(db.connection)
         )
 
-    def _neon_run(self, execute: Callable[..., T], rerunnable: bool, *args: Any) -> T:
+    def _neon_run(self, execute: Callable[..., T], allowed: bool, *args: Any) -> T:
+        """``allowed``: False where sending again is never right (``executemany`` in
+        autocommit); the rest is decided after an error, off the hot path."""
+
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, self.db.connection)
 
@@ -74,17 +76,12 @@ class _RerunRefused:
         # and a transaction's first statement. Nothing of that transaction can have
         # committed, and a pooler connection holds no session: send it once more, anew.
         # Never in autocommit (the statement may have run), never on direct() (its session
-        # ended: that is reported, not hidden).
-        opening = (
-            rerunnable
-            and self.db.neon_transaction_pooler
-            and not self.db.neon_connected_direct
-            and opens_transaction(self.db.connection)
-        )
+        # ended: that is reported, not hidden). Only this is read before sending.
+        opening = self.db.neon_pooled and opens_transaction(self.db.connection)
         try:
             return execute(*args)
         except DatabaseError as error:
-            if not rerunnable:
+            if not (allowed and self._neon_rerunnable()):
                 raise
             if opening and connection_lost(self.db.connection) and not is_refusal(error):
                 return self._neon_again(execute, *args)
