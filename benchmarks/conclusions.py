@@ -64,15 +64,18 @@ request, TLS handshake, startup, two SCRAM steps) before the first query; see th
   {f.trips("dj_neon")} round trips per request; `config(conn_max_age=240,
   conn_health_checks=True)` pays {f.trips("dj_neon_240")}, and the shipped default
   (`config()`, `dj_neon_default`: 240 s with health checks on a long-running server) pays
-  {f.trips("dj_neon_default")}: the same as Neon's guide written by hand ({f.trips("dj_guide")}).
+  {f.trips("dj_neon_default")}; Neon's guide written by hand (Django's `SELECT 1` health check)
+  pays {f.trips("dj_guide")}.
 - p50 at 1 ms RTT: {f.p50("dj_neon")} against {f.p50("dj_neon_240")} ({f.ratio("dj_neon", "dj_neon_240")});
   at 20 ms RTT: {f.p50("dj_neon", TWENTY_MS)} against {f.p50("dj_neon_240", TWENTY_MS)}.
   64 clients: {f.rps("dj_neon")} against {f.rps("dj_neon_240")} requests/s.
 - The cost at the pooler is bounded: one client connection per server thread
   ({f.conns("dj_neon_240")} for 2 workers x 8 threads), and in transaction mode no server
   connection is held between transactions (PgBouncer servers stayed at the pool size).
-- The health check adds one round trip per request (6 against 5); it is what makes the
-  connection safe after Neon's suspend or a pooler restart, so keep it.
+- The check that makes a kept connection safe after Neon's suspend or a pooler restart is
+  neon_django's socket check at each use, which sends nothing: Django's own health check
+  would add a `SELECT 1` round trip per request ({f.trips("dj_guide")} against
+  {f.trips("dj_neon_240")}).
 - **Rule (now the default):** long-running WSGI servers keep the connection 240 s (under
   Neon's 5-minute suspend) with health checks; p50 of the default at 1 ms RTT
   {f.p50("dj_neon_default")} ({f.ratio("dj_neon_default", "dj_neon_240")} of the explicit 240).
@@ -99,7 +102,7 @@ PgBouncer holds for nothing.
 **SQLAlchemy: NullPool stays the pooled default; here is what it costs.**
 - Sync psycopg: NullPool pays {f.trips("sync_neon")} round trips per request (a connect each
   time; the raw psycopg floor pays {f.trips("sync_raw")}); `allow_client_pool=True` pays
-  {f.trips("sync_pool")} (pre-ping + the work). p50 at 1 ms RTT {f.p50("sync_neon")} against
+  {f.trips("sync_pool")} (the work alone: the checkout check sends nothing). p50 at 1 ms RTT {f.p50("sync_neon")} against
   {f.p50("sync_pool")} ({f.ratio("sync_neon", "sync_pool")}); at 20 ms RTT
   {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}.
 - Async psycopg: {f.trips("apsy_neon")} against {f.trips("apsy_pool")} round trips;
