@@ -210,13 +210,21 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
                 raise
             lost = connection_lost(_driver(context.root_connection))
             if opening and lost and not is_refusal(error):
-                _reconnect(context, error)
-                context.cursor = context.create_cursor()
-                execute(context.cursor)
-                return True
-            if not is_refusal(error):
+                try:
+                    _reconnect(context, error)
+                    context.cursor = context.create_cursor()
+                    execute(context.cursor)
+                    return True
+                except Exception as second:
+                    # a pooler that lost its server (a restart) refuses the new connection's
+                    # statement for server_login_retry: wait that out as for any refusal
+                    if not is_refusal(second):
+                        raise
+                    refused = second
+            elif not is_refusal(error):
                 raise
-            refused = error
+            else:
+                refused = error
 
         def again() -> None:
             _reconnect(context, refused)

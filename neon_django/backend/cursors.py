@@ -83,11 +83,18 @@ class _RerunRefused:
         except DatabaseError as error:
             if not (allowed and self._neon_rerunnable()):
                 raise
-            if opening and connection_lost(self.db.connection) and not is_refusal(error):
-                return self._neon_again(execute, *args)
-            if not is_refusal(error):
-                raise
             refused: Exception = error
+            if opening and connection_lost(self.db.connection) and not is_refusal(error):
+                try:
+                    return self._neon_again(execute, *args)
+                except DatabaseError as second:
+                    # a pooler that lost its server (a restart) refuses the new connection's
+                    # statement for server_login_retry: wait that out as for any refusal
+                    if not is_refusal(second):
+                        raise
+                    refused = second
+            elif not is_refusal(error):
+                raise
 
         def again() -> T:
             return self._neon_again(execute, *args)
