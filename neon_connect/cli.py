@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import NeonConnectError
 
@@ -65,27 +65,37 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         if exc.code not in (0, None) and "check" in argv and "--json" in argv:
             print(json.dumps({"ok": False, "error": "invalid command-line arguments"}))
         raise
-    try:
-        if args.command == "check":
-            return _check(args)
-        if args.command == "alembic-init":
-            from neon_sqlalchemy.alembic import init
+    return guarded(lambda: _run(args), prog="neon-connect")
 
-            env_py = init(
-                args.directory, ini=args.ini, template="async" if args.use_async else "generic"
-            )
-            print(
-                f"wrote {env_py}: it runs every Alembic command on the direct endpoint",
-                file=sys.stderr,
-            )
-            return 0
+
+def guarded(command: Callable[[], int], *, prog: str) -> int:
+    """Run a command the way every console script of ours ends: our errors as one line on
+    stderr (exit 1), Ctrl-C as 130, a closed pipe (``| head``) quietly. ``neon-local`` too."""
+    try:
+        return command()
     except NeonConnectError as exc:
-        print(f"neon-connect: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. piped into head: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return _check(args)
+    if args.command == "alembic-init":
+        from neon_sqlalchemy.alembic import init
+
+        env_py = init(
+            args.directory, ini=args.ini, template="async" if args.use_async else "generic"
+        )
+        print(
+            f"wrote {env_py}: it runs every Alembic command on the direct endpoint",
+            file=sys.stderr,
+        )
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
 

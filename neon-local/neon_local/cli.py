@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from neon_connect.errors import NeonConnectError
+from neon_connect.cli import guarded
 
 from . import DEFAULT_DIR
 from .errors import PgBouncerTooOld
@@ -23,16 +23,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return _run(args)
-    except NeonConnectError as exc:
-        print(f"{prog or 'neon-local'}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. piped into head: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return guarded(lambda: _run(args), prog=prog or "neon-local")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
