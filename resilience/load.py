@@ -71,6 +71,7 @@ class Client:
     connect_error_seconds: float = 0.0  # the slowest failed connect step
     most_attempts: int = 0  # the most driver attempts one connect step took
     connect_seconds: list[float] = field(default_factory=list)  # successful connect steps
+    last_began: float = 0.0  # when the latest write began
 
     def attempted(self, before: int) -> None:
         self.most_attempts = max(self.most_attempts, self.attempts - before)
@@ -161,16 +162,16 @@ class Plan:
 
 
 def _sync_client(
-    engine: Engine, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+    engine: Engine, run: str, plan: Plan, client: Client, stop: threading.Event, end: Deadline
 ) -> None:
     _client.set(client)
     time.sleep(random.uniform(0, plan.arrive_within))
     client.arrived = time.monotonic()
     for i in range(plan.max_writes):
-        if stop.is_set() or time.monotonic() > end:
+        if stop.is_set() or end.passed(client):
             return
         key = f"{run}:{client.number}:{i}"
-        began = time.monotonic()
+        began = client.last_began = time.monotonic()
         client.connects += 1
         before = client.attempts
         try:
@@ -214,6 +215,21 @@ def _write(
     return True
 
 
+class Deadline:
+    """When a client stops starting writes: at the plan's end, but after a fault only once it
+    has begun a write since the fault. Otherwise a fault that stalls every client past the end
+    (PgBouncer's 15 s ``server_login_retry``) would leave recovery unmeasured, by chance."""
+
+    def __init__(self, end: float) -> None:
+        self.end = end
+        self.fault_at: float | None = None
+
+    def passed(self, client: Client) -> bool:
+        if time.monotonic() <= self.end:
+            return False
+        return self.fault_at is None or client.last_began >= self.fault_at
+
+
 class Arrivals:
     """Counts the clients that tried to connect; set once all of them have."""
 
@@ -237,7 +253,7 @@ def _holding_client(
     plan: Plan,
     client: Client,
     stop: threading.Event,
-    end: float,
+    end: Deadline,
     arrivals: Arrivals,
 ) -> None:
     """A connected client: one connection for the whole run, a transaction per write. It
@@ -263,10 +279,10 @@ def _holding_client(
         for i in range(plan.max_writes):
             if i == 1:
                 arrivals.all.wait(timeout=120)
-            if i > 0 and (stop.is_set() or time.monotonic() > end):
+            if i > 0 and (stop.is_set() or end.passed(client)):
                 return
             key = f"{run}:{client.number}:{i}"
-            began = time.monotonic()
+            began = client.last_began = time.monotonic()
             if not _write(conn, client, run, key, began, sleep=0.0):
                 return
             time.sleep(plan.think * random.uniform(0.5, 1.5))
@@ -276,16 +292,16 @@ def _holding_client(
 
 
 async def _async_client(
-    engine: AsyncEngine, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+    engine: AsyncEngine, run: str, plan: Plan, client: Client, stop: threading.Event, end: Deadline
 ) -> None:
     _client.set(client)
     await asyncio.sleep(random.uniform(0, plan.arrive_within))
     client.arrived = time.monotonic()
     for i in range(plan.max_writes):
-        if stop.is_set() or time.monotonic() > end:
+        if stop.is_set() or end.passed(client):
             return
         key = f"{run}:{client.number}:{i}"
-        began = time.monotonic()
+        began = client.last_began = time.monotonic()
         client.connects += 1
         before = client.attempts
         try:
@@ -330,7 +346,7 @@ class HttpTarget:
 
 
 def _http_client(
-    target: HttpTarget, run: str, plan: Plan, client: Client, stop: threading.Event, end: float
+    target: HttpTarget, run: str, plan: Plan, client: Client, stop: threading.Event, end: Deadline
 ) -> None:
     """The same client, through HTTP: the app answers which step failed."""
     time.sleep(random.uniform(0, plan.arrive_within))
@@ -338,10 +354,10 @@ def _http_client(
     conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=60)
     try:
         for i in range(plan.max_writes):
-            if stop.is_set() or time.monotonic() > end:
+            if stop.is_set() or end.passed(client):
                 return
             key = f"{run}:{client.number}:{i}"
-            began = time.monotonic()
+            began = client.last_began = time.monotonic()
             query = urlencode(
                 {"run": run, "key": key, "client": client.number, "sleep": plan.sleep}
             )
@@ -385,11 +401,12 @@ class Load:
         self.clients = [Client(n) for n in range(plan.clients)]
         self.stop = threading.Event()
         self.started = 0.0
+        self.deadline = Deadline(0.0)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> Load:
         self.started = time.monotonic()
-        end = self.started + self.plan.seconds
+        end = self.deadline = Deadline(self.started + self.plan.seconds)
         if isinstance(self.engine, HttpTarget):
             self._threads = [
                 threading.Thread(
@@ -434,6 +451,11 @@ class Load:
         for thread in self._threads:
             thread.start()
         return self
+
+    def fault(self) -> float:
+        """Mark the moment a fault is injected; every client writes at least once after it."""
+        self.deadline.fault_at = time.monotonic()
+        return self.deadline.fault_at
 
     def wait(self, extra: float = 60.0) -> None:
         """Wait for every client (bounded: the plan's time plus ``extra`` seconds)."""

@@ -222,7 +222,7 @@ def _during_load(
     )
     load = Load(engine_for(state, stack), _run_id(scenario.split()[0]), plan).start()
     time.sleep(random.uniform(0.3, 0.5) * sizes.seconds)  # a random moment mid-traffic
-    fault_at = time.monotonic()
+    fault_at = load.fault()
     note = inject(faults)
     result = _finish(load, state, scenario=scenario, stack=stack, fault_at=fault_at)
     result.notes.append(note)
