@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -52,6 +52,16 @@ def _suspend(state: StandInState) -> None:
         ).fetchone()[0]:
             assert time.monotonic() < deadline, "the terminated backends did not exit"
             time.sleep(0.02)
+
+
+def strikes(state: StandInState) -> dict[str, Callable[[], None]]:
+    """The faults a worker meets, by name; each returns once the stand-in is back."""
+    faults = Faults(state)
+    return {
+        "pooler restart": lambda: faults.restart_pooler(down_for=0.3),
+        "suspend": lambda: _suspend(state),
+        "server restart": lambda: faults.restart_server(mode="fast", down_for=0.3),
+    }
 
 
 def _pooler_queries(state: StandInState) -> int:
@@ -101,10 +111,9 @@ def _loop(db, fault, *, direct=False) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("fault", ["pooler restart", "suspend"])
+@pytest.mark.parametrize("fault", ["pooler restart", "suspend", "server restart"])
 def test_a_django_loop_outside_requests_goes_on_after_a_fault(own, django_db_blocker, fault):
-    faults = Faults(own)
-    strike = {"pooler restart": faults.restart_pooler, "suspend": lambda: _suspend(own)}[fault]
+    strike = strikes(own)[fault]
     with django_db_blocker.unblock(), _worker_alias(own) as db:
         errors = _loop(db, strike)
     assert errors == []
@@ -158,18 +167,25 @@ def _sa_loop(engine, fault) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("kind", ["direct", "allow_client_pool"])
-def test_a_long_lived_sqlalchemy_process_goes_on_after_a_fault(own, kind):
-    faults = Faults(own)
+@pytest.mark.parametrize(
+    ("kind", "fault"),
+    [
+        ("direct", "suspend"),
+        ("direct", "server restart"),
+        ("allow_client_pool", "pooler restart"),
+        ("allow_client_pool", "suspend"),
+        ("allow_client_pool", "server restart"),
+    ],
+)
+def test_a_long_lived_sqlalchemy_process_goes_on_after_a_fault(own, kind, fault):
+    strike = strikes(own)[fault]
     if kind == "direct":
         engine = neon_sqlalchemy.create_engine(env=own.env(), direct=True)
-        fault = lambda: _suspend(own)  # noqa: E731
     else:
         with pytest.warns(neon_sqlalchemy.NeonClientPoolWarning):
             engine = neon_sqlalchemy.create_engine(env=own.env(), allow_client_pool=True)
-        fault = faults.restart_pooler
     assert engine.pool._pre_ping is False  # the checkout check replaces the round trip
-    assert _sa_loop(engine, fault) == []
+    assert _sa_loop(engine, strike) == []
 
 
 def test_control_sqlalchemy_without_the_checkout_check_fails(own):

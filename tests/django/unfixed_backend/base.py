@@ -2,7 +2,8 @@
 
 - ``OldSettingsWrapper``: ``settings_dict`` was a property over a private attribute, with no
   deleter, so ``mock.patch.object(connection, "settings_dict", ...)`` could not restore it.
-- ``DjangosHealthCheckWrapper``: before the liveness check, Django's own health check ran.
+- ``DjangosHealthCheckWrapper``: before the liveness check, Django's own health check ran
+  (also the control of the worker tests, tests/resilience/test_task_workers.py).
 - ``OldCreationWrapper``: a test database left by an earlier run (``--keepdb``, ``--reuse-db``)
   was replaced with Django's plain ``DROP DATABASE``, which PgBouncer's idle server
   connections refuse; so was one that a session of the run still held.
@@ -52,6 +53,8 @@ class OldCreationWrapper(base.DatabaseWrapper):
     creation_class = OldCreation
 
 
-DatabaseWrapper = {"settings_dict": OldSettingsWrapper, "creation": OldCreationWrapper}[
-    os.environ.get("NEON_TESTS_UNFIXED", "settings_dict")
-]
+DatabaseWrapper = {
+    "settings_dict": OldSettingsWrapper,
+    "creation": OldCreationWrapper,
+    "liveness": DjangosHealthCheckWrapper,
+}[os.environ.get("NEON_TESTS_UNFIXED", "settings_dict")]
