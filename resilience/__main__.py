@@ -1,4 +1,5 @@
-"""``make resilience``: every scenario of issue 12 on a fresh stand-in, then docs/reliability.md.
+"""``make resilience``: every scenario of issues 12 and 21 on fresh stand-ins, then
+docs/reliability.md.
 
 ``python -m resilience [--short] [--out PATH]``. The full run takes a few minutes on 2 cores.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from neon_local.standin import StandInState, running
 
-from . import scenarios
+from . import scenarios, workers
 from .load import Figures
 from .report import write_report
 
@@ -40,8 +41,11 @@ def plan(sizes: scenarios.Sizes) -> list[tuple[str, Run]]:
     ]
 
 
-def run_all(sizes: scenarios.Sizes, *, log: Callable[[str], None]) -> list[Figures]:
+def run_all(
+    sizes: scenarios.Sizes, *, log: Callable[[str], None]
+) -> tuple[list[Figures], list[workers.WorkerFigures]]:
     results: list[Figures] = []
+    rows: list[workers.WorkerFigures] = []
     with running() as state:
         scenarios.prepare(state)
         with scenarios.serving(state), scenarios.serving(state, "gunicorn"):
@@ -54,7 +58,15 @@ def run_all(sizes: scenarios.Sizes, *, log: Callable[[str], None]) -> list[Figur
     for result in scenarios.crowd(sizes, "sqlalchemy-sync"):
         results.append(result)
         log(f"{'sqlalchemy-sync':17} {result.scenario:28}         {_line(result)}")
-    return results
+    with running(pool_size=3, max_connections=20) as state:  # workers: a stand-in of their own
+        for row in workers.run_all(state, ticks=sizes.worker_ticks):
+            rows.append(row)
+            log(
+                f"{row.worker:28} {'by hand ' if row.by_hand else ''}{row.fault:22} ticks "
+                f"{row.ticks}, errors {row.errors}, running {row.running}, tasks once "
+                f"{row.tasks_once}{' PROBLEM ' + str(row.problems) if row.problems else ''}"
+            )
+    return results, rows
 
 
 def _line(f: Figures) -> str:
@@ -74,18 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     sizes = scenarios.SHORT if args.short else scenarios.FULL
     began = datetime.now(timezone.utc)
     started = time.monotonic()
-    results = run_all(sizes, log=lambda line: print(line, file=sys.stderr, flush=True))
+    results, rows = run_all(sizes, log=lambda line: print(line, file=sys.stderr, flush=True))
     elapsed = time.monotonic() - started
     write_report(
         Path(args.out),
         results,
+        rows,
         sizes=sizes,
         began=began,
         elapsed=elapsed,
         machine=f"{os.cpu_count()} CPU, {_memory()}, {platform.system()} {platform.release()}",
     )
     print(f"wrote {args.out} ({elapsed:.0f}s)", file=sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok for r in results) and not any(r.problems for r in rows) else 1
 
 
 def _memory() -> str:

@@ -11,6 +11,7 @@ from neon_local.binaries import find_binaries, version_of
 
 from .load import Figures
 from .scenarios import Sizes
+from .workers import ENDPOINT, WorkerFigures
 
 HEADER = """# Reliability under faults: figures from one run
 
@@ -92,9 +93,43 @@ COLUMNS = [
 ]
 
 
+WORKERS = """
+## Workers outside the request cycle
+
+Task workers, management commands and long-lived processes reuse a kept connection that no
+request signal replaces (issue 21). Each worker below ran alone on a stand-in of its own
+(PgBouncer pool 3); a fault struck between two of its ticks, and the row counts the
+{ticks} ticks after it. A tick of `django-tasks db_worker` is a task that writes a ledger row;
+the loops query every 0.1 s. **By hand** is the control: the same worker on Django's own
+backend (kept 240 s, `CONN_HEALTH_CHECKS` at its default, off) or on
+`sqlalchemy.create_engine()` (its default pool, no pre-ping), where the issue measured the
+failure. Goals: no error on a pooled connection; at most one error per fault, naming the
+end of the session, for a `direct()` session; no task lost or run twice.
+
+| worker | endpoint | set up | fault | ticks after | errors | still working | tasks done once | |
+|---|---|---|---|---|---|---|---|---|
+"""
+
+
+def _worker_cell(r: WorkerFigures) -> list[str]:
+    verdict = "**FAIL**" if r.problems else ("failed, as measured" if r.by_hand else "ok")
+    return [
+        r.worker,
+        ENDPOINT[r.worker],
+        "by hand" if r.by_hand else "neon-connect",
+        r.fault,
+        str(r.ticks),
+        str(r.errors),
+        "yes" if r.running else "**no**",
+        r.tasks_once,
+        verdict,
+    ]
+
+
 def write_report(
     path: Path,
     results: list[Figures],
+    rows: list[WorkerFigures],
     *,
     sizes: Sizes,
     began: datetime,
@@ -132,6 +167,16 @@ def write_report(
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(_cell(f)) + " |" for f in results]
+    lines += WORKERS.format(ticks=sizes.worker_ticks).splitlines()
+    lines += ["| " + " | ".join(_worker_cell(r)) + " |" for r in rows]
+    errors = [r for r in rows if r.first_error]
+    if errors:
+        lines += ["", "The first error each worker saw after the fault:", ""]
+        lines += [
+            f"- {r.worker}, {'by hand, ' if r.by_hand else ''}{r.fault}: `{r.first_error}`"
+            + "".join(f" PROBLEM: {p}" for p in r.problems)
+            for r in errors
+        ]
     lines += ["", "## What the callers saw, per scenario", ""]
     for f in results:
         lines.append(f"- **{f.stack}, {f.scenario}:** " + "; ".join(f.notes or ["-"]) + ".")

@@ -79,6 +79,7 @@ class Sizes:
     exhaustion_clients: int = 40
     migration_seconds: float = 2.0
     restart_seconds: float = 24.0  # server restarts: PgBouncer's server_login_retry is 15 s
+    worker_ticks: int = 20  # workers outside requests: ticks after the fault
 
 
 REFUSAL = "server login has been failing"
@@ -96,6 +97,7 @@ SHORT = Sizes(
     exhaustion_clients=12,
     migration_seconds=0.5,
     restart_seconds=2.0,
+    worker_ticks=8,
 )
 
 

@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 from django.db.utils import OperationalError
 
 import neon_django
-import neon_sqlalchemy
 from neon_connect.liveness import Liveness, liveness
 from neon_local.faults import Faults
 from neon_local.standin import StandInState, running
@@ -150,49 +148,8 @@ def test_conn_max_age_holds_outside_requests(own, django_db_blocker):
         assert db.connection is not first
 
 
-# -- SQLAlchemy ----------------------------------------------------------------------------
-
-
-def _sa_loop(engine, fault) -> list[str]:
-    errors = []
-    for i in range(LOOPS):
-        if i == FAULT_AT:
-            fault()
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except Exception as error:
-            errors.append(type(error).__name__)
-    engine.dispose()
-    return errors
-
-
-@pytest.mark.parametrize(
-    ("kind", "fault"),
-    [
-        ("direct", "suspend"),
-        ("direct", "server restart"),
-        ("allow_client_pool", "pooler restart"),
-        ("allow_client_pool", "suspend"),
-        ("allow_client_pool", "server restart"),
-    ],
-)
-def test_a_long_lived_sqlalchemy_process_goes_on_after_a_fault(own, kind, fault):
-    strike = strikes(own)[fault]
-    if kind == "direct":
-        engine = neon_sqlalchemy.create_engine(env=own.env(), direct=True)
-    else:
-        with pytest.warns(neon_sqlalchemy.NeonClientPoolWarning):
-            engine = neon_sqlalchemy.create_engine(env=own.env(), allow_client_pool=True)
-    assert engine.pool._pre_ping is False  # the checkout check replaces the round trip
-    assert _sa_loop(engine, strike) == []
-
-
-def test_control_sqlalchemy_without_the_checkout_check_fails(own):
-    url = sa.make_url(own.direct_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    engine = sa.create_engine(url, pool_size=1)  # what the direct engine was, minus pre-ping
-    errors = _sa_loop(engine, lambda: _suspend(own))
-    assert errors and errors[0] == "OperationalError"
+# The long-lived SQLAlchemy engines, and the same loops as their own processes, are in
+# resilience/workers.py (tests/resilience/test_task_workers.py).
 
 
 def test_keepalives_reach_the_connection_and_the_users_values_win(own):

@@ -1,5 +1,5 @@
-"""A LISTEN-style worker: one direct() session for the whole run, a query per tick, one
-line per tick on stdout ("ok" or the error), until stdin closes."""
+"""A worker loop outside the request cycle: a query per tick on the default alias, one line
+per tick on stdout (``ok`` or the error the worker saw), until stdin closes."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from neon_django import DirectCommand
 
-
-class Command(DirectCommand, BaseCommand):
-    help = "Query once per tick on the direct endpoint until stdin closes."
+class Command(BaseCommand):
+    help = "Query once per tick until stdin closes; print each tick's outcome."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        while not select.select([sys.stdin], [], [], 0)[0]:  # stdin readable: EOF, stop
+        while not select.select([sys.stdin], [], [], 0)[0]:  # readable stdin: EOF, stop
             try:
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT 1")

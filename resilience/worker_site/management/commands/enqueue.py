@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from tests.resilience.worker_site.tasks import record
+from resilience.worker_site.tasks import record
 
 
 class Command(BaseCommand):
