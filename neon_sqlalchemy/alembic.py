@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
 from neon_connect.params import connection_options
 
+from .plugin import carry
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -54,7 +56,7 @@ def direct_url(
         k: str(v) for k, v in connection_options(psycopg_params(endpoint)).items() if v is not None
     }
     if lock:
-        params.update(plugin="neon_connect", neon_migration_lock="1")
+        params.update(carry(endpoint), neon_migration_lock="1")
     return endpoint.url(reveal_password=True, scheme="postgresql+psycopg", params=params)
 
 

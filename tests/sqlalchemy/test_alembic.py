@@ -251,3 +251,31 @@ def test_the_plugin_labels_the_endpoint_it_really_connects_to():
 def test_no_url_anywhere_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigurationError, match="Alembic: No database connection string found"):
         neon_alembic.configure(Config(), env={})
+
+
+def test_the_plugin_uses_the_endpoint_configure_resolved(neon_local, monkeypatch):
+    """One resolution, carried: the engine env.py builds from configure()'s URL gets the
+    endpoint configure() resolved, with no second parse of the URL (and its password)."""
+    import sqlalchemy as sa
+
+    import neon_sqlalchemy.plugin as plugin
+
+    config = Config()
+    url = neon_alembic.configure(config, env=neon_local.env())
+    assert "neon_endpoint=" in url
+
+    def resolve_again(*args, **kwargs):
+        raise AssertionError("the plugin resolved the URL again")
+
+    monkeypatch.setattr(plugin, "resolve", resolve_again)
+    engine = sa.engine_from_config(config.get_section(config.config_ini_section, {}))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        assert "neon_endpoint" not in engine.url.query  # not sent to the server
+    finally:
+        engine.dispose()
+    # the control: a URL written by hand with the plugin alone is resolved by the plugin
+    by_hand = sa.make_url(url).difference_update_query(["neon_endpoint"])
+    with pytest.raises(AssertionError, match="resolved the URL again"):
+        sa.create_engine(by_hand)
