@@ -193,6 +193,7 @@ def framework_venv(tmp_path_factory) -> Path:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a fresh venv with the built wheels and every framework
 @pytest.mark.parametrize(
     ("page", "code"), [(p, c) for p, m, c in PYTHON if m == "venv"], ids=lambda v: str(v)[:40]
 )

@@ -15,7 +15,7 @@ import pytest
 
 from tests.wheels import build_wheels, fresh_venv, run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import pytest
 
 from tests.wheels import build_wheels, fresh_venv, run
 
+pytestmark = pytest.mark.slow  # builds both wheels and fresh venvs
+
 TOOLING = ("neon_local", "pytest_plugin", "standin", "faults", "pgbouncer_build")
 
 

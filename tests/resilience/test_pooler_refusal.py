@@ -32,7 +32,7 @@ import neon_sqlalchemy
 from neon_connect import RetryPolicy, is_refused_before_forwarding
 from neon_local.standin import DATABASE, OWNER, StandInState
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REFUSED = "server login has been failing"
 RERUN_LOG = "refused a statement without forwarding it"

@@ -14,7 +14,7 @@ import pytest
 from resilience import scenarios
 from resilience.load import Figures
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.load]
 
 SHORT = scenarios.SHORT
 

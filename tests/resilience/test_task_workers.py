@@ -18,7 +18,7 @@ from neon_local.standin import StandInState, running
 from resilience import workers
 from resilience.scenarios import SHORT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TICKS = SHORT.worker_ticks
 
