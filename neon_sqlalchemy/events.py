@@ -190,41 +190,42 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
     sleep = _await_sleep if engine.dialect.is_async else time.sleep
     pooler = endpoint.transaction_pooler
 
-    def run(
-        execute: _Execute, cursor: Any, context: DefaultExecutionContext, *, many: bool = False
+    def recover(
+        execute: _Execute,
+        context: DefaultExecutionContext,
+        error: Exception,
+        *,
+        opening: bool,
+        many: bool = False,
     ) -> bool:
+        """After ``error``: send the statement again where that is safe, or raise."""
+        if not _rerunnable(context, many=many):
+            raise error
+
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, _driver(context.root_connection))
 
-        # The residue of the checkout check: a pooler connection that dies between the check
-        # and a transaction's first statement. Nothing of that transaction can have committed
-        # and a pooler connection holds no session: send it once more, on a new connection.
-        # Never in autocommit (it may have run). Only this is read before sending (the
-        # transaction's status changes as it is sent); the rest is decided after an error.
-        opening = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
-        try:
-            execute(cursor)
-            return True
-        except Exception as error:
-            if not _rerunnable(context, many=many):
-                raise
-            lost = connection_lost(_driver(context.root_connection))
-            if opening and lost and not is_refusal(error):
-                try:
-                    _reconnect(context, error)
-                    context.cursor = context.create_cursor()
-                    execute(context.cursor)
-                    return True
-                except Exception as second:
-                    # a pooler that lost its server (a restart) refuses the new connection's
-                    # statement for server_login_retry: wait that out as for any refusal
-                    if not is_refusal(second):
-                        raise
-                    refused = second
-            elif not is_refusal(error):
-                raise
-            else:
-                refused = error
+        lost = connection_lost(_driver(context.root_connection))
+        if opening and lost and not is_refusal(error):
+            # The residue of the checkout check: a pooler connection that dies between the
+            # check and a transaction's first statement. Nothing of that transaction can have
+            # committed and a pooler connection holds no session: send it once more, on a
+            # new connection. Never in autocommit (it may have run).
+            try:
+                _reconnect(context, error)
+                context.cursor = context.create_cursor()
+                execute(context.cursor)
+                return True
+            except Exception as second:
+                # a pooler that lost its server (a restart) refuses the new connection's
+                # statement for server_login_retry: wait that out as for any refusal
+                if not is_refusal(second):
+                    raise
+                refused = second
+        elif not is_refusal(error):
+            raise error
+        else:
+            refused = error
 
         def again() -> None:
             _reconnect(context, refused)
@@ -236,20 +237,39 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
         )
         return True
 
-    @event.listens_for(engine, "do_execute")
-    def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        do = context.dialect.do_execute
-        return run(lambda c: do(c, statement, parameters, context), cursor, context)
+    def sending(name: str, *, many: bool = False) -> Callable[..., bool]:
+        """The ``do_execute``/``do_executemany`` listener: the dialect's own call, and on
+        an error :func:`recover` (no closure or extra frame on the path that succeeds)."""
 
-    @event.listens_for(engine, "do_executemany")
-    def _executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        do = context.dialect.do_executemany
-        return run(lambda c: do(c, statement, parameters, context), cursor, context, many=True)
+        def listener(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+            do = getattr(context.dialect, name)
+            # read before sending (the transaction's status changes as it is sent); all else
+            # is decided after an error, off the request path
+            first = pooler and opens_transaction(
+                context.root_connection.connection.dbapi_connection
+            )
+            try:
+                do(cursor, statement, parameters, context)
+            except Exception as error:
+                again: _Execute = lambda c: do(c, statement, parameters, context)  # noqa: E731
+                return recover(again, context, error, opening=first, many=many)
+            return True
+
+        return listener
+
+    event.listen(engine, "do_execute", sending("do_execute"))
+    event.listen(engine, "do_executemany", sending("do_executemany", many=True))
 
     @event.listens_for(engine, "do_execute_no_params")
     def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
         do = context.dialect.do_execute_no_params
-        return run(lambda c: do(c, statement, context), cursor, context)
+        first = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
+        try:
+            do(cursor, statement, context)
+        except Exception as error:
+            again: _Execute = lambda c: do(c, statement, context)  # noqa: E731
+            return recover(again, context, error, opening=first)
+        return True
 
 
 def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
@@ -314,15 +334,10 @@ def add_commit_outcome(engine: Engine) -> None:
 
     @event.listens_for(engine, "commit")
     def _committing(conn: Connection) -> None:
-        conn.info[_COMMITTING] = True  # the driver's commit() runs right after this event
-
-    @event.listens_for(engine, "begin")
-    @event.listens_for(engine, "rollback")
-    def _not_committing(conn: Connection) -> None:
-        # An invalidated connection (lost inside a transaction) has no info to clear, and
-        # reading it would raise PendingRollbackError over the caller's real error.
-        if not conn.invalidated:
-            conn.info.pop(_COMMITTING, None)
+        # the driver's commit() runs right after this event, while the transaction is still
+        # the connection's: a later error belongs to this COMMIT only if it still is (so no
+        # listener on every begin and rollback has to clear the mark)
+        conn.info[_COMMITTING] = conn.get_transaction()
 
     @event.listens_for(engine, "handle_error")
     def _commit_failed(context: ExceptionContext) -> BaseException | None:
@@ -330,7 +345,8 @@ def add_commit_outcome(engine: Engine) -> None:
         # SQLAlchemy passes no statement and no execution context for a failed COMMIT
         if conn is None or context.statement is not None or context.execution_context:
             return None
-        if not conn.info.pop(_COMMITTING, False):
+        committing = conn.info.pop(_COMMITTING, None)
+        if committing is None or committing is not conn.get_transaction():
             return None
         try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
             from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown

@@ -200,3 +200,19 @@ async def test_sqlalchemy_async_engine_says_the_commit_outcome_is_unknown(standi
     await engine.dispose()
     assert isinstance(info.value.orig, CommitOutcomeUnknown)
     assert _stored(standin, key) == 0
+
+
+def test_sqlalchemy_a_failed_rollback_after_a_commit_is_not_called_a_commit(standin, faults):
+    """The COMMIT mark belongs to its transaction: a later failure with no statement (here a
+    ROLLBACK on a connection the server ended) is reported as the driver's error."""
+    engine = neon_sqlalchemy.create_engine(env=standin.env())
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT 1"))
+        conn.commit()
+        conn.execute(sqlalchemy.text("SELECT 1"))  # a new transaction
+        assert faults.suspend() >= 1
+        time.sleep(0.2)
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as info:
+            conn.rollback()
+    assert not isinstance(info.value.orig, CommitOutcomeUnknown), info.value
+    engine.dispose()
