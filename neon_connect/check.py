@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .endpoints import Endpoint, Endpoints
 from .errors import ConfigurationError, MissingURLError
@@ -21,18 +21,36 @@ from .params import libpq_version, psycopg_params
 from .platforms import describe_platform
 from .probes import answers_like_transaction_pooler, pooler_probe_wanted
 from .resolve import resolve
+from .rules import RULES, Finding, Level, endpoint_pair, tls_mode
 from .secret import Secret
 
-__all__ = ["EndpointReport", "Finding", "Level", "Report", "check_endpoints", "run_check"]
+__all__ = [
+    "FINDING_IDS",
+    "EndpointReport",
+    "Finding",
+    "Level",
+    "Report",
+    "check_endpoints",
+    "run_check",
+]
 
-Level = Literal["error", "warning", "info"]
-
-
-@dataclass
-class Finding:
-    level: Level
-    message: str
-    fix: str
+FINDING_IDS: dict[str, str] = {
+    **RULES,  # the rule book's, rendered here as by configuration errors and Django's checks
+    "no-url": "nothing configured",
+    "configuration": "the configuration does not resolve (the error names the variable)",
+    "no-direct": "a transaction pooler without a direct endpoint",
+    "app-on-direct": "ordinary traffic on the direct Neon endpoint",
+    "no-sni": "libpq without SNI",
+    "short-connect-timeout": "connect_timeout shorter than a cold start",
+    "connect": "an endpoint could not be reached",
+    "no-tls": "connected to Neon without TLS",
+    "lone-pooler": "a URL taken for PostgreSQL where PgBouncer answers",
+    "not-a-pooler": "a pooled URL that keeps one backend",
+    "replica-configuration": "DATABASE_URL_REPLICA does not resolve",
+    "replica-unreachable": "a read replica that does not answer",
+    "replica-writable": "a read replica that is writable",
+}
+"""Every id ``neon-connect check`` can report; ``manage.py neon_check`` adds Django's."""
 
 
 @dataclass
@@ -87,7 +105,7 @@ class Report:
             return "\n".join(
                 [
                     f"libpq {_libpq_text(self.libpq_version)}",
-                    *(f"{f.level.upper()}: {f.message}\n  fix: {f.fix}" for f in self.findings),
+                    *(_finding_text(f) for f in self.findings),
                 ]
             )
         lines = []
@@ -127,10 +145,13 @@ class Report:
         lines += [
             f"replica {r.get('summary') or r['source'] + ': ' + r['url']}" for r in self.replicas
         ]
-        for finding in self.findings:
-            lines.append(f"{finding.level.upper()}: {finding.message}\n  fix: {finding.fix}")
+        lines += [_finding_text(finding) for finding in self.findings]
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
         return "\n".join(lines)
+
+
+def _finding_text(finding: Finding) -> str:
+    return f"{finding.level.upper()} [{finding.id}]: {finding.message}\n  fix: {finding.fix}"
 
 
 def _fmt(value: Any) -> str:
@@ -174,7 +195,12 @@ def run_check(
             libpq_version=version,
             error=message,
             findings=[
-                Finding("error", message, "export DATABASE_URL='<your Neon connection string>'")
+                Finding(
+                    "no-url",
+                    "error",
+                    message,
+                    "export DATABASE_URL='<your Neon connection string>'",
+                )
             ],
         )
     except ConfigurationError as exc:
@@ -182,7 +208,14 @@ def run_check(
             configured=True,
             libpq_version=version,
             error=str(exc),
-            findings=[Finding("error", str(exc), "correct the variable named above")],
+            findings=[
+                Finding(
+                    exc.rule or "configuration",
+                    "error",
+                    str(exc),
+                    "correct the variable named above",
+                )
+            ],
         )
     if failure is not None:
         return failure
@@ -320,18 +353,21 @@ def _first_line(exc: BaseException, endpoint: Endpoint) -> str:
 def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Finding]:
     out: list[Finding] = []
     app, direct = endpoints.app, endpoints.direct
-    if direct is not None and direct is not app and _split(app, direct):
-        out.append(
-            Finding(
-                "warning",
-                f"The app ({app.source}) and direct ({direct.source}) endpoints differ: "
-                "migrations change a database the app may not read.",
-                "copy both URLs from one Neon connection string, unless the split is deliberate",
-            )
+    if direct is not None and direct is not app:
+        # resolve() refused a split unless it was allowed: what is left is a warning
+        out += endpoint_pair(
+            app.neon,
+            direct.neon,
+            app_database=app.database,
+            direct_database=direct.database,
+            app_name=app.source,
+            direct_name=direct.source,
+            allowed=True,
         )
     if app.transaction_pooler and direct is None:
         out.append(
             Finding(
+                "no-direct",
                 "error",
                 "Migrations would run through the pooler: no direct endpoint is known.",
                 "export DATABASE_URL_UNPOOLED='<the PostgreSQL server behind the pooler>'",
@@ -340,6 +376,7 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
     if endpoints.is_neon and not app.transaction_pooler:
         out.append(
             Finding(
+                "app-on-direct",
                 "warning",
                 "Ordinary traffic uses the direct Neon endpoint (limited by max_connections).",
                 "use the -pooler connection string, or drop use_pooler=False",
@@ -348,29 +385,24 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
     if endpoints.is_neon and version and version < 140000:
         out.append(
             Finding(
+                "no-sni",
                 "warning",
                 f"libpq {_libpq_text(version)} has no SNI; neon-connect adds options=endpoint=<id> for you.",
                 "pip install 'psycopg[binary]' to get a bundled modern libpq",
             )
         )
-    for role, endpoint in (("app", app), ("direct", direct)):
+    for endpoint in (app, direct):
         if endpoint is None:
             continue
-        mode = endpoint.params.get("sslmode", "")
-        if not endpoints.is_neon and mode in ("", "disable", "allow", "prefer"):
-            out.append(
-                Finding(
-                    "warning",
-                    f"The {role} endpoint does not require TLS (sslmode={mode or 'unset'}).",
-                    f"add sslmode=require to {endpoint.source}",
-                )
-            )
+        if not endpoints.is_neon:  # a Neon endpoint with weak TLS does not resolve
+            out += tls_mode(endpoint.params.get("sslmode"), neon_host=None, where=endpoint.source)
         if (
             "connect_timeout" in endpoint.params
             and int(endpoint.params["connect_timeout"] or 0) < 5
         ):
             out.append(
                 Finding(
+                    "short-connect-timeout",
                     "warning",
                     f"connect_timeout={endpoint.params['connect_timeout']} is shorter than a Neon cold start.",
                     f"raise connect_timeout in {endpoint.source} to 10 or more",
@@ -379,11 +411,17 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
     for entry in report.endpoints:
         if entry.error:
             out.append(
-                Finding("error", f"The {entry.role} endpoint: {entry.error}", _fix_for(entry.error))
+                Finding(
+                    "connect",
+                    "error",
+                    f"The {entry.role} endpoint: {entry.error}",
+                    _fix_for(entry.error),
+                )
             )
         elif entry.connected and entry.tls == "none" and endpoints.is_neon:
             out.append(
                 Finding(
+                    "no-tls",
                     "error",
                     f"The {entry.role} endpoint is connected without TLS.",
                     "set sslmode=require",
@@ -392,6 +430,7 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
         if entry.behaves_as_transaction_pooler and not entry.transaction_pooler:
             out.append(
                 Finding(
+                    "lone-pooler",
                     "error",
                     f"The {entry.role} endpoint ({entry.source}) is taken for a PostgreSQL "
                     "server, but a transaction pooler (PgBouncer) answers there.",
@@ -402,21 +441,13 @@ def _findings(endpoints: Endpoints, report: Report, version: int) -> list[Findin
         if entry.behaves_as_transaction_pooler is False and entry.transaction_pooler:
             out.append(
                 Finding(
+                    "not-a-pooler",
                     "warning",
                     f"The {entry.role} endpoint kept us on one backend: it may not be a transaction pooler.",
                     "if it is plain Postgres, set only DATABASE_URL (one URL means no pooler)",
                 )
             )
     return out
-
-
-def _split(app: Endpoint, direct: Endpoint) -> bool:
-    """True when the pair names two Neon endpoints, or Neon and something else."""
-    if app.is_neon != direct.is_neon:
-        return True
-    return app.is_neon and (
-        app.endpoint_id != direct.endpoint_id or app.database != direct.database
-    )
 
 
 _FIXES = (

@@ -13,6 +13,7 @@ from typing import Any
 
 from .endpoints import Endpoint
 from .errors import ConfigurationError, InsecureConnectionError, UnsupportedStartupParameterError
+from .rules import WEAK_SSLMODES, refuse, startup_options, tls_mode
 from .secret import SecretParams
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "WEAK_SSLMODES",
     "asyncpg_params",
     "connection_options",
+    "describe_startup_options",
     "libpq_params",
     "libpq_version",
     "psycopg_params",
@@ -38,8 +40,6 @@ connection, which no check on the socket can see) fails within 30 + 3 x 10 s of 
 instead of the kernel's two hours."""
 TCP_USER_TIMEOUT_MS = "60000"
 """libpq >= 12: data sent into a peer that vanished fails after 60 s, not ~15 minutes."""
-WEAK_SSLMODES = ("disable", "allow", "prefer")
-"""``sslmode`` values that let a connection fall back to plain TCP: refused for Neon."""
 CONNECTION_KEYS = frozenset({"host", "port", "user", "password", "dbname", "database"})
 _NEON_OPTION_KEYS = ("endpoint", "project")  # read by Neon's proxy, never reach PgBouncer
 # libpq settings that only shape the client side; asyncpg has no use for them.
@@ -236,15 +236,12 @@ def connection_options(params: dict[str, Any]) -> dict[str, Any]:
 def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
     if not endpoint.is_neon:
         return
-    mode = params.get("sslmode", "").lower()
-    if not mode:
+    if not params.get("sslmode"):
         params["sslmode"] = "require"
-    elif mode in WEAK_SSLMODES:
-        raise InsecureConnectionError(
-            f"sslmode={mode} is set for the Neon host {endpoint.host} ({endpoint.origin}), "
-            "but Neon requires TLS. Use sslmode=require, or sslmode=verify-full with "
-            "sslrootcert=system to also verify the certificate."
-        )
+    refuse(
+        tls_mode(params["sslmode"], neon_host=endpoint.host, where=endpoint.origin),
+        InsecureConnectionError,
+    )
 
 
 def _split_options(options: str) -> tuple[list[str], list[str]]:
@@ -260,15 +257,20 @@ def _split_options(options: str) -> tuple[list[str], list[str]]:
     return neon, startup
 
 
-def _refuse_startup_options(endpoint: Endpoint, startup_options: list[str]) -> None:
-    if startup_options and endpoint.transaction_pooler:
-        raise UnsupportedStartupParameterError(
-            f"The startup parameter 'options' ({_describe(startup_options)}) is set "
-            f"for the pooled endpoint {endpoint.display_host} ({endpoint.origin}). A "
-            "transaction pooler rejects it ('unsupported startup parameter') or leaks it "
-            "between clients. Use the direct endpoint for session settings, run SET LOCAL "
-            "inside each transaction, or set it on the role: ALTER ROLE ... SET ..."
-        )
+def describe_startup_options(options: str) -> str | None:
+    """The session settings in libpq ``options`` (``-c search_path``), leaving out what
+    Neon's proxy reads (``endpoint=``); ``None`` when there are none."""
+    _neon, startup = _split_options(options)
+    return _describe(startup) if startup else None
+
+
+def _refuse_startup_options(endpoint: Endpoint, startup: list[str]) -> None:
+    if not (startup and endpoint.transaction_pooler):
+        return
+    refuse(
+        startup_options(_describe(startup), host=endpoint.display_host, where=endpoint.origin),
+        UnsupportedStartupParameterError,
+    )
 
 
 def _describe(tokens: list[str]) -> str:

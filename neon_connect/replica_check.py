@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .check import Finding
 from .endpoints import Endpoints
 from .errors import ConfigurationError
 from .replicas import REPLICA_VAR, measure_replica, resolve_replicas
+from .rules import Finding
 
 __all__ = ["check_replicas"]
 
@@ -21,7 +21,7 @@ def check_replicas(
     try:
         replicas = resolve_replicas(primary=endpoints, env=env)
     except ConfigurationError as exc:
-        return [], [Finding("error", str(exc), f"correct {REPLICA_VAR}")]
+        return [], [Finding("replica-configuration", "error", str(exc), f"correct {REPLICA_VAR}")]
     rows: list[dict[str, Any]] = []
     findings: list[Finding] = []
     for endpoint in replicas:
@@ -40,6 +40,7 @@ def check_replicas(
         if status.error:
             findings.append(
                 Finding(
+                    "replica-unreachable",
                     "warning",
                     f"read replica {endpoint.source} ({endpoint.display_host}) is unreachable",
                     "start the replica compute, or remove it from " + REPLICA_VAR,
@@ -48,6 +49,7 @@ def check_replicas(
         elif not status.read_only:
             findings.append(
                 Finding(
+                    "replica-writable",
                     "error",
                     f"{endpoint.source} ({endpoint.display_host}) is not a read replica: "
                     "pg_is_in_recovery() is false, so reads would go to a writable server",

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from .endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
 from .errors import ConfigurationError, InvalidURLError, MissingURLError
 from .hosts import NeonHost, parse_neon_host
+from .rules import endpoint_pair, refuse
 from .secret import Secret, scrubbed
 from .urls import ParsedURL, check_host, check_params, parse_port, parse_url
 
@@ -144,32 +145,18 @@ def resolve(
     return _plain_pair(app, direct, direct_hint=direct_hint)
 
 
-_OPT_OUT = "pass allow_mismatched_endpoints=True if the split is deliberate"
-
-
 def _refuse_mismatch(app: _Candidate, direct: _Candidate) -> None:
     """Both URLs must reach one database, or migrations change a database the app never reads."""
-    a, d = app.neon, direct.neon
-    where = f"{app.origin} and {direct.origin}"
-    if a is None and d is None:
-        return  # a PgBouncer in front of a Postgres: nothing in the names to compare
-    if a is None or d is None:
-        neon_one = direct.origin if a is None else app.origin
-        raise ConfigurationError(
-            f"{where} point at different servers: only {neon_one} is a Neon host. Set both "
-            f"to the same Neon endpoint (the -pooler and the direct host), or {_OPT_OUT}."
+    refuse(
+        endpoint_pair(
+            app.neon,
+            direct.neon,
+            app_database=_database(app.parsed),
+            direct_database=_database(direct.parsed),
+            app_name=app.origin,
+            direct_name=direct.origin,
         )
-    if a.endpoint_id != d.endpoint_id or a.region != d.region:
-        raise ConfigurationError(
-            f"{where} name different Neon endpoints ({a.endpoint_id} and {d.endpoint_id}): "
-            "migrations would change a database the app does not read. Copy both from one "
-            f"Neon connection string, or {_OPT_OUT}."
-        )
-    if _database(app.parsed) != _database(direct.parsed):
-        raise ConfigurationError(
-            f"{where} name different databases on the endpoint {a.endpoint_id}: migrations "
-            f"would change a database the app does not read. Use one database, or {_OPT_OUT}."
-        )
+    )
 
 
 def _check_endpoint_option(candidate: _Candidate) -> None:

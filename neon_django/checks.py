@@ -1,6 +1,8 @@
 """System checks (``manage.py check``) for Neon connection settings.
 
-Every id is listed in :data:`CHECK_IDS`; messages name the setting, hints give the fix.
+Every id is listed in :data:`CHECK_IDS`; messages name the setting, hints give the fix. The
+rules that are not Django's own (the endpoint pair, TLS, startup options) come from
+:mod:`neon_connect.rules`, which configuration errors and ``neon-connect check`` render too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from neon_connect import parse_neon_host
 from neon_connect.limits import SUSPEND_SECONDS
-from neon_connect.params import WEAK_SSLMODES
+from neon_connect.params import describe_startup_options
+from neon_connect.rules import RULES, Finding, endpoint_pair, startup_options, tls_mode
 
 from .config import ENGINE, neon_settings
 from .management.overrides import DIRECT_COMMANDS, provides
@@ -104,16 +107,13 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
                     id="neon_django.E004",
                 )
             )
-        if "-c" in str(options.get("options") or "") or options.get("assume_role"):
-            out.append(
-                Error(
-                    f"{name}['OPTIONS'] sets session state a pooler rejects.",
-                    hint="Remove OPTIONS['options'] / ['assume_role']; use ALTER ROLE ... SET, "
-                    "SET LOCAL, or neon_django.direct().",
-                    obj=name,
-                    id="neon_django.E006",
-                )
-            )
+        described = describe_startup_options(str(options.get("options") or ""))
+        if options.get("assume_role"):
+            described = ", ".join(filter(None, (described, "assume_role")))
+        for finding in startup_options(
+            described, host=str(db.get("HOST") or ""), where=f"{name}['OPTIONS']"
+        ):
+            out.append(_render(finding, name, "neon_django.E006"))
         # replicas never migrate: they need no direct endpoint
         if neon is not None and neon["ENDPOINTS"].direct is None and not neon.get("REPLICA_OF"):
             out.append(
@@ -135,16 +135,12 @@ def _check_alias(alias: str, db: dict[str, Any]) -> list[CheckMessage]:
             )
     out += _check_pair(name, db)
     if neon_host:
-        mode = str(options.get("sslmode") or "").lower()
-        if mode in WEAK_SSLMODES:
-            out.append(
-                Error(
-                    f"{name}['OPTIONS']['sslmode'] is {mode!r}; Neon requires TLS.",
-                    hint=f"Set {name}['OPTIONS']['sslmode'] = 'require' (or 'verify-full').",
-                    obj=name,
-                    id="neon_django.E005",
-                )
-            )
+        for finding in tls_mode(
+            str(options.get("sslmode") or "require"),  # unset: the backend requires it
+            neon_host=str(db.get("HOST")),
+            where=f"{name}['OPTIONS']['sslmode']",
+        ):
+            out.append(_render(finding, name, "neon_django.E005"))
         max_age = db.get("CONN_MAX_AGE", 0)
         if (max_age is None or max_age >= SUSPEND_SECONDS) and not db.get("CONN_HEALTH_CHECKS"):
             out.append(
@@ -165,33 +161,26 @@ def _check_pair(name: str, db: dict[str, Any]) -> list[CheckMessage]:
     if not direct:
         return []
     app_host, direct_host = (parse_neon_host(str(d.get("HOST") or "")) for d in (db, direct))
-    if app_host is None and direct_host is None:
-        return []  # PgBouncer + PostgreSQL: nothing in the names to compare
-    same = (
-        app_host is not None
-        and direct_host is not None
-        and app_host.endpoint_id == direct_host.endpoint_id
-        and db.get("NAME") == direct.get("NAME")
-    )
-    if same:
-        return []
-    if neon is not None and neon["ALLOW_MISMATCHED_ENDPOINTS"]:
-        return [
-            Warning(
-                f"{name} migrates a different database from the one it reads.",
-                hint="Deliberate (allow_mismatched_endpoints=True)? Silence neon_django.W005.",
-                obj=name,
-                id="neon_django.W005",
-            )
-        ]
+    allowed = neon is not None and bool(neon["ALLOW_MISMATCHED_ENDPOINTS"])
     return [
-        Error(
-            f"{name}: app and direct endpoints reach different databases.",
-            hint="Copy both URLs from one Neon connection string; migrations follow DIRECT.",
-            obj=name,
-            id="neon_django.E007",
+        _render(f, name, "neon_django.W005" if allowed else "neon_django.E007")
+        for f in endpoint_pair(
+            app_host,
+            direct_host,
+            app_database=db.get("NAME"),
+            direct_database=direct.get("NAME"),
+            app_name=f"{name}['HOST']",
+            direct_name=f"{name}'s direct endpoint",
+            allowed=allowed,
         )
     ]
+
+
+def _render(finding: Finding, name: str, check_id: str) -> CheckMessage:
+    """A rule's finding as a Django check message: the rule's summary after the alias (one
+    short line), the finding's message and fix as the hint."""
+    level = Error if finding.level == "error" else Warning
+    return level(f"{name}: {RULES[finding.id]}.", hint=finding.sentence(), obj=name, id=check_id)
 
 
 def check_app_order(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neon_connect.check import run_check
+from neon_connect.check import FINDING_IDS, run_check
 from tests.constants import SECRET
 from tests.helpers import ROOT, run_python
 
@@ -89,6 +89,9 @@ def test_pitfalls_are_flagged_with_a_fix(env, fragment):
     assert fragment in result.stdout
     assert "fix:" in result.stdout
     assert SECRET not in result.stdout + result.stderr
+    findings = json.loads(_cli("check", "--no-connect", "--json", env=env).stdout)["findings"]
+    assert findings and {f["id"] for f in findings} <= set(FINDING_IDS)
+    assert "configuration" not in {f["id"] for f in findings}  # a rule's refusal keeps its id
 
 
 def test_a_refused_endpoint_is_an_error_with_a_fix():

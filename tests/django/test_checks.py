@@ -114,8 +114,8 @@ def test_app_listed_after_an_override_of_migrate():
 def test_every_id_is_registered_once_described_emitted_and_short():
     """Each id in CHECK_IDS is written once (checks.py, replica_checks.py) and emitted by some
     case; every message is under 80 characters (Django prints it after the alias or app name)."""
-    ids_in = {
-        m: re.findall(r'id="(neon_django\.[EW]\d{3})"', Path(m.__file__).read_text())
+    ids_in = {  # each id once where it is emitted (the registry's keys end in ':')
+        m: re.findall(r'"(neon_django\.[EW]\d{3})"(?!:)', Path(m.__file__).read_text())
         for m in (neon_django.checks, replica_checks)
     }
     written = [i for ids in ids_in.values() for i in ids]
@@ -162,3 +162,40 @@ def test_a_mismatched_pair_is_reported():
     assert ids({"default": _edited_split()}) == ["neon_django.E007"]
     other_db = dict(GOOD, NEON={**GOOD["NEON"], "DIRECT": {**GOOD["NEON"]["DIRECT"], "NAME": "x"}})
     assert ids({"default": other_db}) == ["neon_django.E007"]
+
+
+def test_the_endpoint_option_neon_reads_is_not_a_startup_option():
+    """``options=endpoint=<id>`` (libpq without SNI) is read by Neon's proxy, not sent on to
+    PgBouncer. The check used to look for "-c" in the text, which "ep-cool-..." contains."""
+    db = by_hand(
+        DISABLE_SERVER_SIDE_CURSORS=True,
+        OPTIONS={"sslmode": "require", "options": "endpoint=ep-cool-darkness-123456"},
+    )
+    assert ids({"default": db}) == ["neon_django.W003"]
+    db["OPTIONS"]["options"] += " -c search_path=x"
+    assert ids({"default": db}) == ["neon_django.E006", "neon_django.W003"]
+
+
+def test_a_pair_in_two_regions_is_a_split():
+    """The same endpoint id in another region is another endpoint: the rule that resolve()
+    applies, which the check used to skip."""
+    other_region = DIRECT.replace("us-east-2", "eu-central-1")
+    edited = dict(
+        GOOD, NEON={**GOOD["NEON"], "DIRECT": {**GOOD["NEON"]["DIRECT"], "HOST": other_region}}
+    )
+    assert ids({"default": edited}) == ["neon_django.E007"]
+
+
+def test_each_rule_reads_the_same_in_every_renderer():
+    """One rule, one wording: the Django check and the configuration error say the same."""
+    from neon_connect import ConfigurationError, resolve
+
+    with pytest.raises(ConfigurationError) as refused:
+        resolve(f"postgresql://u:p@{POOLED}/neondb", direct_url=f"postgresql://u:p@{OTHER}/neondb")
+    (message,) = messages({"default": _edited_split()})
+    assert "different Neon endpoints" in message.msg
+    fix = "Copy both from one Neon connection string, or pass allow_mismatched_endpoints=True"
+    assert fix in str(message.hint) and fix in str(refused.value)
+    assert "name different Neon endpoints (ep-cool-darkness-123456 and ep-other-thing" in (
+        str(message.hint)
+    )

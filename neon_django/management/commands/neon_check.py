@@ -37,9 +37,7 @@ class Command(BaseCommand):
         for message in run_checks():
             if message.id and message.id.startswith("neon_django."):
                 level: Level = "error" if message.is_serious() else "warning"
-                report.findings.append(
-                    Finding(level, f"{message.id}: {message.msg}", message.hint or "")
-                )
+                report.findings.append(Finding(message.id, level, message.msg, message.hint or ""))
         self.stdout.write(report.to_json() if json else report.to_text())
         if not report.ok:
             raise CommandError("neon_check found problems (see above).")
