@@ -116,22 +116,14 @@ def strike(state: StandInState, fault: Fault) -> None:
                     " AND backend_type = 'client backend'"
                 ).fetchone()
                 if not row or not row[0]:
-                    break
+                    return
                 time.sleep(0.02)
+        raise RuntimeError("the terminated backends did not exit within 10 s")
 
 
 def prepare(state: StandInState) -> None:
     """django-tasks' tables (``migrate``) and the ledger its task writes."""
-    run = subprocess.run(
-        [sys.executable, "-m", "django", "migrate", "-v", "0"],
-        cwd=ROOT,
-        env=_env(state),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if run.returncode:
-        raise RuntimeError(f"migrate for the worker site failed: {run.stderr}")
+    _manage(state, "migrate", "-v", "0")
     with psycopg.connect(state.direct_url, autocommit=True) as conn:
         conn.execute(LEDGER_DDL)
 
@@ -420,16 +412,21 @@ def _db_worker(state: StandInState, fault: Fault, *, tasks: int, by_hand: bool) 
 
 
 def _enqueue(state: StandInState, keys: list[str]) -> None:
-    enqueue = subprocess.run(
-        [sys.executable, "-m", "django", "enqueue", *keys],
+    _manage(state, "enqueue", *keys)
+
+
+def _manage(state: StandInState, *args: str) -> None:
+    """A management command of the worker site, run to its end; its stderr if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "django", *args],
         cwd=ROOT,
         env=_env(state),
         capture_output=True,
         text=True,
         timeout=120,
     )
-    if enqueue.returncode:
-        raise RuntimeError(f"enqueue failed: {enqueue.stderr}")
+    if done.returncode:
+        raise RuntimeError(f"manage.py {args[0]} for the worker site failed: {done.stderr}")
 
 
 def _ledger(state: StandInState, prefix: str) -> dict[str, int]:

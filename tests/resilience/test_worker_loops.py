@@ -22,6 +22,7 @@ import neon_django
 from neon_connect.liveness import Liveness, liveness
 from neon_local.faults import Faults
 from neon_local.standin import StandInState, running
+from resilience import workers
 from tests.django.unfixed_backend.base import DjangosHealthCheckWrapper
 from tests.helpers import django_alias
 
@@ -41,24 +42,16 @@ def _suspend(state: StandInState) -> None:
     """Neon's suspend (every backend terminated), returning once the backends have exited:
     their goodbye is then on the clients' sockets, as it is long before a worker's next use
     after a real suspend. (A goodbye still in flight is the residue the check cannot see.)"""
-    Faults(state).suspend()
-    with psycopg.connect(state.superuser_url, autocommit=True) as su:
-        deadline = time.monotonic() + 10
-        while su.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'neondb'"
-            " AND backend_type = 'client backend'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the terminated backends did not exit"
-            time.sleep(0.02)
+    workers.strike(state, "suspend")
 
 
 def strikes(state: StandInState) -> dict[str, Callable[[], None]]:
-    """The faults a worker meets, by name; each returns once the stand-in is back."""
-    faults = Faults(state)
+    """The faults a worker meets, by name (resilience/workers.py's); each returns once the
+    stand-in is back."""
     return {
-        "pooler restart": lambda: faults.restart_pooler(down_for=0.3),
-        "suspend": lambda: _suspend(state),
-        "server restart": lambda: faults.restart_server(mode="fast", down_for=0.3),
+        "pooler restart": lambda: workers.strike(state, "pooler restart"),
+        "suspend": lambda: workers.strike(state, "suspend"),
+        "server restart": lambda: workers.strike(state, "server restart (fast)"),
     }
 
 
