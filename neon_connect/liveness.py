@@ -7,9 +7,10 @@ the socket stays readable, then libpq's status, tells a dead connection from a l
 no round trip. Django's health check and SQLAlchemy's pre-ping each cost one.
 
 It cannot see everything: a half-open connection (the peer vanished without a FIN) or a FIN
-still in flight look alive, which is why pgx went back from this check to a ping. Those fail
-at the next statement, bounded by TCP keepalives, and the adapters treat that as they did
-before. Where the driver gives no socket and no status (psycopg2 readable, unknown drivers)
+still in flight look alive, which is why pgx went back from this check to a ping. There the
+kernel answers, with the keepalives and ``tcp_user_timeout`` that ``psycopg_params`` sets: it
+ends an idle half-open connection within 60 s, after which this check sees it, and a statement
+sent into one fails within 60 s (``tests/resilience/test_half_open.py``). Where the driver gives no socket and no status (psycopg2 readable, unknown drivers)
 the answer is :data:`UNSURE` and the caller pings.
 """
 
