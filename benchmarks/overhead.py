@@ -142,7 +142,14 @@ def main() -> int:
     out["SQLAlchemy request, kept connection (client pool)"] = pair(
         sa_request(ours_pool), sa_request(plain_pool), rounds=rounds, n=40
     )
-    for engine in (ours_null, plain_null, ours_pool, plain_pool):
+    # Against a pool that checks nothing at checkout: what the socket check itself costs
+    bare_pool = sqlalchemy.create_engine(
+        sa_url, pool_size=2, max_overflow=0, pool_timeout=10, pool_recycle=240, **plain_args
+    )
+    out["SQLAlchemy request, kept connection, against no pre-ping"] = pair(
+        sa_request(ours_pool), sa_request(bare_pool), rounds=rounds, n=40
+    )
+    for engine in (ours_null, plain_null, ours_pool, plain_pool, bare_pool):
         engine.dispose()
 
     # 3. Django: neon_django.backend against Django's own backend with the same settings.
@@ -152,6 +159,7 @@ def main() -> int:
         "stock": "neon+stock",
         "neon_240": "neon_persistent",
         "stock_240": "neon_persistent+stock",
+        "bare_240": "neon_persistent+bare",
     }
     os.environ["BENCH_DJANGO"] = json.dumps({a: {"kind": k, **spec} for a, k in aliases.items()})
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.djangosite.settings"
@@ -164,6 +172,12 @@ def main() -> int:
     out["Django request, CONN_MAX_AGE=240"] = pair(
         django_request("/django/neon_240"),
         django_request("/django/stock_240"),
+        rounds=rounds,
+        n=40,
+    )
+    out["Django request, CONN_MAX_AGE=240, against no health check"] = pair(
+        django_request("/django/neon_240"),
+        django_request("/django/bare_240"),
         rounds=rounds,
         n=40,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import logging
 import random
@@ -128,6 +129,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
 
 
+@functools.lru_cache(maxsize=64)  # asked after every connect, of the same few hosts
 def is_local_host(host: str) -> bool:
     """True for this machine: ``localhost``, 127.0.0.0/8, ``::1``, a Unix socket directory
     (or no host, libpq's default socket)."""

@@ -43,7 +43,7 @@ from .events import (
     add_liveness_check,
     add_pooler_error_notes,
     add_retry,
-    add_session_guard,
+    add_statement_listeners,
     dispose_after_fork,
 )
 
@@ -266,14 +266,18 @@ def _finish(
     session_guard = guard_mode(session_guard, setting="create_engine() session_guard")
     probe = _pooler_probe(endpoint, client_pool=not isinstance(engine.pool, NullPool))
     add_retry(engine, endpoint, retry, pooler_probe=probe)
+    add_statement_listeners(
+        engine,
+        endpoint,
+        rerun=retry if retry.timeout > 0 else None,
+        session_guard=session_guard,
+    )
     add_commit_outcome(engine)
     dispose_after_fork(engine)
     if not isinstance(engine.pool, NullPool):
         add_liveness_check(engine)
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
-        if session_guard != "off":
-            add_session_guard(engine, session_guard)
 
 
 @scrubbed(ConfigurationError)

@@ -29,10 +29,9 @@ __all__ = [
     "add_commit_outcome",
     "add_liveness_check",
     "add_migration_lock",
-    "add_refusal_rerun",
     "add_retry",
     "add_pooler_error_notes",
-    "add_session_guard",
+    "add_statement_listeners",
     "dispose_after_fork",
 ]
 
@@ -52,16 +51,14 @@ def add_retry(
 ) -> None:
     """Retry the connect step of ``engine`` while a compute wakes or a server restarts.
 
-    Both halves of it: the driver's connect, and the statement a transaction pooler refused
-    because its own server login failed (:func:`add_refusal_rerun`). Nothing that reached a
+    The driver's connect; :func:`add_statement_listeners` sends again the statement a
+    transaction pooler refused because its own server login failed. Nothing that reached a
     server is ever sent again.
 
     The driver's error comes without the driver's frames, which hold the password in clear
     (:func:`neon_connect.secret.call_without_driver_frames`), with retrying on or off.
     """
     retrying = policy.timeout > 0
-    if retrying:
-        add_refusal_rerun(engine, endpoint, policy)
 
     def first(dialect: Any) -> bool:
         # The engine's first connection runs the dialect's queries (server version and so
@@ -134,22 +131,6 @@ async def _aprobe(conn: Any) -> None:
 _Execute = Callable[[Any], None]  # sends the statement on the cursor it is given
 
 
-def add_session_guard(engine: Engine, mode: GuardMode) -> None:
-    """Stop statements that would leave session state for the pooler's next client.
-
-    Only for engines on a transaction pooler; ``before_cursor_execute`` runs before anything
-    is sent, on every path (Core, ORM, ``exec_driver_sql``), and the dialect's own first
-    queries pass (none of them sets session state).
-    """
-    where = f"the engine for {engine.url.render_as_string(hide_password=True)}"
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _guard(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
-        check_statement(statement, mode=mode, where=where)
-
-
 def add_liveness_check(engine: Engine) -> None:
     """At each pool checkout, replace a connection the server or pooler closed while it sat
     in the pool, without a round trip (:mod:`neon_connect.liveness`).
@@ -178,15 +159,36 @@ def add_pooler_error_notes(engine: Engine) -> None:
         explain_pooler_error(context.original_exception, into=raised)
 
 
-def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -> None:
-    """Send a statement again, on a new connection, when the pooler refused it unforwarded.
+def add_statement_listeners(
+    engine: Engine,
+    endpoint: Endpoint,
+    *,
+    rerun: RetryPolicy | None,
+    session_guard: GuardMode,
+) -> None:
+    """Wrap each way the dialect sends a statement: the session guard before it, and after an
+    error, the rerun of a statement that cannot have run.
 
-    PgBouncer answers ``server login has been failing`` for ``server_login_retry`` after a
-    server restart, at a transaction's first statement, and closes the client. The statement
-    never ran and no transaction was open, so it is sent again on a new connection in the
-    same place: the pool's record reconnects under the checked-out connection, as SQLAlchemy's
-    own pre-ping does, and the SQLAlchemy transaction carries on unaware.
+    - **Session guard** (``session_guard`` "error" or "warn", on a transaction pooler only):
+      stop a statement that would leave session state for the pooler's next client, before
+      anything is sent, on every path (Core, ORM, ``exec_driver_sql``). The dialect's own first
+      queries pass (none of them sets session state).
+    - **Rerun** (``rerun``, the retry policy when retrying is on): PgBouncer answers ``server
+      login has been failing`` for ``server_login_retry`` after a server restart, at a
+      transaction's first statement, and closes the client. The statement never ran and no
+      transaction was open, so it is sent again on a new connection in the same place: the
+      pool's record reconnects under the checked-out connection, as SQLAlchemy's own pre-ping
+      does, and the SQLAlchemy transaction carries on unaware.
+
+    Both live on the dialect's ``do_execute`` events, which cost one call per statement. A
+    ``Connection`` event (``before_cursor_execute``, ``commit``) would route every statement
+    through SQLAlchemy's whole event dispatch: about 10 % of a kept connection's request.
     """
+    guarded = endpoint.transaction_pooler and session_guard != "off"
+    if rerun is None and not guarded:
+        return
+    where = f"the engine for {engine.url.render_as_string(hide_password=True)}"
+    policy = rerun
     sleep = _await_sleep if engine.dialect.is_async else time.sleep
     pooler = endpoint.transaction_pooler
 
@@ -199,7 +201,7 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
         many: bool = False,
     ) -> bool:
         """After ``error``: send the statement again where that is safe, or raise."""
-        if not _rerunnable(context, many=many):
+        if policy is None or not _rerunnable(context, many=many):
             raise error
 
         def is_refusal(error: Exception) -> bool:
@@ -238,10 +240,12 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
         return True
 
     def sending(name: str, *, many: bool = False) -> Callable[..., bool]:
-        """The ``do_execute``/``do_executemany`` listener: the dialect's own call, and on
-        an error :func:`recover` (no closure or extra frame on the path that succeeds)."""
+        """The ``do_execute``/``do_executemany`` listener: the guard, the dialect's own call,
+        and on an error :func:`recover` (no closure or extra frame on the path that succeeds)."""
 
         def listener(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+            if guarded:
+                check_statement(statement, mode=session_guard, where=where)
             do = getattr(context.dialect, name)
             # read before sending (the transaction's status changes as it is sent); all else
             # is decided after an error, off the request path
@@ -262,6 +266,8 @@ def add_refusal_rerun(engine: Engine, endpoint: Endpoint, policy: RetryPolicy) -
 
     @event.listens_for(engine, "do_execute_no_params")
     def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        if guarded:
+            check_statement(statement, mode=session_guard, where=where)
         do = context.dialect.do_execute_no_params
         first = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
         try:
@@ -320,9 +326,6 @@ def _await_sleep(seconds: float) -> None:
     await_only(asyncio.sleep(seconds))  # inside SQLAlchemy's greenlet: the event loop runs on
 
 
-_COMMITTING = "neon_committing"
-
-
 def add_commit_outcome(engine: Engine) -> None:
     """Say "outcome unknown" when ``COMMIT`` fails because its connection was lost.
 
@@ -332,27 +335,39 @@ def add_commit_outcome(engine: Engine) -> None:
     :class:`neon_connect.CommitOutcomeUnknown`; a refusal by a live server is left alone.
     """
 
-    @event.listens_for(engine, "commit")
-    def _committing(conn: Connection) -> None:
-        # the driver's commit() runs right after this event, while the transaction is still
-        # the connection's: a later error belongs to this COMMIT only if it still is (so no
-        # listener on every begin and rollback has to clear the mark)
-        conn.info[_COMMITTING] = conn.get_transaction()
+    # The error must be the COMMIT's own. SQLAlchemy has no dialect event for a commit, and
+    # its "commit" Connection event would route every statement through the whole event
+    # dispatch (about 10 % of a kept connection's request): so the engine's own dialect
+    # instance gets a do_commit that marks the error it raises, one call per COMMIT.
+    dialect = engine.dialect
+    if getattr(dialect.do_commit, "neon_marks_errors", False):
+        return  # the Alembic plugin and create_engine() on the same engine
+    failed: weakref.WeakSet[BaseException] = weakref.WeakSet()
+    do_commit = dialect.do_commit
+
+    def _do_commit(dbapi_connection: Any) -> None:
+        try:
+            do_commit(dbapi_connection)
+        except BaseException as error:
+            failed.add(error)
+            raise
+
+    _do_commit.neon_marks_errors = True  # type: ignore[attr-defined]
+    dialect.do_commit = _do_commit  # type: ignore[method-assign]
 
     @event.listens_for(engine, "handle_error")
     def _commit_failed(context: ExceptionContext) -> BaseException | None:
-        conn = context.connection
-        # SQLAlchemy passes no statement and no execution context for a failed COMMIT
-        if conn is None or context.statement is not None or context.execution_context:
+        orig = context.original_exception
+        if orig not in failed:
             return None
-        committing = conn.info.pop(_COMMITTING, None)
-        if committing is None or committing is not conn.get_transaction():
+        failed.discard(orig)
+        conn = context.connection
+        if conn is None:
             return None
         try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
             from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
         except ImportError:
             return None
-        orig = context.original_exception
         broken = is_commit_outcome_unknown(orig, _driver(conn))
         if not (context.is_disconnect or broken):
             return None  # a live server refused the COMMIT: a definite rollback

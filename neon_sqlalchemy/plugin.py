@@ -19,7 +19,13 @@ from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 
 from neon_connect import DEFAULT_RETRY, Endpoint, resolve
 
-from .events import MIGRATION_LOCK_KEY, add_commit_outcome, add_migration_lock, add_retry
+from .events import (
+    MIGRATION_LOCK_KEY,
+    add_commit_outcome,
+    add_migration_lock,
+    add_retry,
+    add_statement_listeners,
+)
 
 __all__ = ["NeonPlugin", "carry", "endpoint_of"]
 
@@ -54,7 +60,9 @@ class NeonPlugin(CreateEnginePlugin):
         return url.difference_update_query([_LOCK_PARAM, _ENDPOINT_PARAM, "plugin"])
 
     def engine_created(self, engine: Engine) -> None:
-        add_retry(engine, self.endpoint or endpoint_of(engine.url), DEFAULT_RETRY)
+        endpoint = self.endpoint or endpoint_of(engine.url)
+        add_retry(engine, endpoint, DEFAULT_RETRY)
+        add_statement_listeners(engine, endpoint, rerun=DEFAULT_RETRY, session_guard="off")
         add_commit_outcome(engine)
         if self.lock:
             add_migration_lock(engine, MIGRATION_LOCK_KEY)

@@ -39,6 +39,9 @@ def database(alias: str, kind: str, url: str, direct_url: str) -> dict[str, Any]
         settings = database(alias, kind.removesuffix("+stock"), url, direct_url)
         settings.pop("NEON")
         return {**settings, "ENGINE": "django.db.backends.postgresql"}
+    if kind.endswith("+bare"):  # the same on Django's own backend with no health check at all
+        settings = database(alias, kind.removesuffix("+bare") + "+stock", url, direct_url)
+        return {**settings, "CONN_HEALTH_CHECKS": False}
     if kind == "guide":  # Neon's Django guide: pooled DATABASE_URL, dj-database-url
         settings = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
     elif kind == "direct":  # stock Django on the direct endpoint (``url`` is direct here)

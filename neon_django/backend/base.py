@@ -125,13 +125,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # in the instance __dict__ under Django's own name, as a plain attribute would: so
     # mock.patch.object() finds and restores it, and assignment and deletion work as on
     # Django's backend.
+    # Django reads it a dozen times per request: the common path is two dict reads.
     @property
     def settings_dict(self) -> dict[str, Any]:
         settings = self._neon_own_settings
         neon = neon_settings(settings)
-        if neon is not None and neon["DIRECT"] is not None and self.neon_wants_direct:
-            return _DirectSettings(settings, neon["DIRECT"])
-        return settings
+        if neon is None or neon["DIRECT"] is None or not self._neon_routed_direct():
+            return settings
+        return _DirectSettings(settings, neon["DIRECT"])
 
     @settings_dict.setter
     def settings_dict(self, value: dict[str, Any]) -> None:
@@ -174,8 +175,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         neon = self.neon
         if neon is None or neon["DIRECT"] is None:
             return False  # one endpoint serves both roles, or none is known
+        return self._neon_routed_direct()
+
+    def _neon_routed_direct(self) -> bool:
+        """Inside ``direct()``, or the alias that creates and drops databases (it needs a
+        session, and PgBouncer may not serve 'postgres')."""
         alias = getattr(self, "alias", None)  # settings_dict is read before Django sets alias
-        # Creating and dropping databases needs a session, and PgBouncer may not serve 'postgres'.
         return alias == NO_DB_ALIAS or alias in _DIRECT_ALIASES.get()
 
     def neon_in_transaction(self) -> bool:

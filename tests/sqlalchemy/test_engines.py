@@ -14,6 +14,7 @@ import psycopg.errors
 import pytest
 import sqlalchemy
 from sqlalchemy import exc, text
+from sqlalchemy.events import ConnectionEvents
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool
@@ -188,6 +189,31 @@ def test_sync_engines_pooled_and_direct_with_each_driver(neon_local, driver):
         assert ssl == "on"
         # through PgBouncer, the server sees PgBouncer's socket
         assert ((client_port, server_port) == own) is direct
+
+
+@pytest.mark.filterwarnings("ignore::neon_sqlalchemy.NeonClientPoolWarning")
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"allow_client_pool": True}, {"direct": True}],
+    ids=["nullpool", "pool", "direct"],
+)
+def test_our_engines_keep_statements_off_sqlalchemys_connection_event_dispatch(neon_local, kwargs):
+    """Any Connection-level listener (``before_cursor_execute``, ``commit``...) makes every
+    statement walk SQLAlchemy's whole event dispatch: it was 10 % of a kept connection's
+    request CPU. The guard, the rerun and the COMMIT mark live on dialect and pool events."""
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env(), **kwargs)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        connection_events = [
+            name
+            for name in dir(ConnectionEvents)
+            if not name.startswith("_") and getattr(engine.dispatch, name, None)
+        ]
+        assert connection_events == []
+        assert engine.dialect.dispatch.do_execute  # the dialect's events carry them
+    finally:
+        engine.dispose()
 
 
 def test_direct_engine_checks_at_checkout_recycles_and_survives_a_killed_connection(neon_local):
