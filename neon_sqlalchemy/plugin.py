@@ -17,11 +17,11 @@ from typing import Any
 
 from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 
-from neon_connect import DEFAULT_RETRY, Endpoint, resolve
+from neon_connect import DEFAULT_RETRY, MIGRATION_LOCK_KEY, Endpoint, resolve
 
-from .events import MIGRATION_LOCK_KEY, add_commit_outcome, add_migration_lock, add_retry
+from ._events import add_commit_outcome, add_migration_lock, add_retry
 
-__all__ = ["NeonPlugin", "carry", "endpoint_of"]
+__all__ = ["NeonPlugin"]
 
 _LOCK_PARAM = "neon_migration_lock"
 _ENDPOINT_PARAM = "neon_endpoint"

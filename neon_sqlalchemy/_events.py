@@ -18,29 +18,17 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
-from neon_connect.liveness import Liveness, liveness
-from neon_connect.migration_lock import MIGRATION_LOCK_KEY
-from neon_connect.retry import connection_lost, in_pipeline, opens_transaction
-from neon_connect.secret import acall_without_driver_frames, call_without_driver_frames
-from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
-
-__all__ = [
-    "MIGRATION_LOCK_KEY",
-    "add_commit_outcome",
-    "add_liveness_check",
-    "add_migration_lock",
-    "add_refusal_rerun",
-    "add_retry",
-    "add_pooler_error_notes",
-    "add_session_guard",
-    "dispose_after_fork",
-]
+from neon_connect._liveness import Liveness, liveness
+from neon_connect._migration_lock import MIGRATION_LOCK_KEY
+from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
+from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
+from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
 
 logger = logging.getLogger("neon_sqlalchemy")
 
 
 PoolerProbe = Callable[[Any, Callable[[], Any]], None]
-"""Called with a new sync DBAPI connection and a way to open another (see engines.py)."""
+"""Called with a new sync DBAPI connection and a way to open another (see _engines.py)."""
 
 
 def add_retry(
@@ -57,7 +45,7 @@ def add_retry(
     server is ever sent again.
 
     The driver's error comes without the driver's frames, which hold the password in clear
-    (:func:`neon_connect.secret.call_without_driver_frames`), with retrying on or off.
+    (:func:`neon_connect._secret.call_without_driver_frames`), with retrying on or off.
     """
     retrying = policy.timeout > 0
     if retrying:
@@ -152,7 +140,7 @@ def add_session_guard(engine: Engine, mode: GuardMode) -> None:
 
 def add_liveness_check(engine: Engine) -> None:
     """At each pool checkout, replace a connection the server or pooler closed while it sat
-    in the pool, without a round trip (:mod:`neon_connect.liveness`).
+    in the pool, without a round trip (:mod:`neon_connect._liveness`).
 
     Raising ``DisconnectionError`` from ``checkout`` is SQLAlchemy's documented way to have
     the pool drop the connection and check out another. Where the socket cannot tell, the
@@ -349,7 +337,7 @@ def add_commit_outcome(engine: Engine) -> None:
         if committing is None or committing is not conn.get_transaction():
             return None
         try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
-            from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+            from neon_connect._commit_outcome import is_commit_outcome_unknown, outcome_unknown
         except ImportError:
             return None
         orig = context.original_exception
