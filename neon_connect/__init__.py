@@ -2,17 +2,25 @@
 
 Framework-free: importing this package imports neither Django nor SQLAlchemy.
 
-The names below are what users call (the README documents each). The adapters also use
-building blocks from the core's modules (``params``, ``secret``, ``limits``, ``check``), only
-names listed in each module's ``__all__`` (``tests/core/test_public_surface.py`` holds them
-to that).
+The names below are what users call (the README and docs document each). The code behind
+them lives in private modules (``_resolve.py``, ``_params.py``, ...); only this package,
+``neon_connect.errors`` and ``neon_connect.cli`` are public (``tests/core/test_public_surface.py``
+holds them to that).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .endpoints import Endpoint, EndpointKind, Endpoints
+from ._endpoints import Endpoint, EndpointKind, Endpoints
+from ._hosts import NeonHost, parse_neon_host
+from ._migration_lock import MIGRATION_LOCK_KEY
+from ._params import asyncpg_params, libpq_params, libpq_version, psycopg_params
+from ._probes import pooler_tracks_prepared_statements
+from ._resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
+from ._retry import DEFAULT_RETRY, RetryPolicy, is_refused_before_forwarding, is_transient
+from ._secret import Secret, SecretParams, call_without_driver_frames
+from ._urls import mask_url, parse_url
 from .errors import (
     ConfigurationError,
     DoublePoolingError,
@@ -24,17 +32,11 @@ from .errors import (
     SessionStateError,
     UnsupportedStartupParameterError,
 )
-from .hosts import NeonHost, parse_neon_host
-from .params import asyncpg_params, libpq_params, libpq_version, psycopg_params
-from .resolve import APP_VARS, DIRECT_VARS, POOLED_VARS, resolve
-from .retry import DEFAULT_RETRY, RetryPolicy, is_refused_before_forwarding, is_transient
-from .secret import Secret, SecretParams, call_without_driver_frames
-from .urls import mask_url, parse_url
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .commit_outcome import CommitOutcomeUnknown
+    from ._commit_outcome import CommitOutcomeUnknown, acommit, commit
 
 __version__ = "0.1.0"
 
@@ -43,6 +45,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "DEFAULT_RETRY",
     "DIRECT_VARS",
+    "MIGRATION_LOCK_KEY",
     "POOLED_VARS",
     "ConfigurationError",
     "DoublePoolingError",
@@ -60,7 +63,9 @@ __all__ = [
     "SecretParams",
     "SessionStateError",
     "UnsupportedStartupParameterError",
+    "acommit",
     "asyncpg_params",
+    "commit",
     "connect",
     "is_refused_before_forwarding",
     "is_transient",
@@ -69,6 +74,7 @@ __all__ = [
     "mask_url",
     "parse_neon_host",
     "parse_url",
+    "pooler_tracks_prepared_statements",
     "psycopg_params",
     "resolve",
 ]
@@ -98,10 +104,11 @@ def connect(
 
 
 def __getattr__(name: str) -> Any:
-    """``CommitOutcomeUnknown`` on first use: it subclasses a psycopg error, and importing
-    ``neon_connect`` imports no driver (a psycopg2-only project never loads psycopg)."""
-    if name == "CommitOutcomeUnknown":
-        from .commit_outcome import CommitOutcomeUnknown
+    """``CommitOutcomeUnknown``, ``commit`` and ``acommit`` on first use: the error subclasses
+    a psycopg error, and importing ``neon_connect`` imports no driver (a psycopg2-only project
+    never loads psycopg)."""
+    if name in ("CommitOutcomeUnknown", "commit", "acommit"):
+        from . import _commit_outcome
 
-        return CommitOutcomeUnknown
+        return getattr(_commit_outcome, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

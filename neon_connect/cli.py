@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """Never a traceback: any failure is one line (or JSON with ``error``), exit code 1."""
-    from .check import run_check
+    from ._check import run_check
 
     try:
         report = run_check(

@@ -26,7 +26,7 @@ class NeonConnectError(Exception):
 class ConfigurationError(NeonConnectError, ValueError):
     """The configuration cannot work; the message names what to change.
 
-    ``rule`` is the id of the rule in :mod:`neon_connect.rules` that refused it, when one did
+    ``rule`` is the id of the rule in :mod:`neon_connect._rules` that refused it, when one did
     (``neon-connect check`` reports the finding under that id)."""
 
     rule: str | None = None

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import config
-from .replicas import databases
+from ._config import NeonSettings, config
+from ._replicas import databases
 
 if TYPE_CHECKING:
-    from .management.overrides import DirectCommand
+    from ._routing import direct
+    from .management._overrides import DirectCommand
     from .routers import ReplicaRouter
-    from .routing import direct
 
-__all__ = ["DirectCommand", "ReplicaRouter", "config", "databases", "direct"]
+__all__ = ["DirectCommand", "NeonSettings", "ReplicaRouter", "config", "databases", "direct"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily: settings.py imports this package before Django is set up.
     if name == "direct":
-        from .routing import direct
+        from ._routing import direct
 
         return direct
     if name == "DirectCommand":
-        from .management.overrides import DirectCommand
+        from .management._overrides import DirectCommand
 
         return DirectCommand
     if name == "ReplicaRouter":

@@ -35,8 +35,8 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils.decorators import sync_and_async_middleware
 
+from ._replicas import replica_of
 from .backend.base import is_direct
-from .replicas import replica_of
 
 __all__ = ["ReplicaRouter", "ReplicaStickinessMiddleware", "sticky_scope", "wrote"]
 

@@ -6,8 +6,8 @@ migrations = neon_sqlalchemy.create_engine(direct=True)  # direct, pre-ping, rec
 
 from __future__ import annotations
 
-from .engines import NeonClientPoolWarning, create_async_engine, create_engine, endpoint_for
-from .replicas import RoutingSession, create_replica_engines
+from ._engines import NeonClientPoolWarning, create_async_engine, create_engine, endpoint_for
+from ._replicas import RoutingSession, create_replica_engines
 
 __all__ = [
     "NeonClientPoolWarning",

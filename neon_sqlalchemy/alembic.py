@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neon_connect import ConfigurationError, MissingURLError, psycopg_params, resolve
-from neon_connect.params import connection_options
+from neon_connect._params import connection_options
 
 from .plugin import carry
 

@@ -17,17 +17,16 @@ from typing import Any
 
 from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 
-from neon_connect import DEFAULT_RETRY, Endpoint, resolve
+from neon_connect import DEFAULT_RETRY, MIGRATION_LOCK_KEY, Endpoint, resolve
 
-from .events import (
-    MIGRATION_LOCK_KEY,
+from ._events import (
     add_commit_outcome,
     add_migration_lock,
     add_retry,
     add_statement_listeners,
 )
 
-__all__ = ["NeonPlugin", "carry", "endpoint_of"]
+__all__ = ["NeonPlugin"]
 
 _LOCK_PARAM = "neon_migration_lock"
 _ENDPOINT_PARAM = "neon_endpoint"

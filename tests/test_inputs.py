@@ -44,8 +44,8 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
+from neon_connect._urls import build_url
 from neon_connect.cli import main as cli_main
-from neon_connect.urls import build_url
 from neon_sqlalchemy import create_async_engine, create_engine
 
 P = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"

@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy
 
 import neon_connect
-from neon_connect import RetryPolicy, Secret, resolve, retry
-from neon_connect.retry import is_local_host, is_local_refusal
+from neon_connect import RetryPolicy, Secret, resolve
+from neon_connect import _retry as retry
+from neon_connect._retry import is_local_host, is_local_refusal
 from neon_sqlalchemy import create_engine
 from tests.constants import SECRET
 from tests.helpers import run_python

@@ -1,7 +1,7 @@
 """A lone URL pointing at PgBouncer without ``pgbouncer=true`` (issue 23, item 3).
 
 Such a URL is taken for plain PostgreSQL (a non-Neon host has no ``-pooler`` to go by). At
-the first connect the adapters now ask the endpoint (``neon_connect.probes``): the backend
+the first connect the adapters now ask the endpoint (``neon_connect._probes``): the backend
 pid PgBouncer announces is made up, and a second connection gets the first one's server.
 Then ``create_engine()`` refuses its client pool and Django's backend refuses to connect,
 both naming ``pgbouncer=true`` and ``DATABASE_URL_UNPOOLED``. Real PgBouncer (the stand-in's,
@@ -18,10 +18,10 @@ from django.core.exceptions import ImproperlyConfigured
 from sqlalchemy.pool import NullPool, QueuePool
 
 import neon_django
-import neon_sqlalchemy.engines
+import neon_sqlalchemy._engines
 from neon_connect import DoublePoolingError, Secret, resolve
-from neon_connect.check import run_check
-from neon_connect.probes import answers_like_transaction_pooler, pooler_probe_wanted
+from neon_connect._check import run_check
+from neon_connect._probes import answers_like_transaction_pooler, pooler_probe_wanted
 from neon_sqlalchemy import create_engine
 from tests.driver import DJANGO_DRIVER
 from tests.helpers import django_alias, run_python
@@ -91,7 +91,7 @@ def test_the_server_itself_passes_the_probe(neon_local):
 def test_control_without_the_probe_a_client_pool_sits_on_pgbouncer(neon_local, monkeypatch):
     """Before the fix: a QueuePool on top of PgBouncer, and nothing said."""
     monkeypatch.setattr(
-        neon_sqlalchemy.engines, "answers_like_transaction_pooler", lambda *a: False
+        neon_sqlalchemy._engines, "answers_like_transaction_pooler", lambda *a: False
     )
     engine = create_engine(_lone_pooler(neon_local), env={})
     with engine.connect() as conn:
@@ -165,9 +165,9 @@ def test_control_neon_connect_check_on_the_server_alone_is_ok(neon_local):
 
 
 def test_control_without_the_probe_check_says_ok_on_pgbouncer(neon_local, monkeypatch):
-    import neon_connect.check
+    import neon_connect._check
 
-    monkeypatch.setattr(neon_connect.check, "answers_like_transaction_pooler", lambda *a: False)
+    monkeypatch.setattr(neon_connect._check, "answers_like_transaction_pooler", lambda *a: False)
     report = run_check(env={"DATABASE_URL": neon_local.state.pooled_url})
     assert report.ok  # "kind direct ... OK": PgBouncer taken for a server
     assert report.endpoints[0].kind == "direct"

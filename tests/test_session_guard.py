@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import neon_django
 import neon_sqlalchemy
 from neon_connect import SessionStateError
-from neon_connect.session_guard import leak
+from neon_connect._session_guard import leak
 from neon_local.standin import StandInState, running
 from tests.guard_recipe import run_as_singleton, tenant_notes
 from tests.helpers import django_alias

@@ -23,7 +23,7 @@ MISMATCHED = f"postgresql://u:{SECRET}@{OTHER}/neondb"
 NO_ASYNCPG = """
 import sys
 sys.modules["asyncpg"] = None  # as if the extra were not installed
-import neon_sqlalchemy.engines as engines
+import neon_sqlalchemy._engines as engines
 if sys.argv[1] == "control":
     engines._require_asyncpg = lambda: None  # the check taken out
 try:
@@ -220,7 +220,7 @@ def test_asyncpg_ssl_habit_in_a_key_value_string_names_sslmode():
 
 
 def test_control_without_the_ssl_case_the_key_value_error_names_neither(monkeypatch):
-    from neon_connect import urls
+    from neon_connect import _urls as urls
 
     monkeypatch.setattr(urls, "_sets_asyncpg_ssl", lambda text: False)
     with pytest.raises(ConfigurationError) as info:

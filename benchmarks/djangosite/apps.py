@@ -1,5 +1,5 @@
 """The benchmark site's app. The ASGI close it once prototyped is now neon_django's own
-(``neon_django/conn_max_age.py``), connected by neon_django's ``ready()``."""
+(``neon_django/_conn_max_age.py``), connected by neon_django's ``ready()``."""
 
 from __future__ import annotations
 

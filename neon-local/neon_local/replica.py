@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from neon_connect.urls import build_url, mask_url
+from neon_connect._urls import build_url, mask_url
 
 from . import processes as proc
 from .binaries import find_binaries

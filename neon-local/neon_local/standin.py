@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from neon_connect.urls import build_url, mask_url
+from neon_connect._urls import build_url, mask_url
 
 from . import DEFAULT_DIR
 from . import processes as proc

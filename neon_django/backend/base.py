@@ -24,20 +24,20 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
-from neon_connect.liveness import Liveness, liveness
-from neon_connect.probes import (
+from neon_connect._liveness import Liveness, liveness
+from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
     pooler_probe_wanted,
 )
-from neon_connect.retry import connection_lost
-from neon_connect.secret import call_without_driver_frames, mask_driver_secrets
-from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
-from neon_django.config import NeonSettings, neon_settings
+from neon_connect._retry import connection_lost
+from neon_connect._secret import call_without_driver_frames, mask_driver_secrets
+from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
+from neon_django._config import NeonSettings, neon_settings
 
-from . import checks as _checks  # noqa: F401  # registers neon_django.E010
-from .creation import DatabaseCreation
-from .cursors import CursorDebugWrapper, CursorWrapper
+from . import _checks  # noqa: F401  # registers neon_django.E010
+from ._creation import DatabaseCreation
+from ._cursors import CursorDebugWrapper, CursorWrapper
 
 __all__ = ["DatabaseWrapper"]
 
@@ -241,7 +241,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         but checks only once per request, and never outside the request cycle: a worker
         loop, a management command or a LISTEN worker kept using a connection a suspend or a
         pooler restart had closed, and failed on every query for good. Here every use
-        outside a transaction asks the socket (:mod:`neon_connect.liveness`, no bytes sent)
+        outside a transaction asks the socket (:mod:`neon_connect._liveness`, no bytes sent)
         and enforces ``CONN_MAX_AGE`` (and the idle limit of elastic platforms). A dead connection to the pooler is replaced before
         anything is sent: it held no session state. A dead ``direct()`` connection may have
         held LISTEN registrations, advisory locks or temp tables, so a use since the last
@@ -332,7 +332,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def neon_refuse_lone_pooler(self, endpoint: Endpoint) -> None:
         """Refuse a URL taken for a server where a transaction pooler answers (a lone non-Neon
         URL without ``pgbouncer=true``): server-side cursors, prepares and session state
-        would break behind it. Asked once per process and endpoint (neon_connect.probes)."""
+        would break behind it. Asked once per process and endpoint (neon_connect._probes)."""
         if self.connection is None or not pooler_probe_wanted(endpoint):
             return
         params = self.get_connection_params()
@@ -468,7 +468,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 if type(exc).__module__.partition(".")[0] not in ("psycopg", "psycopg2"):
                     raise
                 try:  # CommitOutcomeUnknown is a psycopg error class: psycopg 3 must import
-                    from neon_connect.commit_outcome import (
+                    from neon_connect._commit_outcome import (
                         is_commit_outcome_unknown,
                         outcome_unknown,
                     )

@@ -14,7 +14,7 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
-from neon_connect.urls import libpq_keywords
+from neon_connect._urls import libpq_keywords
 from tests.constants import SECRET
 
 CA_FILE = __file__  # any existing file: only its existence is checked before connecting

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neon_connect.check import FINDING_IDS, run_check
+from neon_connect._check import FINDING_IDS, run_check
 from tests.constants import SECRET
 from tests.helpers import ROOT, run_python
 
@@ -161,7 +161,7 @@ def test_check_never_prints_a_traceback_and_json_is_always_json(args, env, code,
     ],
 )
 def test_check_names_the_cause_of_pooler_errors(error, named):
-    from neon_connect.check import _fix_for
+    from neon_connect._check import _fix_for
 
     assert named in _fix_for(error)
 
@@ -177,7 +177,7 @@ def test_check_names_the_cause_of_pooler_errors(error, named):
     ],
 )
 def test_check_prints_the_platform_and_what_it_chose(env, said):
-    from neon_connect.check import run_check
+    from neon_connect._check import run_check
 
     url = "postgresql://u:p@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb"
     report = run_check(env={"DATABASE_URL": url, **env}, connect=False)

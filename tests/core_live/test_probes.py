@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from neon_connect.probes import pooler_tracks_prepared_statements
+from neon_connect._probes import pooler_tracks_prepared_statements
 
 pytestmark = pytest.mark.integration
 

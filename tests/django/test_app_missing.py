@@ -85,7 +85,7 @@ def test_control_without_the_check_migrate_runs_through_the_pooler(neon_local, t
 
 
 # DATABASES written by hand (here by dj-database-url) with neon_django's ENGINE: config() never
-# runs, so only the backend's own registration (neon_django/backend/checks.py) catches it.
+# runs, so only the backend's own registration (neon_django/backend/_checks.py) catches it.
 BY_HAND = """
 import dj_database_url
 SECRET_KEY = "x"
@@ -95,11 +95,11 @@ DATABASES = {"default": dj_database_url.config(engine="neon_django.backend")}
 # the control takes the backend's registration out: its checks module imports as empty
 WITHOUT_BACKEND_REGISTRATION = """
 import sys, types
-sys.modules["neon_django.backend.checks"] = types.ModuleType("neon_django.backend.checks")
+sys.modules["neon_django.backend._checks"] = types.ModuleType("neon_django.backend._checks")
 """
 COUNT = """
 from django.core.checks.registry import registry
-from neon_django.checks import check_app_installed
+from neon_django._checks import check_app_installed
 import neon_django.backend.base
 print("registered", sum(c is check_app_installed for c in registry.get_checks()), "time(s)")
 """

@@ -12,9 +12,9 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 import neon_django
-import neon_django.checks
-from neon_django import replica_checks
-from neon_django.checks import CHECK_IDS
+import neon_django._checks
+from neon_django import _replica_checks as replica_checks
+from neon_django._checks import CHECK_IDS
 
 # The checks only read settings.DATABASES; no connection is opened, so overriding it is safe.
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
@@ -112,11 +112,11 @@ def test_app_listed_after_an_override_of_migrate():
 
 
 def test_every_id_is_registered_once_described_emitted_and_short():
-    """Each id in CHECK_IDS is written once (checks.py, replica_checks.py) and emitted by some
+    """Each id in CHECK_IDS is written once (_checks.py, _replica_checks.py) and emitted by some
     case; every message is under 80 characters (Django prints it after the alias or app name)."""
     ids_in = {  # each id once where it is emitted (the registry's keys end in ':')
         m: re.findall(r'"(neon_django\.[EW]\d{3})"(?!:)', Path(m.__file__).read_text())
-        for m in (neon_django.checks, replica_checks)
+        for m in (neon_django._checks, replica_checks)
     }
     written = [i for ids in ids_in.values() for i in ids]
     assert sorted(written) == sorted(CHECK_IDS)  # no id twice, none unregistered

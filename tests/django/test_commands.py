@@ -21,7 +21,7 @@ from django.db import connections, transaction
 from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
-from neon_django.management.overrides import DIRECT_COMMANDS, DirectCommand
+from neon_django.management._overrides import DIRECT_COMMANDS, DirectCommand
 from tests.djangoapp.evidence import route
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import neon_django
-from neon_django.config import NeonSettings
+from neon_django._config import NeonSettings
 from tests.constants import SECRET
 from tests.driver import DJANGO_DRIVER
 

@@ -13,7 +13,7 @@ import psycopg.errors
 import pytest
 from django.db import connections, utils
 
-from neon_django.checks import check_databases
+from neon_django._checks import check_databases
 from tests.djangoapp.models import Item
 
 ALL = ["default", "binding", "handwritten"]

@@ -18,7 +18,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.signals import pre_migrate
 
 import neon_django
-from neon_django.management.commands.migrate import MIGRATION_LOCK_KEY
+from neon_connect import MIGRATION_LOCK_KEY
 from tests.helpers import start_python
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,7 @@ def _alembic_style_engine(neon_local, key, database):
     """A direct engine with the Alembic plugin's lock listener, as alembic-init sets it up."""
     import sqlalchemy as sa
 
-    from neon_sqlalchemy.events import add_migration_lock
+    from neon_sqlalchemy._events import add_migration_lock
 
     url = sa.make_url(neon_local.direct_url.replace("postgresql://", "postgresql+psycopg://", 1))
     engine = sa.create_engine(url.set(database=database), poolclass=sa.pool.NullPool)
@@ -185,7 +185,7 @@ def _alembic_while_django_migrates(neon_local, django_db_blocker, key):
 
 
 def test_django_and_alembic_migrations_queue_on_one_lock(neon_local, django_db_blocker):
-    from neon_sqlalchemy.events import MIGRATION_LOCK_KEY as ALEMBIC_KEY
+    from neon_sqlalchemy._events import MIGRATION_LOCK_KEY as ALEMBIC_KEY
 
     assert ALEMBIC_KEY == MIGRATION_LOCK_KEY
     assert _alembic_while_django_migrates(neon_local, django_db_blocker, ALEMBIC_KEY) == "waits"

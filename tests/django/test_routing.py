@@ -15,7 +15,7 @@ from django.db.transaction import TransactionManagementError
 from django.test import AsyncClient, Client, override_settings
 
 import neon_django
-from neon_django.management.overrides import next_command
+from neon_django.management._overrides import next_command
 from tests.djangoapp.evidence import route
 from tests.helpers import run_python
 

@@ -22,7 +22,7 @@ _POOL = (
 
 _LIVENESS = (
     "neon_django checks a kept connection at each use by asking its socket, with no round trip "
-    "(neon_connect.liveness), and calls Django's SELECT 1 ping (is_usable) only where the "
+    "(neon_connect._liveness), and calls Django's SELECT 1 ping (is_usable) only where the "
     "socket cannot tell; these tests count is_usable calls. Dead connections are still "
     "replaced: tests/resilience/test_worker_loops.py."
 )

@@ -14,8 +14,8 @@ from django.core.checks.registry import registry
 from test_sqlite import *  # noqa: F403  # Django's own test settings, beside runtests.py
 
 import neon_django
-import neon_django.backend.checks  # noqa: F401  # registers E010 now, so the discard below holds
-from neon_django.checks import check_app_installed
+import neon_django.backend._checks  # noqa: F401  # registers E010 now, so the discard below holds
+from neon_django._checks import check_app_installed
 
 DATABASES = {
     "default": neon_django.config(),

@@ -8,7 +8,7 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from neon_connect.check import run_check
+from neon_connect._check import run_check
 from neon_connect.cli import main
 from neon_local.pytest_plugin import NeonLocal
 from neon_local.replica import REPLICA_VAR, Replica

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 import neon_django
 from neon_connect import ConfigurationError, InvalidURLError, resolve
-from neon_connect.replicas import REPLICA_VAR, resolve_replicas
+from neon_connect._replicas import REPLICA_VAR, resolve_replicas
 from tests.constants import SECRET
 from tests.driver import DJANGO_DRIVER
 

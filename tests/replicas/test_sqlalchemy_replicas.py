@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 import neon_sqlalchemy
 from neon_local.pytest_plugin import NeonLocal
 from neon_local.replica import REPLICA_VAR, Replica
-from neon_sqlalchemy.replicas import RoutingSession, create_replica_engines
+from neon_sqlalchemy._replicas import RoutingSession, create_replica_engines
 
 pytestmark = pytest.mark.integration
 

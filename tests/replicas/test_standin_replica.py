@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from neon_connect import resolve
+from neon_connect._replicas import measure_replica, resolve_replicas
 from neon_connect.cli import main
-from neon_connect.replicas import measure_replica, resolve_replicas
 from neon_local.processes import alive, read_pid
 from neon_local.pytest_plugin import NeonLocal
 from neon_local.replica import REPLICA_VAR, Replica

@@ -3,7 +3,7 @@
 A deferred trigger makes each COMMIT take 1 s, so a fault lands inside it. Killing PgBouncer
 there gives the caller an ordinary connection error for a transaction that was stored; a
 terminated backend gives psycopg's ``received 2 results from command 'COMMIT'``. The library's
-:func:`neon_connect.commit_outcome.commit` says "outcome unknown" for both, and leaves a refusal
+:func:`neon_connect._commit_outcome.commit` says "outcome unknown" for both, and leaves a refusal
 by a live server (a definite rollback) unchanged.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy
 
 import neon_sqlalchemy
-from neon_connect.commit_outcome import CommitOutcomeUnknown, acommit, commit
+from neon_connect._commit_outcome import CommitOutcomeUnknown, acommit, commit
 from tests.resilience import SLOW_COMMIT
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import neon_sqlalchemy
-from neon_connect import retry
+from neon_connect import _retry as retry
 from resilience.load import describe
 
 pytestmark = pytest.mark.integration

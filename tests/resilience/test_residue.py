@@ -25,7 +25,7 @@ from django.db.utils import OperationalError
 
 import neon_django
 import neon_sqlalchemy
-from neon_django.backend import cursors
+from neon_django.backend import _cursors as cursors
 from neon_local.standin import StandInState, running
 from tests.helpers import django_alias
 

@@ -19,7 +19,7 @@ import pytest
 from django.db.utils import OperationalError
 
 import neon_django
-from neon_connect.liveness import Liveness, liveness
+from neon_connect._liveness import Liveness, liveness
 from neon_local.faults import Faults
 from neon_local.standin import StandInState, running
 from resilience import workers

@@ -370,7 +370,7 @@ def test_retry_waits_out_a_paused_pooler(neon_local):
         warnings.simplefilter("error")
         refused = neon_sqlalchemy.create_engine(
             "postgresql://u:p@127.0.0.1:1/db",
-            retry=neon_sqlalchemy.engines.RetryPolicy(timeout=0.3, initial_delay=0.05),
+            retry=neon_sqlalchemy._engines.RetryPolicy(timeout=0.3, initial_delay=0.05),
         )
         with pytest.raises(exc.OperationalError) as info:
             refused.connect()

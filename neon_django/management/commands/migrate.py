@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import CommandParser
 from django.db import DatabaseError, connections
 
-from neon_connect.migration_lock import MIGRATION_LOCK_KEY
-from neon_django.management.overrides import DirectCommand, next_command
+from neon_connect._migration_lock import MIGRATION_LOCK_KEY
+from neon_django.management._overrides import DirectCommand, next_command
 
 if TYPE_CHECKING:
     from django.core.management.commands.migrate import Command as NextCommand
 else:
     NextCommand = next_command("migrate")
 
-__all__ = ["MIGRATION_LOCK_KEY", "Command", "migration_lock"]
+__all__ = ["Command"]
 
 
 class Command(DirectCommand, NextCommand):

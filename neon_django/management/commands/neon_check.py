@@ -8,8 +8,11 @@ from django.core.checks import run_checks
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from neon_connect.check import Finding, Level, check_endpoints
-from neon_django.config import neon_settings
+from neon_connect._check import check_endpoints
+from neon_connect._rules import Finding, Level
+from neon_django._config import neon_settings
+
+__all__ = ["Command"]
 
 
 class Command(BaseCommand):

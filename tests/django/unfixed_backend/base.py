@@ -21,7 +21,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.creation import DatabaseCreation as DjangoCreation
 
 from neon_django.backend import base
-from neon_django.backend.creation import DatabaseCreation
+from neon_django.backend._creation import DatabaseCreation
 
 
 class OldSettingsWrapper(base.DatabaseWrapper):

@@ -10,7 +10,7 @@ server only at a transaction's first statement. When that login has failed, PgBo
 the statement with ``server login has been failing`` for ``server_login_retry`` (15 s), closes
 the client, and forwards nothing (:func:`is_refused_before_forwarding`). Such a statement is
 sent again on a new connection (:meth:`RetryPolicy.rerun_refused`). Any other statement that
-reached a server is never re-sent (for ``COMMIT``, see :mod:`neon_connect.commit_outcome`).
+reached a server is never re-sent (for ``COMMIT``, see :mod:`neon_connect._commit_outcome`).
 The last error is re-raised unchanged (callers keep catching what they catch), with a note
 naming the endpoint kind and host.
 """
@@ -29,19 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .endpoints import Endpoint
-
-__all__ = [
-    "DEFAULT_RETRY",
-    "NO_RETRY",
-    "RetryPolicy",
-    "connection_lost",
-    "in_pipeline",
-    "is_local_refusal",
-    "opens_transaction",
-    "is_refused_before_forwarding",
-    "is_transient",
-]
+from ._endpoints import Endpoint
 
 logger = logging.getLogger("neon_connect")
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """Cursors that stop statements that would leak session state through a transaction pooler
-(:mod:`neon_connect.session_guard`), and send a statement again when the pooler refused it
+(:mod:`neon_connect._session_guard`), and send a statement again when the pooler refused it
 without forwarding it.
 
 After a server restart PgBouncer answers a transaction's first statement with ``server login
@@ -19,12 +19,10 @@ from django.db.backends.utils import CursorWrapper as DjangoCursorWrapper
 from django.db.utils import DatabaseError
 
 from neon_connect import is_refused_before_forwarding
-from neon_connect.retry import connection_lost, in_pipeline, opens_transaction
+from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
 
 if TYPE_CHECKING:
     from .base import DatabaseWrapper
-
-__all__ = ["CursorDebugWrapper", "CursorWrapper"]
 
 T = TypeVar("T")
 

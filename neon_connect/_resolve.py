@@ -28,14 +28,12 @@ import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from .endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
+from ._endpoints import DEFAULT_PORT, Endpoint, EndpointKind, Endpoints
+from ._hosts import NeonHost, parse_neon_host
+from ._rules import endpoint_pair, refuse
+from ._secret import Secret, scrubbed
+from ._urls import ParsedURL, check_host, check_params, parse_port, parse_url
 from .errors import ConfigurationError, InvalidURLError, MissingURLError
-from .hosts import NeonHost, parse_neon_host
-from .rules import endpoint_pair, refuse
-from .secret import Secret, scrubbed
-from .urls import ParsedURL, check_host, check_params, parse_port, parse_url
-
-__all__ = ["APP_VARS", "DIRECT_VARS", "POOLED_VARS", "resolve"]
 
 APP_VARS: tuple[str, ...] = ("DATABASE_URL", "POSTGRES_URL")
 DIRECT_VARS: tuple[str, ...] = ("DATABASE_URL_UNPOOLED", "POSTGRES_URL_NON_POOLING", "DIRECT_URL")

@@ -16,14 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .endpoints import Endpoint
-
-__all__ = [
-    "answers_like_transaction_pooler",
-    "lone_pooler_message",
-    "pooler_probe_wanted",
-    "pooler_tracks_prepared_statements",
-]
+from ._endpoints import Endpoint
 
 
 def pooler_tracks_prepared_statements(conninfo: str = "", **params: Any) -> bool:

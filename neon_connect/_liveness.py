@@ -20,8 +20,6 @@ import enum
 import select
 from typing import Any
 
-__all__ = ["Liveness", "liveness"]
-
 
 class Liveness(enum.Enum):
     ALIVE = "alive"

@@ -12,15 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from neon_connect import Endpoint
-from neon_connect.limits import MAX_CONNECTION_AGE
-from neon_connect.platforms import ELASTIC_IDLE_TIMEOUT, detect_platform
-
-__all__ = [
-    "auto_conn_max_age",
-    "auto_idle_timeout",
-    "close_after_asgi_request",
-    "serverless_platform",
-]
+from neon_connect._limits import MAX_CONNECTION_AGE
+from neon_connect._platforms import ELASTIC_IDLE_TIMEOUT, detect_platform
 
 
 def serverless_platform(env: Mapping[str, str]) -> str | None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["NeonHost", "parse_neon_host"]
-
 _POOLER = "-pooler"
 _SUFFIXES = (".neon.tech", ".neon.build", ".postgres.vercel-storage.com")
 _CELL = re.compile(r"^c-\d+$")

@@ -21,15 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = [
-    "ELASTIC_IDLE_TIMEOUT",
-    "PLATFORMS",
-    "Platform",
-    "PlatformKind",
-    "describe_platform",
-    "detect_platform",
-]
-
 PlatformKind = Literal["function", "elastic", "server"]
 
 PLATFORMS: tuple[tuple[str, str, PlatformKind], ...] = (

@@ -27,12 +27,10 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from neon_connect import ConfigurationError, RetryPolicy, Secret, resolve
-from neon_connect.replicas import REPLICA_VAR, resolve_replicas
-from neon_connect.secret import scrubbed
+from neon_connect._replicas import REPLICA_VAR, resolve_replicas
+from neon_connect._secret import scrubbed
 
-from .engines import _arguments, _finish
-
-__all__ = ["REPLICA_RETRY", "RoutingSession", "create_replica_engines"]
+from ._engines import _arguments, _finish
 
 logger = logging.getLogger("neon_sqlalchemy.replicas")
 
@@ -56,7 +54,7 @@ def create_replica_engines(
 
     Each is built like :func:`neon_sqlalchemy.create_engine`'s pooled engine (``NullPool``,
     prepares off unless declared safe) on the replica's pooled endpoint. The replica URLs
-    come from ``replica_urls`` or ``DATABASE_URL_REPLICA``; see :mod:`neon_connect.replicas`.
+    come from ``replica_urls`` or ``DATABASE_URL_REPLICA``; see :mod:`neon_connect._replicas`.
     """
     primary = resolve(url, env=env, allow_mismatched_endpoints=allow_mismatched_endpoints)
     replicas = resolve_replicas(replica_urls, primary=primary, env=env, var=replica_var)

@@ -19,8 +19,6 @@ from django.core.management import load_command_class
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-__all__ = ["DIRECT_COMMANDS", "DirectCommand", "next_command", "provides"]
-
 DIRECT_COMMANDS = ("migrate", "dbshell")
 """The commands ``neon_django`` overrides: the ones that need a real session.
 

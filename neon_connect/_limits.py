@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_CONNECTION_AGE", "SUSPEND_SECONDS"]
-
 SUSPEND_SECONDS = 5 * 60
 """An idle compute suspends (closing its connections) after 5 minutes by default."""
 

@@ -13,20 +13,6 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
-__all__ = [
-    "MASK",
-    "SECRET_KEYS",
-    "DriverSecret",
-    "Secret",
-    "SecretParams",
-    "acall_without_driver_frames",
-    "call_without_driver_frames",
-    "is_secret_key",
-    "mask_driver_secrets",
-    "scrubbed",
-    "without_driver_frames",
-]
-
 P = ParamSpec("P")
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)

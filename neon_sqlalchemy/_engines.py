@@ -27,17 +27,17 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
-from neon_connect.limits import MAX_CONNECTION_AGE
-from neon_connect.params import connection_options
-from neon_connect.probes import (
+from neon_connect._limits import MAX_CONNECTION_AGE
+from neon_connect._params import connection_options
+from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
     pooler_probe_wanted,
 )
-from neon_connect.secret import mask_driver_secrets, scrubbed
-from neon_connect.session_guard import GuardMode, guard_mode
+from neon_connect._secret import mask_driver_secrets, scrubbed
+from neon_connect._session_guard import GuardMode, guard_mode
 
-from .events import (
+from ._events import (
     PoolerProbe,
     add_commit_outcome,
     add_liveness_check,
@@ -46,8 +46,6 @@ from .events import (
     add_statement_listeners,
     dispose_after_fork,
 )
-
-__all__ = ["NeonClientPoolWarning", "create_async_engine", "create_engine", "endpoint_for"]
 
 logger = logging.getLogger("neon_sqlalchemy")
 Driver = Literal["psycopg", "psycopg2", "asyncpg"]

@@ -2,7 +2,7 @@
 
 Every id is listed in :data:`CHECK_IDS`; messages name the setting, hints give the fix. The
 rules that are not Django's own (the endpoint pair, TLS, startup options) come from
-:mod:`neon_connect.rules`, which configuration errors and ``neon-connect check`` render too.
+:mod:`neon_connect._rules`, which configuration errors and ``neon-connect check`` render too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from neon_connect import parse_neon_host
-from neon_connect.limits import SUSPEND_SECONDS
-from neon_connect.params import describe_startup_options
-from neon_connect.rules import RULES, Finding, endpoint_pair, startup_options, tls_mode
+from neon_connect._limits import SUSPEND_SECONDS
+from neon_connect._params import describe_startup_options
+from neon_connect._rules import RULES, Finding, endpoint_pair, startup_options, tls_mode
 
-from .config import ENGINE, neon_settings
-from .management.overrides import DIRECT_COMMANDS, provides
-
-__all__ = ["CHECK_IDS", "check_app_order", "check_app_installed", "check_databases"]
+from ._config import ENGINE, neon_settings
+from .management._overrides import DIRECT_COMMANDS, provides
 
 CHECK_IDS: dict[str, str] = {
     "neon_django.E001": "an app listed above neon_django overrides a command it routes direct",
@@ -65,7 +63,7 @@ def check_databases(
     messages: list[CheckMessage] = []
     for alias, db in settings.DATABASES.items():
         messages += _check_alias(alias, db)
-    from .replica_checks import check_replicas
+    from ._replica_checks import check_replicas
 
     return messages + check_replicas()
 

@@ -5,7 +5,7 @@ DATABASE_ROUTERS = ["neon_django.routers.ReplicaRouter"]
 MIDDLEWARE = ["neon_django.routers.ReplicaStickinessMiddleware", ...]
 
 Replica URLs come from ``replica_urls=`` or ``DATABASE_URL_REPLICA`` (comma-separated); see
-:mod:`neon_connect.replicas` for the rules. Each replica alias gets the same settings as
+:mod:`neon_connect._replicas` for the rules. Each replica alias gets the same settings as
 ``default`` (pooled endpoint, TLS, prepares off at the pooler), a short connect retry so a
 replica that is down is skipped quickly, and ``TEST: {"MIRROR": "default"}``: tests read the
 test database through the replica, as Django mirrors do.
@@ -20,14 +20,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from neon_connect import ConfigurationError, Secret, resolve
-from neon_connect.replicas import REPLICA_VAR, resolve_replica_pairs
-from neon_connect.resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
-from neon_connect.secret import scrubbed
+from neon_connect._replicas import REPLICA_VAR, resolve_replica_pairs
+from neon_connect._resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
+from neon_connect._secret import scrubbed
 
-from .config import settings_for
-from .conn_max_age import auto_conn_max_age
-
-__all__ = ["REPLICA_ALIAS", "databases", "replica_of"]
+from ._config import settings_for
+from ._conn_max_age import auto_conn_max_age
 
 REPLICA_ALIAS = "replica_{n}"
 """How replica aliases are named: ``replica_1``, ``replica_2``, ..."""

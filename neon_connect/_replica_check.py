@@ -1,17 +1,15 @@
 """The read-replica part of ``neon-connect check``: each replica, whether it is read-only and
-how far it lags, measured on the servers (:func:`neon_connect.replicas.measure_replica`)."""
+how far it lags, measured on the servers (:func:`neon_connect._replicas.measure_replica`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from .endpoints import Endpoints
+from ._endpoints import Endpoints
+from ._replicas import REPLICA_VAR, measure_replica, resolve_replicas
+from ._rules import Finding
 from .errors import ConfigurationError
-from .replicas import REPLICA_VAR, measure_replica, resolve_replicas
-from .rules import Finding
-
-__all__ = ["check_replicas"]
 
 
 def check_replicas(

@@ -25,19 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .endpoints import Endpoint, Endpoints
+from ._endpoints import Endpoint, Endpoints
+from ._resolve import resolve
+from ._secret import Secret, SecretParams, scrubbed
 from .errors import ConfigurationError
-from .resolve import resolve
-from .secret import Secret, SecretParams, scrubbed
-
-__all__ = [
-    "REPLICA_VAR",
-    "ReplicaStatus",
-    "measure_replica",
-    "replica_sources",
-    "resolve_replica_pairs",
-    "resolve_replicas",
-]
 
 REPLICA_VAR = "DATABASE_URL_REPLICA"
 """Read replicas' URLs, comma-separated."""
@@ -214,7 +205,7 @@ def measure_replica(
     """
     import psycopg
 
-    from .params import psycopg_params
+    from ._params import psycopg_params
 
     def params(ep: Endpoint) -> dict[str, Any]:
         return SecretParams({**psycopg_params(ep), "connect_timeout": timeout, "autocommit": True})

@@ -13,9 +13,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from .replicas import replica_of
-
-__all__ = ["check_replicas"]
+from ._replicas import replica_of
 
 _MIDDLEWARE = "neon_django.routers.ReplicaStickinessMiddleware"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["MIGRATION_LOCK_KEY"]
-
 MIGRATION_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"neon_django.migrate").digest()[:8], "big", signed=True
 )

@@ -31,14 +31,12 @@ from neon_connect import (
     psycopg_params,
     resolve,
 )
-from neon_connect.limits import MAX_CONNECTION_AGE
-from neon_connect.params import connection_options
-from neon_connect.secret import DriverSecret, scrubbed
-from neon_connect.session_guard import GuardMode, guard_mode
+from neon_connect._limits import MAX_CONNECTION_AGE
+from neon_connect._params import connection_options
+from neon_connect._secret import DriverSecret, scrubbed
+from neon_connect._session_guard import GuardMode, guard_mode
 
-from .conn_max_age import auto_conn_max_age, auto_idle_timeout
-
-__all__ = ["ENGINE", "NeonSettings", "config", "neon_settings"]
+from ._conn_max_age import auto_conn_max_age, auto_idle_timeout
 
 ENGINE = "neon_django.backend"
 
@@ -75,7 +73,7 @@ def _register_app_check() -> None:
     that use it: without the app, ``migrate`` may run before the backend is ever imported."""
     from django.core import checks
 
-    from .checks import check_app_installed
+    from ._checks import check_app_installed
 
     checks.register(check_app_installed)
 
@@ -115,7 +113,7 @@ def config(
     (unless ``prepared_statements=True`` declares that the pooler tracks them, as
     Neon's PgBouncer >= 1.22 does) and no client pool. ``conn_max_age="auto"`` keeps one
     connection per thread to the pooler for 240 s (below Neon's 5-minute suspend) with health
-    checks, and 0 in serverless functions and on direct endpoints (``conn_max_age.py``); an
+    checks, and 0 in serverless functions and on direct endpoints (``_conn_max_age.py``); an
     explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only
     allowed when the app endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
     ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
@@ -124,7 +122,7 @@ def config(
     direct URLs that name different endpoints or databases (refused by default).
     ``idle_timeout="auto"`` drops a kept connection to the pooler that sat idle 10 s (wall
     clock, checked when it is used) on elastic platforms (Cloud Run, ECS/Fargate, Modal), as
-    Neon advises; elsewhere there is no limit (``neon_connect/platforms.py``).
+    Neon advises; elsewhere there is no limit (``neon_connect/_platforms.py``).
     ``session_guard`` decides what happens, behind a transaction pooler, to a statement that
     would leave session state for the next client (``SET search_path``, session advisory
     locks, ``LISTEN``, temp tables...): ``"error"`` stops it before it is sent (the default),

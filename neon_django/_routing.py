@@ -9,8 +9,6 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 
-__all__ = ["direct"]
-
 
 @contextlib.contextmanager
 def direct(using: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:

@@ -11,22 +11,10 @@ import shlex
 import ssl
 from typing import Any
 
-from .endpoints import Endpoint
+from ._endpoints import Endpoint
+from ._rules import WEAK_SSLMODES, refuse, startup_options, tls_mode
+from ._secret import SecretParams
 from .errors import ConfigurationError, InsecureConnectionError, UnsupportedStartupParameterError
-from .rules import WEAK_SSLMODES, refuse, startup_options, tls_mode
-from .secret import SecretParams
-
-__all__ = [
-    "CONNECTION_KEYS",
-    "DEFAULT_CONNECT_TIMEOUT",
-    "WEAK_SSLMODES",
-    "asyncpg_params",
-    "connection_options",
-    "describe_startup_options",
-    "libpq_params",
-    "libpq_version",
-    "psycopg_params",
-]
 
 DEFAULT_CONNECT_TIMEOUT = 10
 KEEPALIVES = {

@@ -18,19 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
+from ._secret import MASK, Secret, is_secret_key, scrubbed
 from .errors import InvalidURLError
-from .secret import MASK, Secret, is_secret_key, scrubbed
-
-__all__ = [
-    "MASK",
-    "ParsedURL",
-    "check_host",
-    "check_params",
-    "libpq_keywords",
-    "mask_url",
-    "parse_port",
-    "parse_url",
-]
 
 _SCHEMES = ("postgres", "postgresql")
 _QUOTE_HINT = "percent-encode it, e.g. urllib.parse.quote(password, safe='')"

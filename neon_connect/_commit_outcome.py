@@ -19,15 +19,7 @@ from typing import Any
 
 import psycopg
 
-from .retry import connection_lost
-
-__all__ = [
-    "CommitOutcomeUnknown",
-    "acommit",
-    "commit",
-    "is_commit_outcome_unknown",
-    "outcome_unknown",
-]
+from ._retry import connection_lost
 
 
 class CommitOutcomeUnknown(psycopg.OperationalError):

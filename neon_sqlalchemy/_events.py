@@ -18,28 +18,17 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
-from neon_connect.liveness import Liveness, liveness
-from neon_connect.migration_lock import MIGRATION_LOCK_KEY
-from neon_connect.retry import connection_lost, in_pipeline, opens_transaction
-from neon_connect.secret import acall_without_driver_frames, call_without_driver_frames
-from neon_connect.session_guard import GuardMode, check_statement, explain_pooler_error
-
-__all__ = [
-    "MIGRATION_LOCK_KEY",
-    "add_commit_outcome",
-    "add_liveness_check",
-    "add_migration_lock",
-    "add_retry",
-    "add_pooler_error_notes",
-    "add_statement_listeners",
-    "dispose_after_fork",
-]
+from neon_connect._liveness import Liveness, liveness
+from neon_connect._migration_lock import MIGRATION_LOCK_KEY
+from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
+from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
+from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
 
 logger = logging.getLogger("neon_sqlalchemy")
 
 
 PoolerProbe = Callable[[Any, Callable[[], Any]], None]
-"""Called with a new sync DBAPI connection and a way to open another (see engines.py)."""
+"""Called with a new sync DBAPI connection and a way to open another (see _engines.py)."""
 
 
 def add_retry(
@@ -56,7 +45,7 @@ def add_retry(
     server is ever sent again.
 
     The driver's error comes without the driver's frames, which hold the password in clear
-    (:func:`neon_connect.secret.call_without_driver_frames`), with retrying on or off.
+    (:func:`neon_connect._secret.call_without_driver_frames`), with retrying on or off.
     """
     retrying = policy.timeout > 0
 
@@ -133,7 +122,7 @@ _Execute = Callable[[Any], None]  # sends the statement on the cursor it is give
 
 def add_liveness_check(engine: Engine) -> None:
     """At each pool checkout, replace a connection the server or pooler closed while it sat
-    in the pool, without a round trip (:mod:`neon_connect.liveness`).
+    in the pool, without a round trip (:mod:`neon_connect._liveness`).
 
     Raising ``DisconnectionError`` from ``checkout`` is SQLAlchemy's documented way to have
     the pool drop the connection and check out another. Where the socket cannot tell, the
@@ -365,7 +354,7 @@ def add_commit_outcome(engine: Engine) -> None:
         if conn is None:
             return None
         try:  # lazily: a psycopg2 or asyncpg engine does not load psycopg for nothing
-            from neon_connect.commit_outcome import is_commit_outcome_unknown, outcome_unknown
+            from neon_connect._commit_outcome import is_commit_outcome_unknown, outcome_unknown
         except ImportError:
             return None
         broken = is_commit_outcome_unknown(orig, _driver(conn))

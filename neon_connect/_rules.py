@@ -1,7 +1,7 @@
 """Neon's connection rules, each written once: a function that returns findings with ids.
 
 Three places report a broken rule: a configuration error (:func:`neon_connect.resolve`,
-:func:`neon_connect.psycopg_params`), a Django system check (:mod:`neon_django.checks`) and
+:func:`neon_connect.psycopg_params`), a Django system check (:mod:`neon_django._checks`) and
 ``neon-connect check``. Each renders the findings of the rule here, so a rule's condition,
 wording and fix live in one place. Rules take plain values, never a framework's settings.
 """
@@ -11,18 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ._hosts import NeonHost
 from .errors import ConfigurationError
-from .hosts import NeonHost
-
-__all__ = [
-    "RULES",
-    "Finding",
-    "Level",
-    "endpoint_pair",
-    "refuse",
-    "startup_options",
-    "tls_mode",
-]
 
 Level = Literal["error", "warning", "info"]
 

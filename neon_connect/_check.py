@@ -15,24 +15,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .endpoints import Endpoint, Endpoints
+from ._endpoints import Endpoint, Endpoints
+from ._params import libpq_version, psycopg_params
+from ._platforms import describe_platform
+from ._probes import answers_like_transaction_pooler, pooler_probe_wanted
+from ._resolve import resolve
+from ._rules import RULES, Finding, endpoint_pair, tls_mode
+from ._secret import Secret
 from .errors import ConfigurationError, MissingURLError
-from .params import libpq_version, psycopg_params
-from .platforms import describe_platform
-from .probes import answers_like_transaction_pooler, pooler_probe_wanted
-from .resolve import resolve
-from .rules import RULES, Finding, Level, endpoint_pair, tls_mode
-from .secret import Secret
-
-__all__ = [
-    "FINDING_IDS",
-    "EndpointReport",
-    "Finding",
-    "Level",
-    "Report",
-    "check_endpoints",
-    "run_check",
-]
 
 FINDING_IDS: dict[str, str] = {
     **RULES,  # the rule book's, rendered here as by configuration errors and Django's checks
@@ -74,7 +64,7 @@ class EndpointReport:
     max_connections: int | None = None
     behaves_as_transaction_pooler: bool | None = None
     tracks_prepared_statements: bool | None = None
-    """Measured by a real probe (:mod:`neon_connect.probes`), on pooled endpoints only."""
+    """Measured by a real probe (:mod:`neon_connect._probes`), on pooled endpoints only."""
 
 
 @dataclass
@@ -89,7 +79,7 @@ class Report:
     error: str | None = None
     """Why the configuration could not be resolved (``None`` when it was)."""
     replicas: list[dict[str, Any]] = field(default_factory=list)
-    """Read replicas (``DATABASE_URL_REPLICA``): see :mod:`neon_connect.replica_check`."""
+    """Read replicas (``DATABASE_URL_REPLICA``): see :mod:`neon_connect._replica_check`."""
     platform: str | None = None
     """The platform detected from the environment and what was chosen for it."""
 
@@ -220,7 +210,7 @@ def run_check(
     if failure is not None:
         return failure
     report = check_endpoints(endpoints, connect=connect, timeout=timeout)
-    from .replica_check import check_replicas  # read replicas come from the environment
+    from ._replica_check import check_replicas  # read replicas come from the environment
 
     report.replicas, replica_findings = check_replicas(
         endpoints, env=env, connect=connect, timeout=timeout
@@ -296,7 +286,7 @@ def _probe(entry: EndpointReport, endpoint: Endpoint, params: dict[str, Any]) ->
                 endpoint, conn, lambda: psycopg.connect(**params)
             )
     if endpoint.transaction_pooler:
-        from .probes import pooler_tracks_prepared_statements
+        from ._probes import pooler_tracks_prepared_statements
 
         with contextlib.suppress(psycopg.Error):
             entry.tracks_prepared_statements = pooler_tracks_prepared_statements(**params)

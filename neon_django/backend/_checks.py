@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from django.core import checks
 
-from neon_django.checks import check_app_installed
+from neon_django._checks import check_app_installed
 
 checks.register(check_app_installed)

@@ -23,16 +23,6 @@ from typing import Any, Literal
 
 from .errors import ConfigurationError, SessionStateError
 
-__all__ = [
-    "GUARD_MODES",
-    "GuardMode",
-    "TRACKED_PARAMETERS",
-    "check_statement",
-    "explain_pooler_error",
-    "guard_mode",
-    "leak",
-]
-
 GuardMode = Literal["error", "warn", "off"]
 GUARD_MODES: tuple[GuardMode, ...] = ("error", "warn", "off")
 

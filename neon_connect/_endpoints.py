@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ._hosts import NeonHost, parse_neon_host
+from ._secret import MASK, is_secret_key
+from ._urls import build_url
 from .errors import NoDirectEndpointError
-from .hosts import NeonHost, parse_neon_host
-from .secret import MASK, is_secret_key
-from .urls import build_url
-
-__all__ = ["Endpoint", "EndpointKind", "Endpoints"]
 
 EndpointKind = Literal["pooled", "direct"]
 DEFAULT_PORT = 5432
