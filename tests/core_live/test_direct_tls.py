@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy
 
 import neon_sqlalchemy
-from neon_connect import asyncpg_params, libpq_version, psycopg_params, resolve
+from neon_connect import InvalidURLError, asyncpg_params, libpq_version, psycopg_params, resolve
 from neon_connect.params import DIRECT_TLS_LIBPQ
 from neon_local.direct_tls import DirectTLSFront
 from neon_local.pytest_plugin import NeonLocal
@@ -75,7 +75,12 @@ def test_with_an_older_libpq_the_connect_asks_for_tls_first(neon_local, front):
 
 
 def test_the_users_own_sslnegotiation_wins(neon_local, front):
-    endpoint = resolve(_neon_url(neon_local, front) + "&sslnegotiation=postgres").app
+    url = _neon_url(neon_local, front) + "&sslnegotiation=postgres"
+    if not DIRECT:  # libpq 16 does not know the keyword: the URL is refused, by name
+        with pytest.raises(InvalidURLError, match="sslnegotiation"):
+            resolve(url)
+        return
+    endpoint = resolve(url).app
     params = psycopg_params(endpoint)
     assert params["sslnegotiation"] == "postgres"
     assert _select_one(params) == 1
@@ -114,10 +119,9 @@ def test_sqlalchemy_and_django_settings_carry_it_where_their_libpq_can(neon_loca
 def test_asyncpg_opens_tls_directly_where_it_can(neon_local, front):
     """asyncpg >= 0.30 has ``direct_tls``; it cannot use ``hostaddr``, so the URL asks for
     direct TLS itself on the front's address."""
-    url = (
-        neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{front.port}/")
-        + "&sslnegotiation=direct"
-    )
+    url = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{front.port}/")
+    if DIRECT:  # the keyword is checked against psycopg's libpq, which must know it
+        url += "&sslnegotiation=direct"
     kwargs = asyncpg_params(resolve(url).app)
     supported = "direct_tls" in kwargs
 
