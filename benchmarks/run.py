@@ -29,11 +29,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import psycopg
 
+from neon_connect import psycopg_params, resolve
+from neon_connect.params import DIRECT_TLS_LIBPQ
 from neon_local import StandInState, running
+from neon_local.direct_tls import DirectTLSFront
 
 from . import report
 from .configs import CONFIGS
@@ -45,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RTTS = (0.0, 0.001, 0.020)
 CONCURRENCY = (1, 16, 64)
 THROUGHPUT_RTT = 0.001
+NEON_BENCH_HOST = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,36 @@ def _protocol(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
         await conn.close()
 
     asyncio.run(asyncpg_connect())
+    out.update(_direct_tls_connects(state, proxies))
+    return out
+
+
+def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
+    """A connect to a Neon host name, with and without direct TLS, through the stand-in's
+    TLS front (PgBouncer 1.24 has none): counted at 10 ms RTT, where each flight counts once,
+    and averaged over five connects."""
+    with DirectTLSFront(upstream_port=state.pooler_port, runtime_dir=state.runtime_dir) as front:
+        port = proxies.add("probe_front", "127.0.0.1", front.port)
+        password = quote(state.password, safe="")
+        endpoint = resolve(
+            f"postgresql://neondb_owner:{password}@{NEON_BENCH_HOST}:{port}/neondb"
+            "?sslmode=require&hostaddr=127.0.0.1"
+        ).app
+        proxies.set_rtt(0.01)
+        out: dict[str, float] = {}
+        try:
+            for version in (DIRECT_TLS_LIBPQ - 1, psycopg.pq.version()):
+                params = psycopg_params(endpoint, client_version=version)
+                way = "direct TLS" if params.get("sslnegotiation") == "direct" else "SSLRequest"
+                label = f"{way}, as libpq {version // 10000}"
+                counts = []
+                for _ in range(5):
+                    before = proxies.counts()["probe_front"].round_trips
+                    psycopg.connect(**params).close()
+                    counts.append(proxies.counts()["probe_front"].round_trips - before)
+                out[f"psycopg connect to a Neon host name (pooled: {label})"] = sum(counts) / 5
+        finally:
+            proxies.set_rtt(0.0)
     return out
 
 

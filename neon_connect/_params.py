@@ -7,9 +7,11 @@ and a transaction pooler accepts no startup ``options``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import shlex
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 from ._endpoints import Endpoint
 from ._rules import WEAK_SSLMODES, refuse, startup_options, tls_mode
@@ -72,14 +74,21 @@ _ASYNCPG_UNSUPPORTED = ("hostaddr", "replication")
 """libpq keywords that change where or how asyncpg connects, which it cannot honour."""
 
 
-def libpq_version() -> int:
-    """The libpq version psycopg uses (``170002`` for 17.2), or psycopg2's, or 0."""
-    try:
-        import psycopg
+DIRECT_TLS_LIBPQ = 170000
+"""libpq 17 added ``sslnegotiation=direct``: TLS from the first byte, without the
+``SSLRequest`` round trip. Neon's proxy accepts it on both endpoints."""
 
-        return int(psycopg.pq.version())
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
+
+def libpq_version(*, driver: Literal["psycopg", "psycopg2"] = "psycopg") -> int:
+    """The libpq version ``driver`` uses (``170002`` for 17.2), or psycopg2's when psycopg
+    cannot be imported, or 0. The two drivers bundle libpqs of their own."""
+    if driver == "psycopg":
+        try:
+            import psycopg
+
+            return int(psycopg.pq.version())
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            pass
     try:  # pragma: no cover - psycopg2 is optional
         import psycopg2.extensions  # type: ignore[import-untyped]
 
@@ -105,6 +114,10 @@ def libpq_params(
     version = libpq_version() if client_version is None else client_version
     params = dict(endpoint.params)
     _apply_tls_rules(endpoint, params)
+    if version >= DIRECT_TLS_LIBPQ and _direct_tls(endpoint, params):
+        params["sslnegotiation"] = "direct"
+    elif version < DIRECT_TLS_LIBPQ and "sslnegotiation" in params:
+        params.pop("sslnegotiation")  # libpq < 17 rejects the keyword outright
     neon_options, startup_options = _split_options(params.pop("options", ""))
     _refuse_startup_options(endpoint, startup_options)
     if "channel_binding" in params and version < 130000:
@@ -175,6 +188,7 @@ def asyncpg_params(
             "cannot honour: remove it, or use the psycopg driver."
         )
     _apply_tls_rules(endpoint, params)
+    direct_tls = _direct_tls(endpoint, params) and _asyncpg_direct_tls()
     _neon_options, startup_options = _split_options(params.pop("options", ""))
     _refuse_startup_options(endpoint, startup_options)
     server_settings = _settings_from_options(startup_options)
@@ -213,6 +227,8 @@ def asyncpg_params(
         kwargs["server_settings"] = server_settings
     if endpoint.transaction_pooler and not prepared_statements:
         kwargs["statement_cache_size"] = 0
+    if direct_tls:
+        kwargs["direct_tls"] = True
     return kwargs
 
 
@@ -230,6 +246,28 @@ def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
         tls_mode(params["sslmode"], neon_host=endpoint.host, where=endpoint.origin),
         InsecureConnectionError,
     )
+
+
+def _direct_tls(endpoint: Endpoint, params: dict[str, str]) -> bool:
+    """Whether to open TLS directly: the user's ``sslnegotiation`` decides; else on Neon's
+    hosts, whose proxy accepts it (TLS is required there, as libpq demands for it)."""
+    chosen = params.get("sslnegotiation")
+    if chosen is not None:
+        return chosen.lower() == "direct"
+    return endpoint.is_neon and params.get("sslmode", "").lower() in _STRICT_SSLMODES
+
+
+_STRICT_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+
+
+@functools.cache
+def _asyncpg_direct_tls() -> bool:
+    """asyncpg >= 0.30 takes ``direct_tls``; 0.29 does not."""
+    try:
+        import asyncpg
+    except ImportError:
+        return False
+    return "direct_tls" in inspect.signature(asyncpg.connect).parameters
 
 
 def _split_options(options: str) -> tuple[list[str], list[str]]:

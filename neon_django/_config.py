@@ -28,6 +28,7 @@ from neon_connect import (
     SecretParams,
     UnsupportedStartupParameterError,
     libpq_params,
+    libpq_version,
     psycopg_params,
     resolve,
 )
@@ -279,7 +280,7 @@ def _options(endpoint: Endpoint, user_options: dict[str, Any], *, prepared: bool
     params = (
         psycopg_params(endpoint, prepared_statements=prepared)
         if _is_psycopg3()
-        else libpq_params(endpoint)
+        else libpq_params(endpoint, client_version=libpq_version(driver="psycopg2"))
     )
     options: dict[str, Any] = SecretParams({**connection_options(params), **user_options})
     if not _is_psycopg3():

@@ -24,6 +24,7 @@ from neon_connect import (
     Secret,
     asyncpg_params,
     libpq_params,
+    libpq_version,
     psycopg_params,
     resolve,
 )
@@ -120,8 +121,8 @@ def _connect_args(
             )
     elif driver == "psycopg":
         args = psycopg_params(endpoint, prepared_statements=prepared_statements)
-    else:
-        args = libpq_params(endpoint)
+    else:  # psycopg2: its libpq is its own
+        args = libpq_params(endpoint, client_version=libpq_version(driver="psycopg2"))
     if endpoint.transaction_pooler and not prepared_statements:
         _refuse_prepares(user_args, endpoint)
     return {**connection_options(args), **user_args}
