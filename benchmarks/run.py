@@ -35,7 +35,6 @@ import asyncpg
 import psycopg
 
 from neon_connect import psycopg_params, resolve
-from neon_connect.params import DIRECT_TLS_LIBPQ
 from neon_local import StandInState, running
 from neon_local.direct_tls import DirectTLSFront
 
@@ -50,6 +49,7 @@ RTTS = (0.0, 0.001, 0.020)
 CONCURRENCY = (1, 16, 64)
 THROUGHPUT_RTT = 0.001
 NEON_BENCH_HOST = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+LIBPQ_16 = 160000  # a libpq without sslnegotiation (added in 17)
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str
         proxies.set_rtt(0.01)
         out: dict[str, float] = {}
         try:
-            for version in (DIRECT_TLS_LIBPQ - 1, psycopg.pq.version()):
+            for version in (LIBPQ_16, psycopg.pq.version()):
                 params = psycopg_params(endpoint, client_version=version)
                 way = "direct TLS" if params.get("sslnegotiation") == "direct" else "SSLRequest"
                 label = f"{way}, as libpq {version // 10000}"

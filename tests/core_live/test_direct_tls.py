@@ -19,7 +19,7 @@ import sqlalchemy
 
 import neon_sqlalchemy
 from neon_connect import InvalidURLError, asyncpg_params, libpq_version, psycopg_params, resolve
-from neon_connect.params import DIRECT_TLS_LIBPQ
+from neon_connect._params import DIRECT_TLS_LIBPQ
 from neon_local.direct_tls import DirectTLSFront
 from neon_local.pytest_plugin import NeonLocal
 
