@@ -136,10 +136,23 @@ def _goals(f: _Figures) -> str:
     rows = dict(f.results["overhead"])
     core_name, core = next(iter(rows.items()))
     rows.pop(core_name)
-    adapters = max(v["ratio"] for v in rows.values())
-    verdict = "met" if adapters <= 1.02 else "not met"
+    # "against no ..." rows price the liveness check itself against a path that checks
+    # nothing; the goal compares each path with the same configuration by hand
+    unchecked = {name: v for name, v in rows.items() if ", against no " in name}
+    same = {name: v for name, v in rows.items() if name not in unchecked}
+    worst_name, worst = max(same.items(), key=lambda item: item[1]["ratio"])
+    over = [name for name, v in same.items() if v["ratio"] > 1.02]
+    verdict = (
+        "met on every request path"
+        if not over
+        else f"met on {len(same) - len(over)} of {len(same)} request paths, not on {', '.join(over)}"
+    )
+    checks = "; ".join(f"{name}: {v['ratio']:.3f}" for name, v in unchecked.items())
     overhead = (
-        f"{verdict} on the adapters' request paths (largest ratio {adapters:.3f}). The core path "
+        f"{verdict} (largest ratio {worst['ratio']:.3f}, {worst_name}), each against the same "
+        "configuration without neon-connect. Against a path that checks nothing at all "
+        f"({checks}), the difference is the zero-round-trip liveness check, which replaces "
+        "a ping of one round trip. The core path "
         f"that calls `resolve()` + `psycopg_params()` before every connect measures "
         f"{core['ratio']:.3f}: those calls cost {core['resolve_params_ms'] * 1000:.0f} us in a "
         "hot loop and more next to a connect; computed once per process (as the adapters do) "
