@@ -8,7 +8,6 @@ and a transaction pooler accepts no startup ``options``.
 from __future__ import annotations
 
 import functools
-import inspect
 import shlex
 import ssl
 from typing import Any, Literal
@@ -262,12 +261,15 @@ _STRICT_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
 
 @functools.cache
 def _asyncpg_direct_tls() -> bool:
-    """asyncpg >= 0.30 takes ``direct_tls``; 0.29 does not."""
+    """asyncpg >= 0.32: it offers ALPN ``postgresql`` on the TLS contexts it makes (and
+    :func:`_asyncpg_ssl` on the ones made here). Older releases take ``direct_tls`` but offer
+    no ALPN, which PostgreSQL 17 refuses for direct TLS: they ask with ``SSLRequest``."""
     try:
         import asyncpg
     except ImportError:
         return False
-    return "direct_tls" in inspect.signature(asyncpg.connect).parameters
+    major, minor = (int(part) for part in asyncpg.__version__.split(".")[:2])
+    return (major, minor) >= (0, 32)
 
 
 def _split_options(options: str) -> tuple[list[str], list[str]]:
@@ -336,6 +338,7 @@ def _asyncpg_ssl(params: dict[str, str]) -> Any:
             if rootcert
             else ssl.create_default_context()
         )
+    context.set_alpn_protocols(["postgresql"])  # asyncpg leaves a given context as it is
     if cert:
         context.load_cert_chain(cert, key)
     if mode == "require" and not rootcert:

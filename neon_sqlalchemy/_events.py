@@ -315,6 +315,10 @@ def _await_sleep(seconds: float) -> None:
     await_only(asyncio.sleep(seconds))  # inside SQLAlchemy's greenlet: the event loop runs on
 
 
+_COMMIT_FAILED = "_neon_commit_failed"
+"""The mark an error raised by a COMMIT carries (see :func:`add_commit_outcome`)."""
+
+
 def add_commit_outcome(engine: Engine) -> None:
     """Say "outcome unknown" when ``COMMIT`` fails because its connection was lost.
 
@@ -327,18 +331,21 @@ def add_commit_outcome(engine: Engine) -> None:
     # The error must be the COMMIT's own. SQLAlchemy has no dialect event for a commit, and
     # its "commit" Connection event would route every statement through the whole event
     # dispatch (about 10 % of a kept connection's request): so the engine's own dialect
-    # instance gets a do_commit that marks the error it raises, one call per COMMIT.
+    # instance gets a do_commit that marks the error it raises, one call per COMMIT. Only an
+    # Exception is marked: KeyboardInterrupt and SystemExit pass untouched, as SQLAlchemy
+    # expects them (it invalidates the connection), and the mark is an attribute, which
+    # every exception takes (built-in ones refuse weak references).
     dialect = engine.dialect
     if getattr(dialect.do_commit, "neon_marks_errors", False):
         return  # the Alembic plugin and create_engine() on the same engine
-    failed: weakref.WeakSet[BaseException] = weakref.WeakSet()
     do_commit = dialect.do_commit
 
     def _do_commit(dbapi_connection: Any) -> None:
         try:
             do_commit(dbapi_connection)
-        except BaseException as error:
-            failed.add(error)
+        except Exception as error:
+            with contextlib.suppress(AttributeError, TypeError):  # an exception with __slots__
+                setattr(error, _COMMIT_FAILED, True)
             raise
 
     _do_commit.neon_marks_errors = True  # type: ignore[attr-defined]
@@ -347,9 +354,8 @@ def add_commit_outcome(engine: Engine) -> None:
     @event.listens_for(engine, "handle_error")
     def _commit_failed(context: ExceptionContext) -> BaseException | None:
         orig = context.original_exception
-        if orig not in failed:
+        if not getattr(orig, _COMMIT_FAILED, False):
             return None
-        failed.discard(orig)
         conn = context.connection
         if conn is None:
             return None

@@ -9,6 +9,7 @@ records how each client came. A Neon host name reaches it through ``hostaddr``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -117,14 +118,19 @@ def test_sqlalchemy_and_django_settings_carry_it_where_their_libpq_can(neon_loca
     assert settings["OPTIONS"].get("sslnegotiation") == ("direct" if can else None)
 
 
-def test_asyncpg_opens_tls_directly_where_it_can(neon_local, front):
-    """asyncpg >= 0.30 has ``direct_tls``; it cannot use ``hostaddr``, so the URL asks for
-    direct TLS itself on the front's address."""
+@pytest.mark.parametrize("tls", ["sslmode", "context"])
+def test_asyncpg_opens_tls_directly_with_alpn_where_it_can(neon_local, front, tls):
+    """asyncpg >= 0.32 (ALPN on its own contexts); it cannot use ``hostaddr``, so the URL
+    asks for direct TLS itself on the front's address. ``context``: a root certificate makes
+    neon-connect build the SSLContext, which asyncpg uses as given: it must offer ALPN too."""
     url = neon_local.pooled_url.replace(f":{neon_local.state.pooler_port}/", f":{front.port}/")
+    if tls == "context":
+        url += f"&sslrootcert={neon_local.state.runtime_dir}/server.crt"
     if DIRECT:  # the keyword is checked against psycopg's libpq, which must know it
         url += "&sslnegotiation=direct"
     kwargs = asyncpg_params(resolve(url).app)
     supported = "direct_tls" in kwargs
+    assert isinstance(kwargs["ssl"], ssl.SSLContext) is (tls == "context")
 
     async def select_one() -> int:
         conn = await asyncpg.connect(**kwargs)
@@ -134,6 +140,7 @@ def test_asyncpg_opens_tls_directly_where_it_can(neon_local, front):
             await conn.close()
 
     assert asyncio.run(select_one()) == 1
+    assert front.negotiations == (["direct+alpn"] if supported else [front.negotiations[0]])
     assert _ways(front) == ["direct" if supported else "sslrequest"]
 
 

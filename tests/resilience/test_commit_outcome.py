@@ -9,6 +9,7 @@ by a live server (a definite rollback) unchanged.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -186,6 +187,28 @@ def test_sqlalchemy_a_commit_refused_by_a_live_server_is_left_alone(standin, slo
         conn.execute(sqlalchemy.text("SELECT 1"))
         conn.commit()
     engine.dispose()
+
+
+def test_sqlalchemy_ctrl_c_during_commit_reaches_the_caller_as_it_was(standin, slow):
+    """KeyboardInterrupt (or a worker's SystemExit) while COMMIT waits stays what it was, so
+    ``except KeyboardInterrupt`` catches it and SQLAlchemy invalidates the connection. The
+    COMMIT's error mark once turned it into ``TypeError`` (no weak reference to a built-in
+    exception). The alarm lands inside the 1 s deferred trigger."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    engine = neon_sqlalchemy.create_engine(env=standin.env())
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), engine.connect() as conn:
+            conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES ('ctrl-c')"))
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            conn.commit()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        engine.dispose()
 
 
 async def test_sqlalchemy_async_engine_says_the_commit_outcome_is_unknown(standin, faults, slow):
