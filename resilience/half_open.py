@@ -124,6 +124,8 @@ class Relay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         self.forget()
 

@@ -58,6 +58,8 @@ class DirectTLSFront:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
 
     def _spawn(self, target: object, *args: object) -> None:
