@@ -214,17 +214,46 @@ class Ticker(Pausable, Protocol):
 
 
 @contextlib.contextmanager
-def between_ticks(ticker: Pausable) -> Iterator[None]:
+def between_ticks(ticker: Pausable, state: StandInState | None = None) -> Iterator[None]:
     """Hold the worker between two of its uses while the fault strikes, as in the issue's
     measurement: its next use comes after the fault. A statement in flight at the very moment
     a server dies is another case (the check's residue; see findings), so the worker is paused
-    first and its answers in flight are given time to land."""
-    ticker.pause()
-    try:
+    first and its answers in flight are given time to land.
+
+    A process stopped with ``SIGSTOP`` may stop anywhere, inside a transaction too (django-tasks
+    claims each task in one): with ``state``, it is let go and stopped again until no client of
+    the stand-in is inside a transaction."""
+    for _ in range(100):
+        ticker.pause()
         time.sleep(0.2)
+        if state is None or not _inside_a_transaction(state):
+            break
+        ticker.resume()
+        time.sleep(random.uniform(0.01, 0.09))
+    else:
+        ticker.resume()
+        raise RuntimeError("the worker was inside a transaction at each of 100 pauses")
+    try:
         yield
     finally:
         ticker.resume()
+
+
+def _inside_a_transaction(state: StandInState) -> bool:
+    """Whether a client holds a transaction open: linked to a server at PgBouncer, or a
+    direct backend not idle (this check's own runs in database ``postgres``)."""
+    with psycopg.connect(state.admin_url, autocommit=True) as admin, admin.cursor() as cur:
+        cur.execute("SHOW CLIENTS")
+        names = [d.name for d in cur.description or []]
+        clients = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    if any(c["database"] == "neondb" and c["link"] for c in clients):
+        return True
+    with psycopg.connect(state.superuser_url, autocommit=True) as su:
+        row = su.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'neondb'"
+            " AND backend_type = 'client backend' AND state <> 'idle'"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 class _Stoppable:
@@ -347,7 +376,7 @@ def _across(
     before = _take(ticker, BEFORE)
     if before != ["ok"] * BEFORE:
         raise RuntimeError(f"{worker} did not work before the fault: {before}")
-    with between_ticks(ticker):
+    with between_ticks(ticker, state if isinstance(ticker, _Process) else None):
         strike(state, fault)
     after = _take(ticker, ticks)
     errors = [line for line in after if line != "ok"]
@@ -387,7 +416,7 @@ def _db_worker(state: StandInState, fault: Fault, *, tasks: int, by_hand: bool) 
         _enqueue(state, first)
         if not _until(lambda: len(_ledger(state, prefix)) == BEFORE, worker):
             raise RuntimeError(f"db_worker did not work before the fault: {_ledger(state, prefix)}")
-        with between_ticks(_Stoppable(worker)):
+        with between_ticks(_Stoppable(worker), state):
             strike(state, fault)
         _enqueue(state, second)
         _until(lambda: len(_ledger(state, prefix)) == BEFORE + tasks, worker)
