@@ -110,7 +110,7 @@ def main() -> int:
             conn.execute("SELECT 1")
 
     out["connect + SELECT 1 + close (pooled)"] = pair(
-        ours_connect, plain_connect, rounds=rounds, n=10
+        ours_connect, plain_connect, rounds=rounds, n=30
     )
     out["connect + SELECT 1 + close (pooled)"]["resolve_params_ms"] = resolve_ms
 
@@ -122,7 +122,7 @@ def main() -> int:
     ours_null = neon_sqlalchemy.create_engine(env=env)
     plain_null = sqlalchemy.create_engine(sa_url, poolclass=NullPool, **plain_args)
     out["SQLAlchemy request, NullPool"] = pair(
-        sa_request(ours_null), sa_request(plain_null), rounds=rounds, n=10
+        sa_request(ours_null), sa_request(plain_null), rounds=rounds, n=30
     )
     import warnings
 
@@ -167,7 +167,7 @@ def main() -> int:
 
     django.setup()
     out["Django request, CONN_MAX_AGE=0"] = pair(
-        django_request("/django/neon"), django_request("/django/stock"), rounds=rounds, n=10
+        django_request("/django/neon"), django_request("/django/stock"), rounds=rounds, n=30
     )
     out["Django request, CONN_MAX_AGE=240"] = pair(
         django_request("/django/neon_240"),

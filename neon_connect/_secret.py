@@ -76,8 +76,8 @@ class DriverSecret(str):
 
 def mask_driver_secrets(params: dict[str, Any]) -> None:
     """Wrap the secret values of ``params`` (in place) as :class:`DriverSecret`."""
-    for key, value in params.items():
-        if is_secret_key(key) and isinstance(value, str) and value:
+    for key, value in params.items():  # is_secret_key(), inlined: this runs per connect
+        if key.lower() in SECRET_KEYS and isinstance(value, str) and value:
             params[key] = DriverSecret(value)
 
 

@@ -128,8 +128,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # Django reads it a dozen times per request: the common path is two dict reads.
     @property
     def settings_dict(self) -> dict[str, Any]:
-        settings = self._neon_own_settings
-        neon = neon_settings(settings)
+        try:  # _neon_own_settings, inlined: this runs for every statement
+            settings: dict[str, Any] = self.__dict__["settings_dict"]
+        except KeyError:
+            raise AttributeError("settings_dict") from None
+        neon = settings.get("NEON")
         if neon is None or neon["DIRECT"] is None or not self._neon_routed_direct():
             return settings
         return _DirectSettings(settings, neon["DIRECT"])
@@ -180,7 +183,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _neon_routed_direct(self) -> bool:
         """Inside ``direct()``, or the alias that creates and drops databases (it needs a
         session, and PgBouncer may not serve 'postgres')."""
-        alias = getattr(self, "alias", None)  # settings_dict is read before Django sets alias
+        alias = self.__dict__.get("alias")  # settings_dict is read before Django sets alias
         return alias == NO_DB_ALIAS or alias in _DIRECT_ALIASES.get()
 
     def neon_in_transaction(self) -> bool:
@@ -250,10 +253,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         where the socket cannot tell (psycopg2 with unread bytes) does ``SELECT 1`` run.
         """
         if (
-            self.neon is None
-            or self.connection is None
-            or self.neon_in_transaction()
+            self.connection is None
+            or self.in_atomic_block
+            or not self.autocommit  # neon_in_transaction(), inlined: this runs per cursor
             or self.neon_connecting  # Django's set-up: the connect retry covers it as a unit
+            or self.neon is None
         ):
             super().close_if_health_check_failed()
             return

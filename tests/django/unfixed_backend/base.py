@@ -27,7 +27,11 @@ from neon_django.backend._creation import DatabaseCreation
 class OldSettingsWrapper(base.DatabaseWrapper):
     @property
     def settings_dict(self) -> dict[str, Any]:
-        return base.DatabaseWrapper.settings_dict.fget(self)  # type: ignore[attr-defined]
+        settings = self._old_settings
+        neon = settings.get("NEON")
+        if neon is None or neon["DIRECT"] is None or not self._neon_routed_direct():
+            return settings
+        return base._DirectSettings(settings, neon["DIRECT"])
 
     @settings_dict.setter
     def settings_dict(self, value: dict[str, Any]) -> None:
