@@ -8,6 +8,7 @@ and a transaction pooler accepts no startup ``options``.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import ssl
 from typing import Any, Literal
@@ -248,9 +249,10 @@ def _apply_tls_rules(endpoint: Endpoint, params: dict[str, str]) -> None:
 
 
 def _direct_tls(endpoint: Endpoint, params: dict[str, str]) -> bool:
-    """Whether to open TLS directly: the user's ``sslnegotiation`` decides; else on Neon's
-    hosts, whose proxy accepts it (TLS is required there, as libpq demands for it)."""
-    chosen = params.get("sslnegotiation")
+    """Whether to open TLS directly: the user's ``sslnegotiation`` decides, in the URL or in
+    libpq's own ``PGSSLNEGOTIATION`` (a keyword set here would override that variable); else
+    on Neon's hosts, whose proxy accepts it (TLS is required there, as libpq demands for it)."""
+    chosen = params.get("sslnegotiation") or os.environ.get("PGSSLNEGOTIATION") or None
     if chosen is not None:
         return chosen.lower() == "direct"
     return endpoint.is_neon and params.get("sslmode", "").lower() in _STRICT_SSLMODES

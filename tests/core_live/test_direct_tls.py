@@ -88,6 +88,16 @@ def test_the_users_own_sslnegotiation_wins(neon_local, front):
     assert _ways(front) == ["sslrequest"]
 
 
+def test_libpqs_own_pgsslnegotiation_in_the_environment_wins(neon_local, front, monkeypatch):
+    """libpq reads ``PGSSLNEGOTIATION`` only where no keyword is given: a keyword set here
+    would silently override the user's choice (it did: the connect opened TLS directly)."""
+    monkeypatch.setenv("PGSSLNEGOTIATION", "postgres")
+    params = psycopg_params(resolve(_neon_url(neon_local, front)).app)
+    assert "sslnegotiation" not in params
+    assert _select_one(params) == 1
+    assert _ways(front) == ["sslrequest"]
+
+
 def test_control_hosts_other_than_neons_are_not_asked_and_pgbouncer_refuses_it(neon_local):
     """Only Neon's proxy is known to accept it; PgBouncer < 1.25 (the stand-in's) does not."""
     params = psycopg_params(resolve(neon_local.pooled_url).app)
