@@ -235,16 +235,21 @@ def add_statement_listeners(
         def listener(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
             if guarded:
                 check_statement(statement, mode=session_guard, where=where)
-            do = getattr(context.dialect, name)
+            dialect = context.dialect
+            do = getattr(dialect, name)
+            later = getattr(dialect.dispatch, name)
             # read before sending (the transaction's status changes as it is sent); all else
             # is decided after an error, off the request path
             first = pooler and opens_transaction(
                 context.root_connection.connection.dbapi_connection
             )
             try:
-                do(cursor, statement, parameters, context)
+                _send_after(listener, later, do, cursor, statement, parameters, context)
             except Exception as error:
-                again: _Execute = lambda c: do(c, statement, parameters, context)  # noqa: E731
+
+                def again(c: Any) -> None:
+                    _send_after(listener, later, do, c, statement, parameters, context)
+
                 return recover(again, context, error, opening=first, many=many)
             return True
 
@@ -257,14 +262,33 @@ def add_statement_listeners(
     def _execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
         if guarded:
             check_statement(statement, mode=session_guard, where=where)
-        do = context.dialect.do_execute_no_params
+        dialect = context.dialect
+        do = dialect.do_execute_no_params
+        later = dialect.dispatch.do_execute_no_params
         first = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
         try:
-            do(cursor, statement, context)
+            _send_after(_execute_no_params, later, do, cursor, statement, context)
         except Exception as error:
-            again: _Execute = lambda c: do(c, statement, context)  # noqa: E731
+
+            def again(c: Any) -> None:
+                _send_after(_execute_no_params, later, do, c, statement, context)
+
             return recover(again, context, error, opening=first)
         return True
+
+
+def _send_after(me: Callable[..., Any], listeners: Any, do: Callable[..., Any], *args: Any) -> None:
+    """Send the statement as SQLAlchemy would after ``me``: the listeners registered after ours
+    first (an app's own ``do_execute`` listener; ours returns True, which ends SQLAlchemy's
+    loop, so without this they never ran), then the dialect's own call if none took it."""
+    found = False
+    for fn in listeners:
+        if found:
+            if fn(*args):
+                return
+        elif fn is me:
+            found = True
+    do(*args)
 
 
 def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:

@@ -25,6 +25,7 @@ from neon_connect import (
     DoublePoolingError,
     InvalidURLError,
     NoDirectEndpointError,
+    SessionStateError,
 )
 from tests.constants import SECRET
 
@@ -212,6 +213,39 @@ def test_our_engines_keep_statements_off_sqlalchemys_connection_event_dispatch(n
         ]
         assert connection_events == []
         assert engine.dialect.dispatch.do_execute  # the dialect's events carry them
+    finally:
+        engine.dispose()
+
+
+def test_an_apps_own_do_execute_listeners_still_run_after_ours(neon_local):
+    """Ours sends the statement and returns True, which ends SQLAlchemy's loop over the
+    dialect's listeners: an app's own (registered after the engine is made) never ran. Now
+    they run in order after the guard, and one that sends the statement itself takes it."""
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    seen: list[str] = []
+    taken: list[str] = []
+
+    @sqlalchemy.event.listens_for(engine, "do_execute")
+    def watch(cursor, statement, parameters, context):
+        seen.append(statement)
+
+    @sqlalchemy.event.listens_for(engine, "do_execute")
+    def take(cursor, statement, parameters, context):
+        if "neon_taken" in statement:
+            taken.append(statement)
+            cursor.execute(statement.replace("1 AS neon_taken", "2 AS neon_taken"), parameters)
+            return True
+        return False
+
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT :x AS v"), {"x": 7}).scalar() == 7
+            assert conn.execute(text("SELECT 1 AS neon_taken")).scalar() == 2
+            with pytest.raises(SessionStateError):  # the guard still comes first
+                conn.execute(text("SET search_path = public"))
+        assert [s for s in seen if "SELECT" in s] == ["SELECT %(x)s AS v", "SELECT 1 AS neon_taken"]
+        assert taken == ["SELECT 1 AS neon_taken"]
+        assert not any("search_path" in s for s in seen)
     finally:
         engine.dispose()
 
