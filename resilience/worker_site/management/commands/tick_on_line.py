@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.db import connection
+
+from resilience.worker_site.ticks import tick
 
 
 class Command(BaseCommand):
@@ -22,11 +23,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         for _ in sys.stdin:
             started = time.monotonic()
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-                error = ""
-            except Exception as exc:  # what the worker would see
-                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            error = tick()
             outcome = {"ok": not error, "error": error, "seconds": time.monotonic() - started}
             print(json.dumps(outcome), flush=True)
