@@ -36,12 +36,13 @@ from .errors import (
 if TYPE_CHECKING:
     import psycopg
 
-    from ._commit_outcome import CommitOutcomeUnknown, acommit, commit
+    from ._commit_outcome import CommitNotSent, CommitOutcomeUnknown, acommit, commit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APP_VARS",
+    "CommitNotSent",
     "CommitOutcomeUnknown",
     "DEFAULT_RETRY",
     "DIRECT_VARS",
@@ -104,10 +105,10 @@ def connect(
 
 
 def __getattr__(name: str) -> Any:
-    """``CommitOutcomeUnknown``, ``commit`` and ``acommit`` on first use: the error subclasses
-    a psycopg error, and importing ``neon_connect`` imports no driver (a psycopg2-only project
+    """``CommitOutcomeUnknown``, ``CommitNotSent``, ``commit`` and ``acommit`` on first use: the
+    errors subclass a psycopg error, and importing ``neon_connect`` imports no driver (a psycopg2-only project
     never loads psycopg)."""
-    if name in ("CommitOutcomeUnknown", "commit", "acommit"):
+    if name in ("CommitOutcomeUnknown", "CommitNotSent", "commit", "acommit"):
         from . import _commit_outcome
 
         return getattr(_commit_outcome, name)

@@ -7,6 +7,11 @@ a transaction that *was* stored. A backend terminated around a commit shows up i
 ``InternalError: received 2 results from command 'COMMIT'`` (PgBouncer relays the server's
 ``FATAL`` and then its own ``server conn crashed?``), which hides the real cause.
 
+A connection found lost *before* ``COMMIT`` is sent (checked on the socket, no bytes sent)
+is a certain outcome: the server ended the transaction, nothing of it is stored, and
+:class:`CommitNotSent` says it is safe to run again. A worker stopped inside a transaction
+while its server restarted met exactly that.
+
 Retrying such a write blindly can double it; giving up can lose it. :class:`CommitOutcomeUnknown`
 says so: check whether the write landed (by its key) or make it idempotent, then retry. A
 ``COMMIT`` refused by a healthy server (a serialization failure, a deferred constraint) leaves
@@ -19,12 +24,26 @@ from typing import Any
 
 import psycopg
 
+from ._liveness import lost_before_commit
 from ._retry import connection_lost
 
 
 class CommitOutcomeUnknown(psycopg.OperationalError):
     """``COMMIT`` was sent and the connection was lost before its answer: the transaction
     may or may not be committed. The driver's error is the ``__cause__``."""
+
+
+class CommitNotSent(psycopg.OperationalError):
+    """``COMMIT`` was not sent: its connection was found lost first, so the server (or the
+    pooler) had already ended the transaction. Nothing of it is stored: it is safe to run
+    the whole transaction again on a new connection."""
+
+
+NOT_SENT = (
+    "the connection was lost before COMMIT was sent (a suspend, a restart or a pooler "
+    "restart ended it inside the transaction), so nothing of the transaction was stored; "
+    "run it again on a new connection"
+)
 
 
 _MESSAGE = (
@@ -55,7 +74,10 @@ def outcome_unknown(exc: BaseException) -> CommitOutcomeUnknown:
 
 
 def commit(connection: psycopg.Connection[Any]) -> None:
-    """``connection.commit()``, raising :class:`CommitOutcomeUnknown` when the outcome is lost."""
+    """``connection.commit()``, raising :class:`CommitOutcomeUnknown` when the outcome is lost,
+    and :class:`CommitNotSent` when the connection was lost before ``COMMIT`` could be sent."""
+    if lost_before_commit(connection):
+        raise CommitNotSent(NOT_SENT)
     try:
         connection.commit()
     except psycopg.Error as exc:
@@ -66,6 +88,8 @@ def commit(connection: psycopg.Connection[Any]) -> None:
 
 async def acommit(connection: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of :func:`commit`."""
+    if lost_before_commit(connection):
+        raise CommitNotSent(NOT_SENT)
     try:
         await connection.commit()
     except psycopg.Error as exc:

@@ -80,6 +80,20 @@ def _psycopg(connection: Any, pgconn: Any) -> Liveness:
     return UNSURE  # still more to read: let a ping decide
 
 
+def lost_before_commit(connection: Any) -> bool:
+    """True when a psycopg 3 connection that holds a transaction is found lost before
+    ``COMMIT`` is sent (no bytes sent): the server or the pooler ended that transaction, so
+    nothing of it can be stored. False for other drivers, a closed connection and one with
+    no transaction (where psycopg's ``commit()`` sends nothing)."""
+    pgconn = getattr(connection, "pgconn", None)
+    if pgconn is None or connection.closed or pgconn.transaction_status == _IDLE:
+        return False
+    return _psycopg(connection, pgconn) is DEAD
+
+
+_IDLE = 0
+"""libpq's ``PQTRANS_IDLE`` (psycopg's ``pq.TransactionStatus.IDLE``): no transaction."""
+
 _READS = 3
 """How many reads before giving up on the socket: a FATAL and an end-of-file need two."""
 

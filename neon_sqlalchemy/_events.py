@@ -18,7 +18,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
-from neon_connect._liveness import Liveness, liveness
+from neon_connect._liveness import Liveness, liveness, lost_before_commit
 from neon_connect._migration_lock import MIGRATION_LOCK_KEY
 from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
 from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
@@ -349,7 +349,8 @@ def add_commit_outcome(engine: Engine) -> None:
     SQLAlchemy reports that as an ordinary ``OperationalError`` (or psycopg's ``InternalError:
     received 2 results``), which reads like a rollback although the write may be stored. The
     replacement is a ``sqlalchemy.exc.OperationalError`` whose ``orig`` is
-    :class:`neon_connect.CommitOutcomeUnknown`; a refusal by a live server is left alone.
+    :class:`neon_connect.CommitOutcomeUnknown`; a refusal by a live server is left alone. A
+    connection found lost before ``COMMIT`` is sent gives :class:`neon_connect.CommitNotSent`.
     """
 
     # The error must be the COMMIT's own. SQLAlchemy has no dialect event for a commit, and
@@ -365,6 +366,10 @@ def add_commit_outcome(engine: Engine) -> None:
     do_commit = dialect.do_commit
 
     def _do_commit(dbapi_connection: Any) -> None:
+        if lost_before_commit(getattr(dbapi_connection, "driver_connection", dbapi_connection)):
+            from neon_connect._commit_outcome import NOT_SENT, CommitNotSent
+
+            raise CommitNotSent(NOT_SENT)  # psycopg 3 only, no bytes sent: nothing stored
         try:
             do_commit(dbapi_connection)
         except Exception as error:

@@ -4,7 +4,8 @@ Every client writes uniquely keyed rows, one transaction each, through a neon_sq
 engine, and records what happened to each key:
 
 - ``acked``: ``COMMIT`` returned; the row must be stored exactly once;
-- ``failed``: an error before ``COMMIT`` was sent; the row must not be stored;
+- ``failed``: an error before ``COMMIT`` was sent, or neon-connect's ``CommitNotSent`` (the
+  connection was found lost before it was sent); the row must not be stored;
 - ``unknown``: ``COMMIT`` was sent and no answer came back (the outcome is ambiguous); the
   row may or may not be stored, but at most once.
 
@@ -36,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from neon_connect import Endpoint, RetryPolicy
+from neon_connect import CommitNotSent, Endpoint, RetryPolicy
 
 T = TypeVar("T")
 
@@ -190,6 +191,12 @@ def _sync_client(
             time.sleep(plan.think * random.uniform(0.5, 1.5))
 
 
+def not_sent(exc: BaseException) -> bool:
+    """neon-connect's certain outcome: ``COMMIT`` was never sent (``CommitNotSent``, itself
+    or as SQLAlchemy's ``orig``), so the row must not be stored; the ledger checks that."""
+    return isinstance(exc, CommitNotSent) or isinstance(getattr(exc, "orig", None), CommitNotSent)
+
+
 def _write(
     conn: Connection, client: Client, run: str, key: str, began: float, *, sleep: float
 ) -> bool:
@@ -205,7 +212,7 @@ def _write(
     try:
         conn.commit()
     except Exception as exc:  # the outcome may be unknown: never re-sent
-        client.unknown.append(key)
+        (client.failed if not_sent(exc) else client.unknown).append(key)
         client.commit_errors.append(describe(exc))
         return False
     done = time.monotonic()
@@ -324,7 +331,7 @@ async def _async_client(
             try:
                 await conn.commit()
             except Exception as exc:
-                client.unknown.append(key)
+                (client.failed if not_sent(exc) else client.unknown).append(key)
                 client.commit_errors.append(describe(exc))
                 continue
             done = time.monotonic()

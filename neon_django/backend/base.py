@@ -24,7 +24,7 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
-from neon_connect._liveness import Liveness, liveness
+from neon_connect._liveness import Liveness, liveness, lost_before_commit
 from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
@@ -459,13 +459,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """Django's commit; a ``COMMIT`` cut with its connection says the outcome is unknown.
 
         Raises Django's ``OperationalError`` whose ``__cause__`` is
-        :class:`neon_connect.CommitOutcomeUnknown`: the write may or may not be stored.
+        :class:`neon_connect.CommitOutcomeUnknown`: the write may or may not be stored; or,
+        when the connection is found lost before ``COMMIT`` is sent,
+        :class:`neon_connect.CommitNotSent`: nothing was stored.
         A refusal by a live server (a definite rollback) is unchanged. With psycopg2 the same
         holds; only where psycopg 3 cannot be imported at all is psycopg2's error passed on.
         """
         if self.connection is None:
             return
         with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
+            if lost_before_commit(self.connection):  # psycopg 3 only: no bytes sent
+                from neon_connect._commit_outcome import NOT_SENT, CommitNotSent
+
+                raise CommitNotSent(NOT_SENT)  # nothing stored: safe to run again
             try:
                 self.connection.commit()
             except Exception as exc:

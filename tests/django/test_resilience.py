@@ -13,7 +13,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.utils import ConnectionHandler
 
 import neon_django
-from neon_connect import CommitOutcomeUnknown, RetryPolicy
+from neon_connect import CommitNotSent, CommitOutcomeUnknown, RetryPolicy
 from neon_django.backend.base import DatabaseWrapper
 from resilience.load import LEDGER_DDL, describe
 from tests.constants import SECRET
@@ -284,6 +284,45 @@ def test_a_commit_cut_by_a_suspend_says_the_outcome_is_unknown(neon_local):
     assert isinstance(error, OperationalError)  # Django's own: existing handlers still match
     assert isinstance(error.__cause__, CommitOutcomeUnknown)
     assert "may or may not be committed" in str(error) and "before retrying" in str(error)
+
+
+def _ended_before_commit(neon_local, alias: str) -> tuple[DatabaseError, int]:
+    """A transaction whose backend a suspend ended before Django sent COMMIT: the error, and
+    how many of its rows were stored."""
+    with connections["default"].cursor() as cur:
+        cur.execute(SLOW_COMMIT)
+    key = uuid.uuid4().hex
+    database = connections[alias].settings_dict["NAME"]
+    with (
+        pytest.raises(DatabaseError) as info,
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cur,
+    ):
+        cur.execute("INSERT INTO slow_commits VALUES (%s)", [key])
+        assert neon_local.faults.suspend(database) >= 1
+        time.sleep(0.2)
+    connections[alias].close()
+    with connections["default"].cursor() as cur:
+        cur.execute("SELECT count(*) FROM slow_commits WHERE k = %s", [key])
+        return info.value, cur.fetchone()[0]
+
+
+@pytest.mark.psycopg3_only
+def test_a_transaction_ended_before_commit_is_reported_not_stored(neon_local):
+    """Nothing sent, a certain outcome: safe to run again (it was "may or may not")."""
+    error, stored = _ended_before_commit(neon_local, "default")
+    assert isinstance(error, OperationalError)
+    assert isinstance(error.__cause__, CommitNotSent)
+    assert "nothing of the transaction was stored" in str(error)
+    assert stored == 0
+
+
+@pytest.mark.psycopg3_only
+def test_control_django_alone_sends_that_commit_and_hides_the_outcome(neon_local):
+    error, stored = _ended_before_commit(neon_local, "handwritten")  # Django's own backend
+    assert not isinstance(error.__cause__, CommitNotSent)
+    assert "nothing of the transaction was stored" not in str(error)
+    assert stored == 0
 
 
 @pytest.mark.psycopg3_only

@@ -9,6 +9,7 @@ by a live server (a definite rollback) unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 import sqlalchemy
 
 import neon_sqlalchemy
-from neon_connect._commit_outcome import CommitOutcomeUnknown, acommit, commit
+from neon_connect._commit_outcome import CommitNotSent, CommitOutcomeUnknown, acommit, commit
 from tests.resilience import SLOW_COMMIT
 
 pytestmark = pytest.mark.integration
@@ -86,33 +87,67 @@ def test_control_the_driver_alone_reports_that_commit_as_a_plain_connection_erro
     assert _stored(standin, key) == 1  # ...yet it was committed
 
 
-def test_a_backend_terminated_in_the_transaction_gives_2_results_and_unknown(standin, faults, slow):
+def _terminated_in_the_transaction(standin, faults) -> tuple[psycopg.Connection, str]:
+    """A pooled connection inside a transaction whose backend was then terminated (a
+    suspend): PgBouncer relays the FATAL and closes the client before COMMIT is sent."""
     key = uuid.uuid4().hex
-    with psycopg.connect(standin.pooled_url) as conn:
-        conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
-        assert faults.suspend() >= 1
-        time.sleep(0.2)
-        with pytest.raises(CommitOutcomeUnknown) as info:
-            commit(conn)
-    # psycopg 3.3 hides the server's FATAL behind "received 2 results"; 3.2 reports the
-    # crash itself. Either way the driver's error alone does not say what became of COMMIT.
-    cause = info.value.__cause__
-    assert isinstance(cause, psycopg.Error)
-    assert any(
-        text in str(cause)
-        for text in ("received 2 results from command 'COMMIT'", "server conn crashed")
-    ), cause
+    conn = psycopg.connect(standin.pooled_url)
+    conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
+    assert faults.suspend() >= 1
+    time.sleep(0.2)
+    return conn, key
+
+
+def test_a_transaction_ended_before_commit_is_sent_is_reported_not_stored(standin, faults, slow):
+    """The socket shows the end before COMMIT is sent: a certain outcome, safe to run again
+    (it was reported as "may or may not be committed")."""
+    conn, key = _terminated_in_the_transaction(standin, faults)
+    with conn, pytest.raises(CommitNotSent) as info:
+        commit(conn)
+    assert not isinstance(info.value, CommitOutcomeUnknown)
+    assert "nothing of the transaction was stored" in str(info.value)
     assert _stored(standin, key) == 0
 
 
-async def test_async_commit_outcome(standin, faults, slow):
+def test_control_the_driver_alone_sends_that_commit_and_hides_the_cause(standin, faults, slow):
+    """psycopg 3.3 hides the server's FATAL behind "received 2 results"; 3.2 reports the
+    crash itself. Either way the driver's error alone does not say what became of COMMIT."""
+    conn, key = _terminated_in_the_transaction(standin, faults)
+    with conn, pytest.raises(psycopg.Error) as info:
+        conn.commit()
+    assert any(
+        text in str(info.value)
+        for text in ("received 2 results from command 'COMMIT'", "server conn crashed")
+    ), info.value
+    assert _stored(standin, key) == 0
+
+
+async def test_async_commit_cut_by_a_suspend_is_unknown(standin, faults, slow):
     key = uuid.uuid4().hex
     conn = await psycopg.AsyncConnection.connect(standin.pooled_url)
     await conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
-    faults.suspend()
-    with pytest.raises(CommitOutcomeUnknown):
-        await acommit(conn)
-    await conn.close()
+    timer = threading.Timer(0.3, faults.suspend)  # inside the 1 s COMMIT
+    timer.start()
+    try:
+        with pytest.raises(CommitOutcomeUnknown):
+            await acommit(conn)
+    finally:
+        timer.join()
+        await conn.close()
+
+
+async def test_async_commit_of_a_transaction_ended_before_commit_is_sent(standin, faults, slow):
+    key = uuid.uuid4().hex
+    conn = await psycopg.AsyncConnection.connect(standin.pooled_url)
+    try:
+        await conn.execute("INSERT INTO slow_commits VALUES (%s)", (key,))
+        assert faults.suspend() >= 1
+        await asyncio.sleep(0.2)
+        with pytest.raises(CommitNotSent, match="nothing of the transaction was stored"):
+            await acommit(conn)
+    finally:
+        await conn.close()
+    assert _stored(standin, key) == 0
 
 
 def test_a_commit_refused_by_a_live_server_is_a_definite_rollback_and_unchanged(standin):
@@ -162,7 +197,7 @@ def test_control_a_plain_engine_reports_the_driver_error_as_if_it_failed(standin
     assert _stored(standin, key) == 1
 
 
-def test_sqlalchemy_a_backend_terminated_before_commit_is_unknown_too(standin, faults, slow):
+def test_sqlalchemy_a_transaction_ended_before_commit_is_reported_not_stored(standin, faults, slow):
     engine = neon_sqlalchemy.create_engine(env=standin.env())
     key = uuid.uuid4().hex
     with engine.connect() as conn:
@@ -171,7 +206,9 @@ def test_sqlalchemy_a_backend_terminated_before_commit_is_unknown_too(standin, f
         time.sleep(0.2)
         with pytest.raises(sqlalchemy.exc.OperationalError) as info:
             conn.commit()
-    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    assert isinstance(info.value.orig, CommitNotSent)
+    assert "nothing of the transaction was stored" in str(info.value)
+    assert info.value.connection_invalidated  # the pool drops it
     engine.dispose()
     assert _stored(standin, key) == 0
 
@@ -214,14 +251,32 @@ def test_sqlalchemy_ctrl_c_during_commit_reaches_the_caller_as_it_was(standin, s
 async def test_sqlalchemy_async_engine_says_the_commit_outcome_is_unknown(standin, faults, slow):
     engine = neon_sqlalchemy.create_async_engine(env=standin.env())
     key = uuid.uuid4().hex
+    timer = threading.Timer(0.3, faults.suspend)  # inside the 1 s COMMIT
+    async with engine.connect() as conn:
+        await conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
+        timer.start()
+        with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+            await conn.commit()
+    timer.join()
+    await engine.dispose()
+    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    assert _stored(standin, key) == 0
+
+
+async def test_sqlalchemy_async_engine_a_transaction_ended_before_commit_is_not_stored(
+    standin, faults, slow
+):
+    engine = neon_sqlalchemy.create_async_engine(env=standin.env())
+    key = uuid.uuid4().hex
     async with engine.connect() as conn:
         await conn.execute(sqlalchemy.text("INSERT INTO slow_commits VALUES (:k)"), {"k": key})
         assert faults.suspend() >= 1
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
         with pytest.raises(sqlalchemy.exc.OperationalError) as info:
             await conn.commit()
     await engine.dispose()
-    assert isinstance(info.value.orig, CommitOutcomeUnknown)
+    assert isinstance(info.value.orig, CommitNotSent)
+    assert "nothing of the transaction was stored" in str(info.value)
     assert _stored(standin, key) == 0
 
 
