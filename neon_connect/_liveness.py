@@ -57,6 +57,11 @@ def liveness(connection: Any) -> Liveness:
 def _psycopg(connection: Any, pgconn: Any) -> Liveness:
     if connection.closed or getattr(connection, "broken", False):
         return DEAD
+    if pgconn.transaction_status == _ACTIVE:
+        # a command still in progress at a use that starts afresh: libpq refuses to send
+        # anything more ("another command is already in progress"), for good. Seen with
+        # psycopg 3.2.1 on a worker's connection after a pooler restart.
+        return DEAD
     try:
         fd = pgconn.socket  # psycopg's OperationalError when libpq has no socket any more
     except Exception:  # noqa: BLE001 - no socket is a dead connection, whatever the class
@@ -86,13 +91,14 @@ def lost_before_commit(connection: Any) -> bool:
     nothing of it can be stored. False for other drivers, a closed connection and one with
     no transaction (where psycopg's ``commit()`` sends nothing)."""
     pgconn = getattr(connection, "pgconn", None)
-    if pgconn is None or connection.closed or pgconn.transaction_status == _IDLE:
-        return False
+    if pgconn is None or connection.closed or pgconn.transaction_status in (_IDLE, _ACTIVE):
+        return False  # ACTIVE: a command in progress; psycopg's own error says so
     return _psycopg(connection, pgconn) is DEAD
 
 
-_IDLE = 0
-"""libpq's ``PQTRANS_IDLE`` (psycopg's ``pq.TransactionStatus.IDLE``): no transaction."""
+_IDLE, _ACTIVE = 0, 1
+"""libpq's ``PQTRANS_IDLE`` (no transaction) and ``PQTRANS_ACTIVE`` (a command in progress),
+as psycopg's ``pq.TransactionStatus``."""
 
 _READS = 3
 """How many reads before giving up on the socket: a FATAL and an end-of-file need two."""

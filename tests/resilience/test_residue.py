@@ -21,10 +21,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from django.db import connections, transaction
-from django.db.utils import OperationalError
+from django.db.utils import DatabaseError, OperationalError
 
 import neon_django
 import neon_sqlalchemy
+from neon_connect import _liveness as liveness_module
 from neon_django.backend import _cursors as cursors
 from neon_local.standin import StandInState, running
 from tests.helpers import django_alias
@@ -82,6 +83,39 @@ def test_django_sends_a_transactions_first_statement_again_on_a_new_connection(o
         cursor.execute("INSERT INTO residue VALUES ('django-atomic')")
         cursor.execute("INSERT INTO residue VALUES ('django-atomic')")
     assert _stored(own, "django-atomic") == 2  # the block committed whole, once
+
+
+def _leave_a_command_in_progress(alias: str) -> None:
+    """The state a worker's connection was found in after a pooler restart (psycopg 3.2.1):
+    libpq holds a command in progress, so it refuses to send anything more."""
+    connections[alias].connection.pgconn.send_query(b"SELECT 1")
+
+
+@pytest.mark.psycopg3_only
+def test_django_replaces_a_kept_connection_left_with_a_command_in_progress(own, alias):
+    db = connections[alias]
+    db.ensure_connection()
+    _leave_a_command_in_progress(alias)
+    with transaction.atomic(using=alias), db.cursor() as cursor:
+        cursor.execute("INSERT INTO residue VALUES ('django-busy')")
+    assert _stored(own, "django-busy") == 1
+
+
+@pytest.mark.psycopg3_only
+def test_control_without_that_check_libpq_refuses_every_statement(own, alias, monkeypatch):
+    monkeypatch.setattr(liveness_module, "_ACTIVE", -1)  # the check as it was
+    db = connections[alias]
+    db.ensure_connection()
+    _leave_a_command_in_progress(alias)
+    with (
+        # psycopg 3.2 refuses the statement, 3.3 already the switch out of autocommit
+        pytest.raises(DatabaseError, match="another command is already in progress|status ACTIVE"),
+        transaction.atomic(using=alias),
+        db.cursor() as cursor,
+    ):
+        cursor.execute("INSERT INTO residue VALUES ('django-busy-unfixed')")
+    db.close()
+    assert _stored(own, "django-busy-unfixed") == 0
 
 
 def test_control_django_in_autocommit_never_sends_it_again(own, alias):
