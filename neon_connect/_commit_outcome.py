@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from ._liveness import lost_before_commit
+from ._liveness import refuse_commit_if_lost
 from ._retry import connection_lost
 
 
@@ -76,8 +76,7 @@ def outcome_unknown(exc: BaseException) -> CommitOutcomeUnknown:
 def commit(connection: psycopg.Connection[Any]) -> None:
     """``connection.commit()``, raising :class:`CommitOutcomeUnknown` when the outcome is lost,
     and :class:`CommitNotSent` when the connection was lost before ``COMMIT`` could be sent."""
-    if lost_before_commit(connection):
-        raise CommitNotSent(NOT_SENT)
+    refuse_commit_if_lost(connection)
     try:
         connection.commit()
     except psycopg.Error as exc:
@@ -88,8 +87,7 @@ def commit(connection: psycopg.Connection[Any]) -> None:
 
 async def acommit(connection: psycopg.AsyncConnection[Any]) -> None:
     """The async twin of :func:`commit`."""
-    if lost_before_commit(connection):
-        raise CommitNotSent(NOT_SENT)
+    refuse_commit_if_lost(connection)
     try:
         await connection.commit()
     except psycopg.Error as exc:

@@ -96,6 +96,16 @@ def lost_before_commit(connection: Any) -> bool:
     return _psycopg(connection, pgconn) is DEAD
 
 
+def refuse_commit_if_lost(connection: Any) -> None:
+    """Raise :class:`neon_connect.CommitNotSent` instead of sending ``COMMIT`` on a connection
+    found lost (:func:`lost_before_commit`): the one pre-check of every commit path."""
+    if lost_before_commit(connection):
+        # Imported here: it needs psycopg 3, which a connection found lost is (pgconn above).
+        from ._commit_outcome import NOT_SENT, CommitNotSent
+
+        raise CommitNotSent(NOT_SENT)  # nothing stored: safe to run again
+
+
 _IDLE, _ACTIVE = 0, 1
 """libpq's ``PQTRANS_IDLE`` (no transaction) and ``PQTRANS_ACTIVE`` (a command in progress),
 as psycopg's ``pq.TransactionStatus``."""

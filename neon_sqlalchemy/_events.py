@@ -18,7 +18,7 @@ from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.util.concurrency import await_only
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
-from neon_connect._liveness import Liveness, liveness, lost_before_commit
+from neon_connect._liveness import Liveness, liveness, refuse_commit_if_lost
 from neon_connect._migration_lock import MIGRATION_LOCK_KEY
 from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
 from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
@@ -366,10 +366,8 @@ def add_commit_outcome(engine: Engine) -> None:
     do_commit = dialect.do_commit
 
     def _do_commit(dbapi_connection: Any) -> None:
-        if lost_before_commit(getattr(dbapi_connection, "driver_connection", dbapi_connection)):
-            from neon_connect._commit_outcome import NOT_SENT, CommitNotSent
-
-            raise CommitNotSent(NOT_SENT)  # psycopg 3 only, no bytes sent: nothing stored
+        # psycopg 3 only, no bytes sent: nothing stored
+        refuse_commit_if_lost(getattr(dbapi_connection, "driver_connection", dbapi_connection))
         try:
             do_commit(dbapi_connection)
         except Exception as error:

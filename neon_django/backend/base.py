@@ -24,7 +24,7 @@ from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
 
 from neon_connect import Endpoint, RetryPolicy
-from neon_connect._liveness import Liveness, liveness, lost_before_commit
+from neon_connect._liveness import Liveness, liveness, refuse_commit_if_lost
 from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
@@ -468,10 +468,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.connection is None:
             return
         with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
-            if lost_before_commit(self.connection):  # psycopg 3 only: no bytes sent
-                from neon_connect._commit_outcome import NOT_SENT, CommitNotSent
-
-                raise CommitNotSent(NOT_SENT)  # nothing stored: safe to run again
+            refuse_commit_if_lost(self.connection)  # psycopg 3 only: no bytes sent
             try:
                 self.connection.commit()
             except Exception as exc:
