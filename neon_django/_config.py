@@ -24,6 +24,7 @@ from neon_connect import (
     DoublePoolingError,
     Endpoint,
     Endpoints,
+    RetryPolicy,
     Secret,
     SecretParams,
     UnsupportedStartupParameterError,
@@ -52,7 +53,8 @@ class NeonSettings(TypedDict):
     """HOST, PORT, USER, PASSWORD, NAME and OPTIONS of the direct endpoint (None when the
     app endpoint serves both roles, or no direct endpoint is known)."""
     PREPARED_STATEMENTS: bool
-    RETRY_TIMEOUT: float
+    RETRY: RetryPolicy
+    """How the backend retries a connect and a statement the pooler refused unforwarded."""
     ALLOW_MISMATCHED_ENDPOINTS: bool
     REPLICA_OF: str | None
     """The primary alias of a read replica (set by :func:`neon_django.databases`)."""
@@ -100,10 +102,11 @@ def config(
     ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
     prepared_statements: bool = False,
-    retry_timeout: float = DEFAULT_RETRY.timeout,
+    retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
     idle_timeout: float | None | Literal["auto"] = "auto",
     pooler_prepared_statements: bool | None = None,
+    retry_timeout: float | None = None,
     app_vars: Sequence[str] = APP_VARS,
     direct_vars: Sequence[str] = DIRECT_VARS,
     pooled_vars: Sequence[str] = POOLED_VARS,
@@ -117,9 +120,10 @@ def config(
     checks, and 0 in serverless functions and on direct endpoints (``_conn_max_age.py``); an
     explicit value wins, capped below the suspend on Neon. ``pool`` (Django 5.1+) is only
     allowed when the app endpoint is direct. ``options`` are extra ``OPTIONS``; ``ssl_require`` sets
-    ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry_timeout`` bounds the
-    connect retry: a waking compute, a restarting server, a statement the pooler refused
-    before forwarding it (0 turns it off). ``allow_mismatched_endpoints=True`` accepts app and
+    ``sslmode=require`` where the URL sets none (as dj-database-url does); ``retry`` (a
+    :class:`neon_connect.RetryPolicy`, as on the engines) bounds the connect retry: a waking
+    compute, a restarting server, a statement the pooler refused before forwarding it
+    (``RetryPolicy(timeout=0)`` turns it off). ``allow_mismatched_endpoints=True`` accepts app and
     direct URLs that name different endpoints or databases (refused by default).
     ``idle_timeout="auto"`` drops a kept connection to the pooler that sat idle 10 s (wall
     clock, checked when it is used) on elastic platforms (Cloud Run, ECS/Fargate, Modal), as
@@ -132,14 +136,11 @@ def config(
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
     """
-    if pooler_prepared_statements is not None:
-        warnings.warn(
-            "neon_django.config(pooler_prepared_statements=...) is now prepared_statements=..., "
-            "the name neon_sqlalchemy's engines use; the old name goes in a later release.",
-            DeprecationWarning,
-            stacklevel=3,  # the caller of config(), past the scrubbing decorator
-        )
-        prepared_statements = pooler_prepared_statements
+    renamed = renamed_options(
+        pooler_prepared_statements=pooler_prepared_statements, retry_timeout=retry_timeout
+    )
+    prepared_statements = renamed.get("prepared_statements", prepared_statements)
+    retry = renamed.get("retry", retry)
     endpoints = resolve(
         url,
         direct_url=direct_url,
@@ -163,10 +164,44 @@ def config(
         ssl_require=ssl_require,
         test_options=test_options,
         prepared_statements=prepared_statements,
-        retry_timeout=retry_timeout,
+        retry=retry,
         session_guard=session_guard,
         idle_timeout=idle_timeout,
     )
+
+
+_RENAMED = {
+    "pooler_prepared_statements": "prepared_statements",
+    "retry_timeout": "retry",
+    "replica_retry_timeout": "replica_retry",
+}
+"""Old option names, still taken with a ``DeprecationWarning``: the engines' names won."""
+
+
+def renamed_options(**old: Any) -> dict[str, Any]:
+    """The new options for the old names given (``None``: not given), each with a warning.
+
+    ``retry_timeout=s`` becomes ``retry=RetryPolicy(timeout=s)``."""
+    new: dict[str, Any] = {}
+    for name, value in old.items():
+        if value is None:
+            continue
+        warnings.warn(
+            f"neon_django option {name}= is now {_RENAMED[name]}=, the name neon_sqlalchemy's "
+            "engines use; the old name goes in a later release.",
+            DeprecationWarning,
+            stacklevel=4,  # the caller of config()/databases(), past the scrubbing decorator
+        )
+        if name.endswith("retry_timeout"):
+            try:
+                value = RetryPolicy(timeout=float(value))
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"neon_django option retry_timeout={value!r} must be a number of seconds "
+                    ">= 0; better, use retry=neon_connect.RetryPolicy(timeout=...)."
+                ) from None
+        new["retry" if name.endswith("retry_timeout") else _RENAMED[name]] = value
+    return new
 
 
 def settings_for(
@@ -181,7 +216,7 @@ def settings_for(
     ssl_require: bool = False,
     test_options: dict[str, Any] | None = None,
     prepared_statements: bool = False,
-    retry_timeout: float = DEFAULT_RETRY.timeout,
+    retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
     idle_timeout: float | None | Literal["auto"] = "auto",
 ) -> dict[str, Any]:
@@ -228,8 +263,11 @@ def settings_for(
         )
 
     session_guard = guard_mode(session_guard, setting="neon_django.config() session_guard")
-    if retry_timeout < 0:
-        raise ConfigurationError("neon_django.config(retry_timeout=...) must be >= 0 seconds.")
+    if not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(
+            f"neon_django.config(retry={retry!r}): use a neon_connect.RetryPolicy, e.g. "
+            "RetryPolicy(timeout=5); RetryPolicy(timeout=0) turns retrying off."
+        )
     max_age = _conn_max_age(app, conn_max_age)
     health = conn_health_checks if conn_health_checks is not None else max_age != 0
     if pool:
@@ -249,7 +287,7 @@ def settings_for(
         ENDPOINTS=endpoints,
         DIRECT=direct_settings,
         PREPARED_STATEMENTS=prepared_statements,
-        RETRY_TIMEOUT=retry_timeout,
+        RETRY=retry,
         ALLOW_MISMATCHED_ENDPOINTS=allow_mismatched_endpoints,
         REPLICA_OF=None,
         SESSION_GUARD=session_guard,

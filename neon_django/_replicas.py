@@ -19,13 +19,16 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from neon_connect import ConfigurationError, Secret, resolve
+from neon_connect import ConfigurationError, RetryPolicy, Secret, resolve
 from neon_connect._replicas import REPLICA_VAR, resolve_replica_pairs
 from neon_connect._resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
 from neon_connect._secret import scrubbed
 
-from ._config import settings_for
+from ._config import renamed_options, settings_for
 from ._conn_max_age import auto_conn_max_age
+
+REPLICA_RETRY = RetryPolicy(timeout=2.0)
+"""A replica that is down is skipped quickly: the router then reads from the primary."""
 
 REPLICA_ALIAS = "replica_{n}"
 """How replica aliases are named: ``replica_1``, ``replica_2``, ..."""
@@ -39,7 +42,8 @@ def databases(
     replica_urls: str | Secret | Sequence[str | Secret] | None = None,
     env: Mapping[str, str] | None = None,
     replica_var: str = REPLICA_VAR,
-    replica_retry_timeout: float = 2.0,
+    replica_retry: RetryPolicy = REPLICA_RETRY,
+    replica_retry_timeout: float | None = None,
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
     app_vars: Sequence[str] = APP_VARS,
@@ -50,9 +54,19 @@ def databases(
     """``{"default": config(...), "replica_1": ..., ...}``; just ``default`` without replicas.
 
     ``options`` are :func:`neon_django.config`'s other keyword arguments, applied to every
-    alias. ``replica_retry_timeout`` bounds how long a replica's connect is retried before
-    :class:`~neon_django.routers.ReplicaRouter` reads from the primary instead.
+    alias. ``replica_retry`` bounds how long a replica's connect is retried before
+    :class:`~neon_django.routers.ReplicaRouter` reads from the primary instead (2 s). The
+    old names ``pooler_prepared_statements``, ``retry_timeout`` and ``replica_retry_timeout``
+    still work, with a ``DeprecationWarning``.
     """
+    options.update(
+        renamed_options(
+            pooler_prepared_statements=options.pop("pooler_prepared_statements", None),
+            retry_timeout=options.pop("retry_timeout", None),
+        )
+    )
+    if replica_retry_timeout is not None:
+        replica_retry = renamed_options(replica_retry_timeout=replica_retry_timeout)["retry"]
     where: dict[str, Any] = {
         "use_pooler": use_pooler,
         "allow_mismatched_endpoints": allow_mismatched_endpoints,
@@ -82,7 +96,7 @@ def databases(
         settings = settings_for(
             pair,
             environ=environ,
-            **{**options, "retry_timeout": replica_retry_timeout, "test_options": test},
+            **{**options, "retry": replica_retry, "test_options": test},
         )
         settings["NEON"]["REPLICA_OF"] = "default"
         result[REPLICA_ALIAS.format(n=n)] = settings

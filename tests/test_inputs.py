@@ -907,7 +907,7 @@ def test_failed_django_connect_keeps_the_password_in_the_driver(neon_local, djan
 
     wrong = "Wr0ngDjangoXq"
     settings_ = neon_django.config(_wrong_password_url(neon_local, wrong, "postgresql"),
-                                   env={}, retry_timeout=0)  # fmt: skip
+                                   env={}, retry=RetryPolicy(timeout=0))  # fmt: skip
     settings_ = connections.configure_settings({"default": settings_})["default"]  # its defaults
     found = {}
     # the control: Django's own backend with the password as a hand-written dict holds it
@@ -943,7 +943,7 @@ def test_failed_django_connect_with_a_direct_twin_keeps_the_password_in_the_driv
     direct = _wrong_password_url(neon_local, wrong, "postgresql").reveal()
     direct = direct.replace(f":{neon_local.state.pooler_port}/", f":{neon_local.state.pg_port}/")
     settings_ = neon_django.config(Secret(pooled), direct_url=Secret(direct), env={},
-                                   retry_timeout=0, allow_mismatched_endpoints=True)  # fmt: skip
+                                   retry=RetryPolicy(timeout=0), allow_mismatched_endpoints=True)  # fmt: skip
     del pooled, direct
     assert settings_["NEON"]["DIRECT"] is not None
     settings_ = connections.configure_settings({"default": settings_})["default"]
@@ -975,7 +975,7 @@ def test_django_debug_500_page_after_a_failed_connect(
     url = _wrong_password_url(neon_local, password, "postgresql").reveal()
     if failure == "stopped port":
         url = url.replace(f":{neon_local.state.pooler_port}/", f":{_free_local_port()}/")
-    settings_ = neon_django.config(Secret(url), env={}, retry_timeout=0)
+    settings_ = neon_django.config(Secret(url), env={}, retry=RetryPolicy(timeout=0))
     del url
     settings_ = connections.configure_settings({"default": settings_})["default"]
 

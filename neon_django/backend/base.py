@@ -46,6 +46,9 @@ _DIRECT_ALIASES: ContextVar[frozenset[str]] = ContextVar(
 )
 """The aliases routed to the direct endpoint in the current thread or async context."""
 
+_NO_RETRY = RetryPolicy(timeout=0.0)
+"""For an alias that config() did not build: Django's own behaviour, no retry."""
+
 _ROUTE_KEYS = ("HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
 # Django's transaction bookkeeping, which connect() resets: kept across a reconnect that
 # replaces a connection the pooler refused (no statement of the transaction had run).
@@ -362,7 +365,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def neon_retry_policy(self) -> RetryPolicy:
         neon = self.neon
-        return RetryPolicy(timeout=0.0 if neon is None else float(neon["RETRY_TIMEOUT"]))
+        return _NO_RETRY if neon is None else neon["RETRY"]
 
     def make_cursor(self, cursor: Any) -> CursorWrapper:
         return CursorWrapper(cursor, self)

@@ -7,6 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import neon_django
+from neon_connect import RetryPolicy
 from neon_django._config import NeonSettings
 from tests.constants import SECRET
 from tests.driver import DJANGO_DRIVER
@@ -219,10 +220,12 @@ def test_non_neon_pair_and_pgbouncer_marker():
         (URL, {"conn_max_age": -1}, "conn_max_age"),
         (URL, {"conn_max_age": "600"}, "conn_max_age='600'"),
         (URL, {"retry_timeout": -1}, "retry_timeout"),
+        (URL, {"retry": 5}, r"retry=5\): use a neon_connect.RetryPolicy"),
         (f"postgresql://u:{SECRET}@h1:5432,h2:5433/db", {}, "several hosts"),
         (f"postgresql://u:{SECRET}@{POOLED}/db", {"options": {"pool": True}}, "pool="),
     ],
 )
+@pytest.mark.filterwarnings("ignore:neon_django option retry_timeout:DeprecationWarning")
 def test_every_configuration_error_is_improperly_configured(url, kwargs, fragment):
     with pytest.raises(ImproperlyConfigured, match=fragment) as info:
         neon_django.config(url, **kwargs)
@@ -238,3 +241,39 @@ def test_the_old_name_of_prepared_statements_still_works_with_a_deprecation_warn
     assert caught[0].filename == __file__  # points at the caller's line
     assert old == neon_django.config(env=env, prepared_statements=True)
     assert old["NEON"]["PREPARED_STATEMENTS"] is True
+
+
+def test_the_old_retry_timeout_becomes_retry_with_a_deprecation_warning():
+    """Issue 20: ``retry=RetryPolicy(...)``, as on the engines; ``retry_timeout=s`` still works."""
+    env = {"DATABASE_URL": URL}
+    with pytest.warns(DeprecationWarning, match="retry_timeout= is now retry=") as caught:
+        old = neon_django.config(env=env, retry_timeout=3)
+    assert caught[0].filename == __file__
+    assert old == neon_django.config(env=env, retry=RetryPolicy(timeout=3))
+    assert old["NEON"]["RETRY"] == RetryPolicy(timeout=3)
+
+
+def test_databases_takes_the_old_names_too():
+    """``databases()`` passes its options on to every alias: the old names must not break it
+    (``pooler_prepared_statements=`` raised a ``TypeError`` there)."""
+    env = {"DATABASE_URL": URL, "DATABASE_URL_REPLICA": URL.replace("-pooler", "-replica")}
+    with pytest.warns(DeprecationWarning) as caught:
+        old = neon_django.databases(
+            env=env, pooler_prepared_statements=True, retry_timeout=4, replica_retry_timeout=1
+        )
+    assert {w.filename for w in caught} == {__file__}
+    assert [str(w.message).split("=")[0] for w in caught] == [
+        "neon_django option pooler_prepared_statements",
+        "neon_django option retry_timeout",
+        "neon_django option replica_retry_timeout",
+    ]
+    new = neon_django.databases(
+        env=env,
+        prepared_statements=True,
+        retry=RetryPolicy(timeout=4),
+        replica_retry=RetryPolicy(timeout=1),
+    )
+    assert old == new
+    assert new["default"]["NEON"]["RETRY"].timeout == 4
+    assert new["replica_1"]["NEON"]["RETRY"].timeout == 1
+    assert new["replica_1"]["NEON"]["PREPARED_STATEMENTS"] is True

@@ -94,7 +94,7 @@ def test_connect_waits_out_a_cold_start(neon_local):
 def test_refused_connect_is_retried_and_named(caplog):
     """Retry logs and the final note name the endpoint config() resolved (no password)."""
     settings = neon_django.config(
-        f"postgresql://u:{SECRET}@127.0.0.1:1/db?pgbouncer=true", retry_timeout=0.5
+        f"postgresql://u:{SECRET}@127.0.0.1:1/db?pgbouncer=true", retry=RetryPolicy(timeout=0.5)
     )
     db = ConnectionHandler({"default": settings})["default"]
     with pytest.raises(OperationalError) as info:
@@ -117,7 +117,7 @@ def _old_connect(self):
 
     neon = self.neon
     endpoint = neon["ENDPOINTS"].session() if self.neon_wants_direct else neon["ENDPOINTS"].app
-    policy = RetryPolicy(timeout=float(neon["RETRY_TIMEOUT"]))
+    policy = neon["RETRY"]
     get_new = self.get_new_connection
     self.get_new_connection = lambda params: policy.call(lambda: get_new(params), endpoint=endpoint)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import connections, router, transaction
 from django.test import AsyncClient, Client, override_settings
 
@@ -180,7 +181,7 @@ def test_a_replica_that_is_down_is_skipped_with_a_log_line(
     replica_alias: dict[str, Any],
 ) -> None:
     the_router = next(r for r in router.routers if isinstance(r, ReplicaRouter))
-    budget = float(replica_alias["NEON"]["RETRY_TIMEOUT"])
+    budget = replica_alias["NEON"]["RETRY"].timeout
     connections[ALIAS].close()
     neon_local_replica.stop()
     try:
@@ -225,3 +226,59 @@ async def test_outside_a_request_an_async_write_keeps_the_task_on_the_primary(
     assert await sync_to_async(routed)() == ALIAS
     await Item.objects.acreate(name=_name())
     assert await sync_to_async(routed)() == "default"
+
+
+# -- the replica list: scanned once per DATABASES, afresh after override_settings ----------
+
+
+def _related_pair() -> tuple[Item, Item]:
+    """Two unsaved rows as if read from the primary and from the replica."""
+    first, second = Item(name=_name()), Item(name=_name())
+    first._state.db, second._state.db = "default", ALIAS
+    return first, second
+
+
+def test_the_replica_list_is_scanned_once_across_many_reads(
+    monkeypatch: pytest.MonkeyPatch, baseline: str
+) -> None:
+    scans: list[str] = []
+    scan = neon_django.routers._scan_replicas
+
+    def counting_scan(primary: str) -> tuple[str, ...]:
+        scans.append(primary)
+        return scan(primary)
+
+    monkeypatch.setattr("neon_django.routers._scan_replicas", counting_scan)
+    the_router = ReplicaRouter()  # nothing cached yet
+    first, second = _related_pair()
+    for _ in range(50):
+        assert the_router.db_for_read(Item) == ALIAS
+        assert the_router.allow_relation(first, second) is True
+        assert the_router.allow_migrate(ALIAS, "djangoapp", model_name="item") is False
+        assert the_router.allow_migrate("default", "djangoapp", model_name="item") is None
+    assert scans == ["default"]
+    # a caller that changes the returned list does not change the router's
+    the_router.replicas().append("default")
+    assert the_router.replicas() == [ALIAS]
+    assert scans == ["default"]
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
+def test_the_router_sees_the_replicas_override_settings_puts_in_databases(
+    monkeypatch: pytest.MonkeyPatch, replica_alias: dict[str, Any]
+) -> None:
+    the_router = next(r for r in router.routers if isinstance(r, ReplicaRouter))
+    assert the_router.replicas() == [ALIAS]  # cached before the override
+    monkeypatch.setattr(the_router, "_usable", lambda alias: alias == "replica_2")  # no connect
+    added = {**settings.DATABASES, "replica_2": replica_alias}
+    with override_settings(DATABASES=added):
+        assert the_router.replicas() == [ALIAS, "replica_2"]
+        assert router.allow_migrate("replica_2", "djangoapp", model_name="item") is False
+        assert the_router.db_for_read(Item) == "replica_2"
+    with override_settings(DATABASES={"default": settings.DATABASES["default"]}):
+        assert the_router.replicas() == []
+        assert the_router.db_for_read(Item) is None  # no replica: Django's default
+        assert router.allow_migrate(ALIAS, "djangoapp", model_name="item") is True
+    # back to the settings the module started with
+    assert the_router.replicas() == [ALIAS]
+    assert router.allow_migrate("replica_2", "djangoapp", model_name="item") is True

@@ -108,7 +108,7 @@ def test_replica_alias_mirrors_default_and_keeps_the_pooler_rules() -> None:
     if DJANGO_DRIVER == "psycopg":  # psycopg2 never prepares: no such option there
         assert replica["OPTIONS"]["prepare_threshold"] is None
     assert replica["NEON"]["REPLICA_OF"] == "default"
-    assert replica["NEON"]["RETRY_TIMEOUT"] == 2.0
+    assert replica["NEON"]["RETRY"].timeout == 2.0
 
 
 def test_databases_resolves_once_and_never_rebuilds_a_url(monkeypatch) -> None:

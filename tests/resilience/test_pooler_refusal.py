@@ -371,10 +371,10 @@ def test_django_sends_a_refused_statement_again(standin, rerun_log, django_db_bl
         aliases = {
             "refusal": neon_django.config(window.pooled_url, direct_url=window.direct_url),
             "refusal_control": neon_django.config(
-                window.pooled_url, direct_url=window.direct_url, retry_timeout=0
+                window.pooled_url, direct_url=window.direct_url, retry=RetryPolicy(timeout=0)
             ),
             "refusal_short": neon_django.config(
-                window.pooled_url, direct_url=window.direct_url, retry_timeout=1
+                window.pooled_url, direct_url=window.direct_url, retry=RetryPolicy(timeout=1)
             ),
         }
         # Django's defaults (TIME_ZONE, TEST, ...) filled in as for any configured alias
