@@ -87,17 +87,33 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check":
         return _check(args)
     if args.command == "alembic-init":
+        return _alembic_init(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _alembic_init(args: argparse.Namespace) -> int:
+    """SQLAlchemy and Alembic come with the ``[sqlalchemy]`` extra: without them, one line
+    naming the install (as ``local`` names neon-local), never the import's traceback."""
+    try:
         from neon_sqlalchemy.alembic import init
 
         env_py = init(
             args.directory, ini=args.ini, template="async" if args.use_async else "generic"
         )
+    except ImportError as exc:
+        if exc.name not in ("sqlalchemy", "alembic"):  # a broken install, not a missing extra
+            raise
         print(
-            f"wrote {env_py}: it runs every Alembic command on the direct endpoint",
+            "neon-connect alembic-init: SQLAlchemy and Alembic are not installed (the "
+            '[sqlalchemy] extra); install them with: pip install "neon-connect[sqlalchemy]"',
             file=sys.stderr,
         )
-        return 0
-    return 2  # pragma: no cover - argparse rejects unknown commands
+        return 2
+    print(
+        f"wrote {env_py}: it runs every Alembic command on the direct endpoint",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -65,6 +65,18 @@ def test_the_cli_names_the_package_that_holds_the_stand_in(production):
     assert "pip install neon-local" in local.stderr and "Traceback" not in local.stderr
 
 
+def test_the_cli_names_the_extra_that_alembic_init_needs(production):
+    """No ``[sqlalchemy]`` extra here: one line naming it, not a ModuleNotFoundError."""
+    init = run(
+        production.parent / "neon-connect", "alembic-init", "migrations", cwd=production.parent
+    )
+    assert init.returncode == 2
+    assert "Traceback" not in init.stderr
+    (line,) = init.stderr.strip().splitlines()
+    assert line.endswith('pip install "neon-connect[sqlalchemy]"'), line
+    assert not (production.parent / "migrations").exists()
+
+
 def test_control_with_neon_local_the_plugin_and_the_stand_in_are_there(wheels, tmp_path):
     """What users add to their test dependencies: the fixture and ``neon-local``."""
     python = _fresh_venv(tmp_path / "venv", wheels["neon_connect"], wheels["neon_local"])

@@ -74,6 +74,36 @@ def test_control_alembic_itself_refuses_it_with_its_own_exception(tmp_path):
         command.init(Config(str(tmp_path / "alembic.ini")), str(tmp_path / "migrations"))
 
 
+# ---------------------------------------------------------------- alembic-init, no extra
+
+NO_EXTRA = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as if it were not installed
+from neon_connect.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+EXTRA = 'pip install "neon-connect[sqlalchemy]"'
+
+
+@pytest.mark.parametrize("missing", ["sqlalchemy,alembic", "alembic"])
+def test_alembic_init_without_the_sqlalchemy_extra_names_the_install_command(tmp_path, missing):
+    result = run_python("-c", NO_EXTRA, missing, "alembic-init", "migrations", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("neon-connect alembic-init: ") and line.endswith(EXTRA), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_control_an_import_error_inside_alembic_is_not_taken_for_the_missing_extra(tmp_path):
+    """Alembic there, one of its own modules broken: not the extra, so not that message."""
+    result = run_python("-c", NO_EXTRA, "alembic.util", "alembic-init", "migrations", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "alembic.util" in result.stderr
+    assert EXTRA not in result.stderr
+
+
 # ---------------------------------------------------------------- neon-connect check's text
 
 
