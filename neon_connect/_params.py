@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import socket
 import ssl
 from typing import Any, Literal
 
@@ -30,6 +31,32 @@ connection, which no check on the socket can see) fails within 30 + 3 x 10 s of 
 instead of the kernel's two hours."""
 TCP_USER_TIMEOUT_MS = "60000"
 """libpq >= 12: data sent into a peer that vanished fails after 60 s, not ~15 minutes."""
+_SOCKET_KEEPALIVES = (
+    ("keepalives_idle", "TCP_KEEPIDLE"),
+    ("keepalives_interval", "TCP_KEEPINTVL"),
+    ("keepalives_count", "TCP_KEEPCNT"),
+    ("tcp_user_timeout", "TCP_USER_TIMEOUT"),
+)
+
+
+def socket_keepalives(endpoint: Endpoint) -> list[tuple[int, int, int]]:
+    """``setsockopt`` triples giving a driver without libpq (asyncpg, which has no such
+    setting) the keepalives and ``tcp_user_timeout`` libpq gets from :func:`libpq_params`:
+    the URL's own values win, ``keepalives=0`` turns them off. Options this platform lacks
+    are left out."""
+    params = endpoint.params
+    if params.get("keepalives", KEEPALIVES["keepalives"]) == "0":
+        return []
+    defaults = {**KEEPALIVES, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
+    triples = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for key, name in _SOCKET_KEEPALIVES:
+        option = getattr(socket, name, None)
+        value = int(params.get(key, defaults[key]))  # resolve() checked it is a whole number
+        if option is not None and value > 0:  # 0: the system's default, as in libpq
+            triples.append((socket.IPPROTO_TCP, option, value))
+    return triples
+
+
 CONNECTION_KEYS = frozenset({"host", "port", "user", "password", "dbname", "database"})
 _NEON_OPTION_KEYS = ("endpoint", "project")  # read by Neon's proxy, never reach PgBouncer
 # libpq settings that only shape the client side; asyncpg has no use for them.

@@ -29,7 +29,7 @@ from neon_connect import (
     resolve,
 )
 from neon_connect._limits import MAX_CONNECTION_AGE
-from neon_connect._params import connection_options
+from neon_connect._params import connection_options, socket_keepalives
 from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
@@ -44,6 +44,7 @@ from ._events import (
     add_liveness_check,
     add_pooler_error_notes,
     add_retry,
+    add_socket_keepalives,
     add_statement_listeners,
     dispose_after_fork,
 )
@@ -277,6 +278,8 @@ def _finish(
         add_liveness_check(engine)
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
+    if engine.dialect.driver == "asyncpg":
+        add_socket_keepalives(engine, socket_keepalives(endpoint))
 
 
 @scrubbed(ConfigurationError)

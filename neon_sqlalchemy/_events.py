@@ -466,3 +466,23 @@ def add_migration_lock(engine: Engine, key: int = MIGRATION_LOCK_KEY) -> None:
             dbapi_connection.commit()
         except Exception:  # the connection may be broken; closing it releases the lock anyway
             logger.debug("neon_sqlalchemy: could not unlock on check-in", exc_info=True)
+
+
+def add_socket_keepalives(engine: Engine, options: list[tuple[int, int, int]]) -> None:
+    """Set the keepalives and ``tcp_user_timeout`` on each new asyncpg connection's socket.
+
+    libpq drivers get them as connect parameters; asyncpg has none, so a half-open
+    connection would wait out the kernel's two hours. The socket is asyncpg's transport's
+    (``get_extra_info("socket")``, TLS included)."""
+    if not options:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _keepalives(dbapi_connection: Any, _record: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        transport = getattr(driver, "_transport", None)
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:  # an asyncpg without that attribute: its own defaults stay
+            return
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)

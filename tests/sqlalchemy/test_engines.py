@@ -147,6 +147,71 @@ async def test_neon_console_url_breaks_plain_asyncpg_and_works_with_ours(neon_lo
     await ours.dispose()
 
 
+async def _asyncpg_socket_options(engine: AsyncEngine) -> tuple[int, int, int]:
+    """SO_KEEPALIVE, TCP_KEEPIDLE and TCP_USER_TIMEOUT on an asyncpg connection's socket."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        sock = raw.driver_connection._transport.get_extra_info("socket")
+        options = (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+    await engine.dispose()
+    return options
+
+
+async def test_asyncpg_connections_get_the_keepalives_libpq_gets(neon_local):
+    """asyncpg has no keepalive setting: a half-open connection waited the kernel's 2 hours."""
+    url = neon_local.pooled_url.replace("postgresql://", "postgresql+asyncpg://")
+    ours = neon_sqlalchemy.create_async_engine(url)
+    assert await _asyncpg_socket_options(ours) == (1, 30, 60000)
+    own = neon_sqlalchemy.create_async_engine(url + "&keepalives_idle=7&tcp_user_timeout=9000")
+    assert await _asyncpg_socket_options(own) == (1, 7, 9000)  # the URL's own values win
+    off = neon_sqlalchemy.create_async_engine(url + "&keepalives=0")
+    assert (await _asyncpg_socket_options(off))[0] == 0
+
+
+async def test_control_a_plain_asyncpg_engine_has_no_keepalives(neon_local):
+    url = neon_local.pooled_url.replace("postgresql://", "postgresql+asyncpg://")
+    plain = sa_create_async_engine(
+        url.replace("?sslmode=require", ""), connect_args={"ssl": "require"}
+    )
+    assert await _asyncpg_socket_options(plain) == (0, 7200, 0)
+
+
+async def _reuse_after_terminate(engine: AsyncEngine, direct_url: str) -> tuple[int, int]:
+    """Backend pids before and after the server ended the kept connection while idle."""
+    async with engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+    with psycopg.connect(direct_url, autocommit=True) as owner:
+        owner.execute("SELECT pg_terminate_backend(%s)", [pid])
+    await asyncio.sleep(0.3)  # the FATAL reaches the socket, and asyncpg's event loop
+    try:
+        async with engine.connect() as conn:
+            return pid, (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_kept_asyncpg_connection_the_server_ended_is_replaced_at_checkout(neon_local):
+    """The liveness check at checkout (issue 21) on asyncpg: no ping, no error."""
+    engine = neon_sqlalchemy.create_async_engine(
+        env=neon_local.env(), driver="asyncpg", direct=True
+    )
+    before, after = await _reuse_after_terminate(engine, neon_local.direct_url)
+    assert after != before
+
+
+async def test_control_a_plain_pooled_asyncpg_engine_fails_on_that_connection(neon_local):
+    url = neon_local.direct_url.replace("postgresql://", "postgresql+asyncpg://")
+    plain = sa_create_async_engine(
+        url.replace("?sslmode=require", ""), connect_args={"ssl": "require"}
+    )
+    with pytest.raises(exc.DBAPIError, match="connection"):
+        await _reuse_after_terminate(plain, neon_local.direct_url)
+
+
 async def test_async_psycopg_engine_pooled_and_direct(neon_local):
     for direct in (False, True):
         engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), direct=direct)
