@@ -13,7 +13,7 @@ context variable holding a mutable flag, so an async view's ORM calls (run in a 
 thread by ``sync_to_async``, with a copy of the context) mark the request's own flag.
 
 A replica that cannot be reached is skipped: its connect is retried within its own short
-budget (``neon_django.databases(replica_retry_timeout=...)``), a warning names it, and reads
+budget (``neon_django.databases(replica_retry=RetryPolicy(...))``), a warning names it, and reads
 go to the next replica or the primary; it is tried again after :attr:`ReplicaRouter.retry_after`
 seconds. Migrations never run on a replica.
 """
@@ -32,6 +32,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils.decorators import sync_and_async_middleware
 
@@ -41,6 +42,27 @@ from .backend.base import is_direct
 __all__ = ["ReplicaRouter", "ReplicaStickinessMiddleware", "sticky_scope", "wrote"]
 
 logger = logging.getLogger("neon_django.replicas")
+
+_databases_generation = 0
+"""Bumped whenever ``settings.DATABASES`` is replaced, so every router rescans it once."""
+
+
+def _databases_changed(*, setting: str, **kwargs: Any) -> None:
+    """``override_settings(DATABASES=...)`` (the signal fires on enter and exit).
+
+    One module-level receiver serves every router: nothing the signal holds keeps one alive.
+    """
+    global _databases_generation
+    if setting == "DATABASES":
+        _databases_generation += 1
+
+
+setting_changed.connect(_databases_changed, dispatch_uid="neon_django.routers.databases")
+
+
+def _scan_replicas(primary: str) -> tuple[str, ...]:
+    """The aliases in ``settings.DATABASES`` that are replicas of ``primary``."""
+    return tuple(a for a, db in settings.DATABASES.items() if replica_of(db) == primary)
 
 
 class _Scope:
@@ -111,10 +133,21 @@ class ReplicaRouter:
         self._turn = itertools.count()
         self._down: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._replicas: tuple[int, str, tuple[str, ...]] | None = None
+        """``(DATABASES generation, primary, replica aliases)``: scanned once, not per query."""
 
     def replicas(self) -> list[str]:
-        """The aliases in ``settings.DATABASES`` that are replicas of :attr:`primary`."""
-        return [a for a, db in settings.DATABASES.items() if replica_of(db) == self.primary]
+        """The aliases in ``settings.DATABASES`` that are replicas of :attr:`primary`.
+
+        Computed once per ``DATABASES`` (``override_settings`` starts afresh); a new list
+        each call, so a caller that changes it leaves the router's copy alone.
+        """
+        generation, primary = _databases_generation, self.primary  # read before the scan
+        cached = self._replicas
+        if cached is None or cached[0] != generation or cached[1] != primary:
+            cached = (generation, primary, _scan_replicas(primary))
+            self._replicas = cached  # one assignment: a racing thread at worst scans twice
+        return list(cached[2])
 
     def db_for_read(self, model: Any, **hints: Any) -> str | None:
         if wrote() or connections[self.primary].in_atomic_block or is_direct(self.primary):

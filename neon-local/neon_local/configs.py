@@ -14,6 +14,13 @@ from pathlib import Path
 from .binaries import NEON_PGBOUNCER, parse_version
 from .processes import HOST
 
+DATABASE = "neondb"
+"""Neon's default database; the stand-in and its replicas serve it."""
+OWNER = "neondb_owner"
+"""Neon's default role, owner of ``DATABASE``; the pooled and direct URLs connect as it."""
+SUPERUSER = "cloud_admin"
+"""The superuser; also the replication role ``PG_HBA`` admits (replica.py)."""
+
 NEON_MAX_PREPARED_STATEMENTS = 1000
 NEON_MAX_CLIENT_CONN = 10000
 NEON_QUERY_WAIT_TIMEOUT = 120
@@ -45,7 +52,7 @@ def postgresql_conf(*, runtime: Path, port: int, max_connections: int) -> str:
 PG_HBA = (
     "# TLS + SCRAM only, like Neon\n"
     "hostssl all all 127.0.0.1/32 scram-sha-256\n"
-    "hostssl replication cloud_admin 127.0.0.1/32 scram-sha-256\n"  # replicas (replica.py)
+    f"hostssl replication {SUPERUSER} 127.0.0.1/32 scram-sha-256\n"  # replicas (replica.py)
     "hostnossl all all 0.0.0.0/0 reject\n"
 )
 

@@ -27,7 +27,7 @@ from neon_connect._urls import build_url, mask_url
 
 from . import processes as proc
 from .binaries import find_binaries
-from .configs import pgbouncer_ini
+from .configs import DATABASE, OWNER, SUPERUSER, pgbouncer_ini
 from .errors import StandInError
 from .processes import HOST
 
@@ -81,20 +81,14 @@ class Replica:
     @property
     def pooled_url(self) -> str:
         """This replica's pooled endpoint (its PgBouncer), as ``DATABASE_URL_REPLICA`` holds it."""
-        from .standin import DATABASE, OWNER
-
         return self._url(self.pooler_port, user=OWNER, password=self.password, db=DATABASE)
 
     @property
     def direct_url(self) -> str:
-        from .standin import DATABASE, OWNER
-
         return self._url(self.pg_port, user=OWNER, password=self.password, db=DATABASE)
 
     @property
     def superuser_url(self) -> str:
-        from .standin import SUPERUSER
-
         return self._url(
             self.pg_port, user=SUPERUSER, password=self.superuser_password, db="postgres"
         )
@@ -247,8 +241,6 @@ def _save(state: StandInState, replicas: list[Replica]) -> None:
 
 
 def _create(state: StandInState, index: int, *, timeout: float) -> Replica:
-    from .standin import OWNER, SUPERUSER
-
     binaries = find_binaries(pgbouncer=state.pgbouncer)
     runtime = Path(state.runtime_dir) / f"replica-{index}"
     runtime.mkdir(mode=0o700)

@@ -32,17 +32,23 @@ from neon_connect._urls import build_url, mask_url
 from . import DEFAULT_DIR
 from . import processes as proc
 from .binaries import Binaries, find_binaries, version_of
-from .configs import PG_HBA, max_prepared_statements, pgbouncer_ini, postgresql_conf
+from .configs import DATABASE as DATABASE  # re-exported: faults.py and tests import it here
+from .configs import OWNER as OWNER  # re-exported: tests import it here
+from .configs import (
+    PG_HBA,
+    SUPERUSER,
+    max_prepared_statements,
+    pgbouncer_ini,
+    postgresql_conf,
+)
 from .errors import StandInError
 from .processes import HOST
+from .replica import stop_replicas
 from .tls import make_certificate
 
 __all__ = ["DEFAULT_DIR", "LocalNeon", "StandInState"]
 
 STATE_FILE = "state.json"
-DATABASE = "neondb"
-OWNER = "neondb_owner"
-SUPERUSER = "cloud_admin"
 
 
 @dataclass(frozen=True)
@@ -413,8 +419,6 @@ class LocalNeon:
         )
 
     def _stop(self, state: StandInState) -> None:
-        from .replica import stop_replicas
-
         stop_replicas(state)  # before the primary, whose folder holds theirs
         bouncer = _pgbouncer_pid(state)
         if proc.alive(bouncer):
