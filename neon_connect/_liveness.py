@@ -2,7 +2,7 @@
 
 When a server or a pooler closes a connection (a suspend, ``pg_terminate_backend``, a
 PgBouncer restart), the socket turns readable: an end-of-file, or a ``FATAL`` that libpq
-reads with ``PQconsumeInput``. So a ``select()`` with no wait, then ``consume_input()`` while
+reads with ``PQconsumeInput``. So a ``poll()`` with no wait, then ``consume_input()`` while
 the socket stays readable, then libpq's status, tells a dead connection from a live one with
 no round trip. Django's health check and SQLAlchemy's pre-ping each cost one.
 
@@ -122,4 +122,7 @@ def _readable(fd: int) -> bool:
     there read as dead."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+    events = poller.poll(0)
+    if events and events[0][1] & select.POLLNVAL:
+        raise OSError(f"file descriptor {fd} is not open")  # as select() refused it: dead
+    return bool(events)

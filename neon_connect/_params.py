@@ -45,12 +45,15 @@ def socket_keepalives(endpoint: Endpoint) -> list[tuple[int, int, int]]:
     the URL's own values win, ``keepalives=0`` turns them off. Options this platform lacks
     are left out."""
     params = endpoint.params
-    if params.get("keepalives", KEEPALIVES["keepalives"]) == "0":
-        return []
+    if endpoint.host.startswith("/") or int(params.get("keepalives", "1")) == 0:
+        return []  # a Unix socket has no TCP (libpq ignores them there too), or turned off
     defaults = {**KEEPALIVES, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}
     triples = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for key, name in _SOCKET_KEEPALIVES:
-        option = getattr(socket, name, None)
+        # macOS names the idle time TCP_KEEPALIVE, as libpq knows
+        option = getattr(socket, name, None) or (
+            getattr(socket, "TCP_KEEPALIVE", None) if name == "TCP_KEEPIDLE" else None
+        )
         value = int(params.get(key, defaults[key]))  # resolve() checked it is a whole number
         if option is not None and value > 0:  # 0: the system's default, as in libpq
             triples.append((socket.IPPROTO_TCP, option, value))

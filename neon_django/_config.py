@@ -136,9 +136,14 @@ def config(
     Raises ``ImproperlyConfigured`` naming the variable or option; never shows the password,
     and chains no context that could (the error is raised afresh, outside the parser).
     """
+    given = {
+        "prepared_statements": prepared_statements is not False,
+        "retry": retry is not DEFAULT_RETRY,
+    }
     renamed = renamed_options(
         pooler_prepared_statements=pooler_prepared_statements, retry_timeout=retry_timeout
     )
+    refuse_both(renamed, [name for name, set_ in given.items() if set_])
     prepared_statements = renamed.get("prepared_statements", prepared_statements)
     retry = renamed.get("retry", retry)
     endpoints = resolve(
@@ -178,6 +183,17 @@ _RENAMED = {
 """Old option names, still taken with a ``DeprecationWarning``: the engines' names won."""
 
 
+def refuse_both(renamed: Mapping[str, Any], given: Sequence[str]) -> None:
+    """An old name and its new one together: which should win is the user's to say."""
+    old = {new: name for name, new in _RENAMED.items()}
+    for name in given:
+        if name in renamed:
+            raise ConfigurationError(
+                f"neon_django options {old[name]}= and {name}= are the same option, under "
+                f"its old and new names: keep {name}= only."
+            )
+
+
 def renamed_options(**old: Any) -> dict[str, Any]:
     """The new options for the old names given (``None``: not given), each with a warning.
 
@@ -187,8 +203,8 @@ def renamed_options(**old: Any) -> dict[str, Any]:
         if value is None:
             continue
         warnings.warn(
-            f"neon_django option {name}= is now {_RENAMED[name]}=, the name neon_sqlalchemy's "
-            "engines use; the old name goes in a later release.",
+            f"neon_django option {name}= is now {_RENAMED[name]}= (the names and types of "
+            "neon_sqlalchemy's engines); the old name goes in a later release.",
             DeprecationWarning,
             stacklevel=4,  # the caller of config()/databases(), past the scrubbing decorator
         )
@@ -197,10 +213,10 @@ def renamed_options(**old: Any) -> dict[str, Any]:
                 value = RetryPolicy(timeout=float(value))
             except (TypeError, ValueError):
                 raise ConfigurationError(
-                    f"neon_django option retry_timeout={value!r} must be a number of seconds "
-                    ">= 0; better, use retry=neon_connect.RetryPolicy(timeout=...)."
+                    f"neon_django option {name}={value!r} must be a number of seconds >= 0; "
+                    f"better, use {_RENAMED[name]}=neon_connect.RetryPolicy(timeout=...)."
                 ) from None
-        new["retry" if name.endswith("retry_timeout") else _RENAMED[name]] = value
+        new[_RENAMED[name]] = value
     return new
 
 

@@ -24,7 +24,7 @@ from neon_connect._replicas import REPLICA_VAR, resolve_replica_pairs
 from neon_connect._resolve import APP_VARS, DIRECT_VARS, POOLED_VARS
 from neon_connect._secret import scrubbed
 
-from ._config import renamed_options, settings_for
+from ._config import refuse_both, renamed_options, settings_for
 from ._conn_max_age import auto_conn_max_age
 
 REPLICA_RETRY = RetryPolicy(timeout=2.0)
@@ -59,14 +59,20 @@ def databases(
     old names ``pooler_prepared_statements``, ``retry_timeout`` and ``replica_retry_timeout``
     still work, with a ``DeprecationWarning``.
     """
-    options.update(
-        renamed_options(
-            pooler_prepared_statements=options.pop("pooler_prepared_statements", None),
-            retry_timeout=options.pop("retry_timeout", None),
-        )
+    renamed = renamed_options(
+        pooler_prepared_statements=options.pop("pooler_prepared_statements", None),
+        retry_timeout=options.pop("retry_timeout", None),
+        replica_retry_timeout=replica_retry_timeout,
     )
-    if replica_retry_timeout is not None:
-        replica_retry = renamed_options(replica_retry_timeout=replica_retry_timeout)["retry"]
+    given = [*options, *(["replica_retry"] if replica_retry is not REPLICA_RETRY else [])]
+    refuse_both(renamed, given)
+    replica_retry = renamed.pop("replica_retry", replica_retry)
+    if not isinstance(replica_retry, RetryPolicy):
+        raise ConfigurationError(
+            f"neon_django.databases(replica_retry={replica_retry!r}): use a "
+            "neon_connect.RetryPolicy, e.g. RetryPolicy(timeout=2)."
+        )
+    options.update(renamed)
     where: dict[str, Any] = {
         "use_pooler": use_pooler,
         "allow_mismatched_endpoints": allow_mismatched_endpoints,

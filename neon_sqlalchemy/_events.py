@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -482,7 +483,7 @@ def add_socket_keepalives(engine: Engine, options: list[tuple[int, int, int]]) -
         driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
         transport = getattr(driver, "_transport", None)
         sock = None if transport is None else transport.get_extra_info("socket")
-        if sock is None:  # an asyncpg without that attribute: its own defaults stay
-            return
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return  # an asyncpg without that attribute, or a Unix socket: nothing to set
         for level, option, value in options:
             sock.setsockopt(level, option, value)

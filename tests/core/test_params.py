@@ -179,3 +179,24 @@ def test_asyncpg_refuses_what_it_cannot_honour_and_drops_client_only_keys():
     assert known, "libpq knows none of them"
     kwargs = asyncpg_params(endpoint(DIRECT, "?" + known))
     assert "server_settings" not in kwargs  # client-side settings never reach the server
+
+
+def test_socket_keepalives_for_drivers_without_libpq():
+    """asyncpg has no keepalive setting: the engine sets these on its socket (issue 21)."""
+    import socket
+
+    from neon_connect._params import socket_keepalives
+
+    options = {
+        (level, option): value for level, option, value in socket_keepalives(endpoint(POOLED))
+    }
+    assert options[(socket.SOL_SOCKET, socket.SO_KEEPALIVE)] == 1
+    assert options[(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)] == 30
+    assert options[(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)] == 60000
+    own = socket_keepalives(endpoint(POOLED, "?keepalives_idle=7&keepalives_count=0"))
+    assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7) in own
+    assert not [t for t in own if t[1] == socket.TCP_KEEPCNT]  # 0: the system's default
+    assert socket_keepalives(endpoint(POOLED, "?keepalives=00")) == []  # off, as libpq reads it
+    # a Unix socket has no TCP: setting them there fails (libpq ignores them)
+    unix = resolve(f"postgresql://u:{SECRET}@%2Fvar%2Frun%2Fpostgresql/db").app
+    assert socket_keepalives(unix) == []

@@ -277,3 +277,28 @@ def test_databases_takes_the_old_names_too():
     assert new["default"]["NEON"]["RETRY"].timeout == 4
     assert new["replica_1"]["NEON"]["RETRY"].timeout == 1
     assert new["replica_1"]["NEON"]["PREPARED_STATEMENTS"] is True
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(
+    ("call", "kwargs", "fragment"),
+    [
+        (
+            "config",
+            {"retry": RetryPolicy(timeout=9), "retry_timeout": 1},
+            "retry_timeout= and retry=",
+        ),
+        ("config", {"prepared_statements": True, "pooler_prepared_statements": False}, "pooler_"),
+        ("databases", {"retry": RetryPolicy(timeout=9), "retry_timeout": 1}, "keep retry= only"),
+        (
+            "databases",
+            {"replica_retry": RetryPolicy(), "replica_retry_timeout": 1},
+            "replica_retry=",
+        ),
+        ("databases", {"replica_retry": 2.0}, r"databases\(replica_retry=2.0\): use a"),
+    ],
+)
+def test_an_old_name_with_its_new_one_or_a_wrong_type_is_refused(call, kwargs, fragment):
+    """Which of the two should win is the user's to say; the error names the call they wrote."""
+    with pytest.raises(ImproperlyConfigured, match=fragment):
+        getattr(neon_django, call)(env={"DATABASE_URL": URL}, **kwargs)
