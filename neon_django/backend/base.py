@@ -19,6 +19,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 from django.db.backends.utils import debug_transaction
 from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
@@ -422,6 +423,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = call_without_driver_frames(lambda: new_connection(conn_params))
         neon = self.neon
         if neon is not None:
+            if is_psycopg3:
+                from ._begin_with_first_statement import begin_with_first_statement
+
+                begin_with_first_statement(connection)
             self.neon_connected_direct = self.neon_wants_direct
             # decided once per connection: guarded when it goes through a transaction pooler
             guard = neon.get("SESSION_GUARD", "error")

@@ -1,9 +1,9 @@
 """Round trips per Django request on a kept connection, counted by the benchmark's proxy.
 
-The request of docs/benchmarks.md: two reads and one write in one ``atomic()``. Its floor on
-psycopg 3 is 5 round trips today (``BEGIN`` travels alone, then three statements and
-``COMMIT``). Django's health check added a sixth, a ``SELECT 1``, at each request; the
-liveness check asks the socket instead.
+The request of docs/benchmarks.md: two reads and one write in one ``atomic()``. Its floor is
+4 round trips: three statements and ``COMMIT``, with ``BEGIN`` sent in the first statement's
+message (Django; psycopg 3 sends it alone, one round trip more). Django's health check adds
+one more, a ``SELECT 1``, at each request; the liveness check asks the socket instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.db import transaction
 
 import neon_django
 from benchmarks.proxy import ProxyProcess
+from neon_django.backend import _begin_with_first_statement as first_statement
 from tests.django.unfixed_backend.base import DjangosHealthCheckWrapper
 from tests.helpers import django_alias
 
@@ -46,12 +47,18 @@ def _round_trips_of_a_request(neon_local, django_db_blocker, cls=None) -> int:
             return proxies.counts()["pooled"].round_trips - before
 
 
-def test_a_request_on_a_kept_connection_pays_five_round_trips(neon_local, django_db_blocker):
+def test_a_request_on_a_kept_connection_pays_four_round_trips(neon_local, django_db_blocker):
+    """Three statements and COMMIT: BEGIN travels with the first statement (issue 24)."""
+    assert _round_trips_of_a_request(neon_local, django_db_blocker) == 4
+
+
+def test_control_with_begin_sent_alone_it_pays_five(neon_local, django_db_blocker, monkeypatch):
+    monkeypatch.setattr(first_statement, "_supported", lambda connection: False)
     assert _round_trips_of_a_request(neon_local, django_db_blocker) == 5
 
 
-def test_control_djangos_health_check_pays_a_sixth(neon_local, django_db_blocker):
-    assert _round_trips_of_a_request(neon_local, django_db_blocker, DjangosHealthCheckWrapper) == 6
+def test_control_djangos_health_check_pays_one_more(neon_local, django_db_blocker):
+    assert _round_trips_of_a_request(neon_local, django_db_blocker, DjangosHealthCheckWrapper) == 5
 
 
 def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:

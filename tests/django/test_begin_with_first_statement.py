@@ -1,0 +1,109 @@
+"""``BEGIN`` sent in the first statement's message (issue 24): the transaction behaves as when
+psycopg sends ``BEGIN`` alone, one round trip earlier. Round trips are counted in
+tests/benchmarks/test_round_trips.py; here, what a transaction must still be."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import IntegrityError, transaction
+from django.test.utils import CaptureQueriesContext
+
+import neon_django
+from neon_django.backend import _begin_with_first_statement as first_statement
+from tests.helpers import django_alias
+
+pytestmark = [pytest.mark.integration, pytest.mark.psycopg3_only]
+
+
+@pytest.fixture
+def table(neon_local) -> str:
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute("CREATE TABLE IF NOT EXISTS bwf (k text PRIMARY KEY, n int)")
+        owner.execute("TRUNCATE bwf")
+        owner.execute("INSERT INTO bwf VALUES ('seed', 0)")
+    return "bwf"
+
+
+def _stored(neon_local) -> list[tuple[str, int]]:
+    with psycopg.connect(neon_local.direct_url) as conn:
+        return conn.execute("SELECT k, n FROM bwf ORDER BY k").fetchall()
+
+
+@pytest.fixture
+def db(neon_local, django_db_blocker, table) -> Iterator:
+    with (
+        django_db_blocker.unblock(),
+        django_alias("bwf", neon_django.config(env=neon_local.env())) as db,
+    ):
+        yield db
+
+
+def _merged(db) -> bool:
+    db.ensure_connection()
+    return db.connection.cursor_factory is first_statement.BeginWithFirstStatement
+
+
+def test_the_first_statement_shows_its_own_rows_row_count_and_text(db):
+    assert _merged(db)
+    with CaptureQueriesContext(db) as queries, transaction.atomic(using="bwf"):
+        with db.cursor() as cursor:
+            cursor.execute("UPDATE bwf SET n = n + 1 WHERE k = %s", ["seed"])
+            assert cursor.rowcount == 1
+            cursor.execute("SELECT k, n FROM bwf")
+            assert cursor.fetchall() == [("seed", 1)]
+        assert db.connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    # Django's own BEGIN and COMMIT entries; the statement's text carries no BEGIN
+    assert [q["sql"] for q in queries] == [
+        "BEGIN",
+        "UPDATE bwf SET n = n + 1 WHERE k = 'seed'",
+        "SELECT k, n FROM bwf",
+        "COMMIT",
+    ]
+
+
+def test_a_rollback_undoes_the_first_statement_too(db, neon_local):
+    """The first statement ran inside the transaction, not before it in autocommit."""
+    with pytest.raises(RuntimeError), transaction.atomic(using="bwf"):
+        with db.cursor() as cursor:
+            cursor.execute("INSERT INTO bwf VALUES (%s, 1)", ["first"])
+            cursor.execute("INSERT INTO bwf VALUES (%s, 2)", ["second"])
+        raise RuntimeError("roll it back")
+    assert _stored(neon_local) == [("seed", 0)]
+    with transaction.atomic(using="bwf"), db.cursor() as cursor:  # the connection goes on
+        cursor.execute("INSERT INTO bwf VALUES (%s, 3)", ["after"])
+    assert _stored(neon_local) == [("after", 3), ("seed", 0)]
+
+
+def test_a_failing_first_statement_fails_its_transaction_and_nothing_else(db, neon_local):
+    with pytest.raises(IntegrityError), transaction.atomic(using="bwf"), db.cursor() as cursor:
+        cursor.execute("INSERT INTO bwf VALUES (%s, 1)", ["seed"])
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM bwf")
+        assert cursor.fetchone() == (1,)
+    assert db.get_autocommit() and db.connection.autocommit  # outside atomic() again
+
+
+def test_the_isolation_level_and_percent_signs_reach_the_server(neon_local, django_db_blocker):
+    settings = neon_django.config(
+        env=neon_local.env(), options={"isolation_level": psycopg.IsolationLevel.SERIALIZABLE}
+    )
+    with django_db_blocker.unblock(), django_alias("bwf_iso", settings) as db:
+        assert _merged(db)
+        with transaction.atomic(using="bwf_iso"), db.cursor() as cursor:
+            cursor.execute("SELECT current_setting('transaction_isolation'), %s || '%%'", ["a"])
+            assert cursor.fetchone() == ("serializable", "a%")
+        with transaction.atomic(using="bwf_iso"), db.cursor() as cursor:
+            cursor.execute("SELECT '100%'")  # no parameters: the text goes as it is
+            assert cursor.fetchone() == ("100%",)
+
+
+def test_server_side_binding_keeps_psycopgs_own_begin(neon_local, django_db_blocker):
+    settings = neon_django.config(env=neon_local.env(), options={"server_side_binding": True})
+    with django_db_blocker.unblock(), django_alias("bwf_ssb", settings) as db:
+        assert not _merged(db)
+        with transaction.atomic(using="bwf_ssb"), db.cursor() as cursor:
+            cursor.execute("SELECT %s::int", [1])
+            assert cursor.fetchone() == (1,)
