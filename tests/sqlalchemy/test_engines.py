@@ -203,7 +203,9 @@ async def test_a_kept_asyncpg_connection_the_server_ended_is_replaced_at_checkou
     assert after != before
 
 
-async def test_control_a_plain_asyncpg_engine_with_its_own_pool_fails_on_that_connection(neon_local):
+async def test_control_a_plain_asyncpg_engine_with_its_own_pool_fails_on_that_connection(
+    neon_local,
+):
     url = neon_local.direct_url.replace("postgresql://", "postgresql+asyncpg://")
     plain = sa_create_async_engine(
         url.replace("?sslmode=require", ""), connect_args={"ssl": "require"}
