@@ -104,7 +104,13 @@ PgBouncer holds for nothing.
   time; the raw psycopg floor pays {f.trips("sync_raw")}); `allow_client_pool=True` pays
   {f.trips("sync_pool")} (the work alone: the checkout check sends nothing). p50 at 1 ms RTT {f.p50("sync_neon")} against
   {f.p50("sync_pool")} ({f.ratio("sync_neon", "sync_pool")}); at 20 ms RTT
-  {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}.
+  {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}. `BEGIN` travels with
+  each transaction's first statement (psycopg 3), so the work itself is 4 round trips.
+- On a Neon host name (`sync_neon_host`, through the stand-in's TLS front, as Neon's proxy
+  accepts it), the connect opens TLS directly where libpq >= 17 (`sslnegotiation=direct`):
+  NullPool pays {f.trips("sync_neon_host")} round trips per request, p50 at 20 ms RTT
+  {f.p50("sync_neon_host", TWENTY_MS)} against {f.p50("sync_neon", TWENTY_MS)} with an
+  `SSLRequest` first.
 - Async psycopg: {f.trips("apsy_neon")} against {f.trips("apsy_pool")} round trips;
   p50 {f.p50("apsy_neon")} against {f.p50("apsy_pool")} at 1 ms.
 - asyncpg: {f.trips("apg_neon")} against {f.trips("apg_pool")} round trips: with the

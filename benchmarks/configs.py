@@ -15,6 +15,7 @@ class Config:
     label: str
     group: str
     direct: bool = False  # the app endpoint is PostgreSQL itself, not PgBouncer
+    neon_host: bool = False  # a Neon host name, through the stand-in's TLS front (direct TLS)
 
     @property
     def path(self) -> str:
@@ -70,6 +71,14 @@ CONFIGS: tuple[Config, ...] = (
     ),
     Config(
         "sync_neon", "sa", "sync_neon", "neon create_engine() (NullPool)", "SQLAlchemy sync psycopg"
+    ),
+    Config(
+        "sync_neon_host",
+        "sa",
+        "sync_neon",
+        "neon create_engine() (NullPool), a Neon host name: direct TLS",
+        "SQLAlchemy sync psycopg",
+        neon_host=True,
     ),
     Config(
         "sync_pool", "sa", "sync_pool", "neon allow_client_pool=True", "SQLAlchemy sync psycopg"

@@ -189,11 +189,7 @@ def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str
     and averaged over five connects."""
     with DirectTLSFront(upstream_port=state.pooler_port, runtime_dir=state.runtime_dir) as front:
         port = proxies.add("probe_front", "127.0.0.1", front.port)
-        password = quote(state.password, safe="")
-        endpoint = resolve(
-            f"postgresql://neondb_owner:{password}@{NEON_BENCH_HOST}:{port}/neondb"
-            "?sslmode=require&hostaddr=127.0.0.1"
-        ).app
+        endpoint = resolve(_neon_host_urls(state, port)[0]).app
         proxies.set_rtt(0.01)
         out: dict[str, float] = {}
         try:
@@ -210,6 +206,19 @@ def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str
         finally:
             proxies.set_rtt(0.0)
     return out
+
+
+def _neon_host_urls(state: StandInState, port: int) -> tuple[str, str]:
+    """The pooled and direct URLs of a Neon host name whose pooled endpoint is ``port`` here
+    (the stand-in's TLS front, or a proxy before it): Neon's own choices apply to them."""
+    password = quote(state.password, safe="")
+    direct_host = NEON_BENCH_HOST.replace("-pooler", "")
+    return (
+        f"postgresql://neondb_owner:{password}@{NEON_BENCH_HOST}:{port}/neondb"
+        "?sslmode=require&hostaddr=127.0.0.1",
+        f"postgresql://neondb_owner:{password}@{direct_host}:{state.pg_port}/neondb"
+        "?sslmode=require&hostaddr=127.0.0.1",
+    )
 
 
 def _kept_query_ms(conn: psycopg.Connection[Any], n: int = 15) -> float:
@@ -371,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "plan": asdict(plan),
     }
-    with running(pool_size=20, max_connections=200) as state, ProxyProcess() as proxies:
+    with (
+        running(pool_size=20, max_connections=200) as state,
+        ProxyProcess() as proxies,
+        DirectTLSFront(upstream_port=state.pooler_port, runtime_dir=state.runtime_dir) as front,
+    ):
         with psycopg.connect(state.direct_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_item (id bigserial PRIMARY KEY, note text NOT NULL)")
             conn.execute("INSERT INTO bench_item (note) VALUES ('first')")
@@ -380,13 +393,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stand-in: PgBouncer {results['versions']['PgBouncer']}", flush=True)
         specs: dict[str, dict[str, dict[str, str]]] = {"wsgi": {}, "asgi": {}, "sa": {}}
         for config in CONFIGS:
-            target = state.pg_port if config.direct else state.pooler_port
-            port = proxies.add(config.name, "127.0.0.1", target)
-            url = state.direct_url if config.direct else state.pooled_url
+            if config.neon_host:
+                port = proxies.add(config.name, "127.0.0.1", front.port)
+                url, direct_url = _neon_host_urls(state, port)
+            else:
+                target = state.pg_port if config.direct else state.pooler_port
+                port = proxies.add(config.name, "127.0.0.1", target)
+                base = state.direct_url if config.direct else state.pooled_url
+                url, direct_url = _via(base, target, port), state.direct_url
             specs[config.server][config.name] = {
                 "kind": config.kind,
-                "url": _via(url, target, port),
-                "direct_url": state.direct_url,
+                "url": url,
+                "direct_url": direct_url,
             }
         results["protocol"] = _protocol(state, proxies)
         log_dir = Path(tempfile.mkdtemp(prefix="neon-bench-logs-"))

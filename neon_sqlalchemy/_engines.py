@@ -40,6 +40,7 @@ from neon_connect._session_guard import GuardMode, guard_mode
 
 from ._events import (
     PoolerProbe,
+    add_begin_with_first_statement,
     add_commit_outcome,
     add_liveness_check,
     add_pooler_error_notes,
@@ -278,6 +279,8 @@ def _finish(
         add_liveness_check(engine)
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
+    if engine.dialect.driver == "psycopg":  # sync and async
+        add_begin_with_first_statement(engine)
     if engine.dialect.driver == "asyncpg":
         add_socket_keepalives(engine, socket_keepalives(endpoint))
 

@@ -79,6 +79,11 @@ class StandInState:
             f"directory={self.directory!r})"
         )
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's and hypothesis's printers list a dataclass's fields, the passwords among
+        them, unless the class prints itself: this repr, which has none."""
+        printer.text(repr(self))
+
     def _url(
         self, port: int, *, user: str = OWNER, password: str | None = None, db: str = DATABASE
     ) -> str:

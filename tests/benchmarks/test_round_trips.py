@@ -59,7 +59,7 @@ def test_a_request_on_a_kept_connection_pays_four_round_trips(neon_local, django
 def test_control_with_begin_sent_alone_it_pays_five(neon_local, django_db_blocker, monkeypatch):
     from neon_django.backend import _begin_with_first_statement as first_statement
 
-    monkeypatch.setattr(first_statement, "_supported", lambda connection: False)
+    monkeypatch.setattr(first_statement, "supported", lambda connection: False)
     assert _round_trips_of_a_request(neon_local, django_db_blocker) == 5
 
 
@@ -100,9 +100,17 @@ def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
             engine.dispose()
 
 
-def test_sqlalchemy_allow_client_pool_pays_five_round_trips(neon_local):
+def test_sqlalchemy_allow_client_pool_pays_four_round_trips(neon_local):
+    """Three statements and COMMIT: BEGIN travels with the first statement (issue 24)."""
+    assert _sqlalchemy_round_trips(neon_local) == 4
+
+
+def test_control_sqlalchemy_with_begin_sent_alone_pays_five(neon_local, monkeypatch):
+    from neon_connect import _begin_with_first_statement as first_statement
+
+    monkeypatch.setattr(first_statement, "supported", lambda connection: False)
     assert _sqlalchemy_round_trips(neon_local) == 5
 
 
-def test_control_sqlalchemy_with_pre_ping_pays_a_sixth(neon_local):
-    assert _sqlalchemy_round_trips(neon_local, pool_pre_ping=True) == 6
+def test_control_sqlalchemy_with_pre_ping_pays_a_fifth(neon_local):
+    assert _sqlalchemy_round_trips(neon_local, pool_pre_ping=True) == 5

@@ -220,3 +220,14 @@ def test_a_database_name_that_cannot_be_a_variable_is_refused(tmp_path, name):
     with pytest.raises(StandInError, match="--database .*DATABASE_URL_<NAME>"):
         LocalNeon(tmp_path / "x", databases=[name])
     assert not (tmp_path / "x").exists()
+
+
+def test_no_printer_shows_the_passwords(neon_local):
+    """hypothesis prints a failing example's fixtures field by field, as IPython does, where a
+    class does not print itself: the stand-in's passwords appeared in a failure's report."""
+    from hypothesis.vendor.pretty import pretty
+
+    state = neon_local.state
+    for shown in (repr(state), repr(neon_local), pretty(state), pretty(neon_local)):
+        assert state.password not in shown and state.superuser_password not in shown
+        assert str(state.pooler_port) in shown

@@ -1,0 +1,239 @@
+"""SQLAlchemy on psycopg 3: ``BEGIN`` travels with a transaction's first statement (issue 24).
+
+The first statement is written as text, as psycopg's ``ClientCursor`` would, and later ones bind
+on the server as before. Round trips are counted in tests/benchmarks/test_round_trips.py; here,
+what a transaction must still be, and that every value reaches the table as psycopg's own path
+stores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import exc, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+import neon_sqlalchemy
+from neon_connect import _begin_with_first_statement as first_statement
+
+pytestmark = pytest.mark.integration
+
+TABLE = """CREATE TABLE IF NOT EXISTS bwf_sa (
+    id serial PRIMARY KEY, t text, i bigint, n numeric, f float8, b bool, d date,
+    ts timestamptz, by bytea, j jsonb, a int[], u uuid)"""
+
+
+@pytest.fixture(scope="module")
+def engine(neon_local):
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute(TABLE)
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    sa.event.listen(engine, "after_cursor_execute", _record)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _empty(neon_local, engine):
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute("TRUNCATE bwf_sa")
+
+
+def _merging(conn: sa.Connection) -> bool:
+    driver = conn.connection.driver_connection
+    return driver is not None and driver.cursor_factory is first_statement.BeginWithFirstStatement
+
+
+SENT_AS_TEXT: list[bool] = []
+"""Per statement, in order: psycopg kept no parameters apart, so it went as one text message
+(read in SQLAlchemy's ``after_cursor_execute``, before the result closes the cursor)."""
+
+
+def _record(conn, cursor, statement, parameters, context, executemany) -> None:
+    SENT_AS_TEXT.append(cursor._query.params is None)  # noqa: SLF001
+
+
+def _sent_as_text(conn: sa.Connection, result: sa.CursorResult) -> bool:
+    """Whether the statement just run went as text."""
+    return SENT_AS_TEXT[-1]
+
+
+def _stored(neon_local) -> list[tuple]:
+    with psycopg.connect(neon_local.direct_url) as conn:
+        return conn.execute("SELECT t, i FROM bwf_sa ORDER BY id").fetchall()
+
+
+def test_the_first_statement_goes_as_text_and_the_next_bind_on_the_server(engine):
+    insert = text("INSERT INTO bwf_sa (t, i) VALUES (:t, :i) RETURNING id, t")
+    with engine.begin() as conn:
+        assert _merging(conn)
+        first = conn.execute(insert, {"t": "one", "i": 1})
+        assert _sent_as_text(conn, first)
+        assert first.one()[1] == "one"  # the statement's rows, not BEGIN's
+        second = conn.execute(insert, {"t": "two", "i": 2})
+        assert not _sent_as_text(conn, second)
+        assert second.rowcount == 1
+        assert conn.connection.driver_connection.info.transaction_status == (
+            psycopg.pq.TransactionStatus.INTRANS
+        )
+
+
+def test_a_rollback_undoes_the_first_statement_too(engine, neon_local):
+    """The first statement ran inside the transaction, not before it in autocommit."""
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES (:t, 1)"), {"t": "first"})
+        raise RuntimeError("roll it back")
+    assert _stored(neon_local) == []
+    with engine.begin() as conn:  # the pooled connection goes on
+        conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES (:t, 2)"), {"t": "after"})
+    assert _stored(neon_local) == [("after", 2)]
+
+
+def test_a_failing_first_statement_fails_its_transaction_and_nothing_else(engine, neon_local):
+    with pytest.raises(exc.ProgrammingError, match="no_such_column"), engine.begin() as conn:
+        conn.execute(text("SELECT no_such_column FROM bwf_sa WHERE t = :t"), {"t": "x"})
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES ('ok', 1)"))
+        assert conn.execute(text("SELECT count(*) FROM bwf_sa")).scalar() == 1
+    assert _stored(neon_local) == [("ok", 1)]
+
+
+def test_the_isolation_level_and_percent_signs_reach_the_server(engine):
+    with engine.connect().execution_options(isolation_level="SERIALIZABLE") as conn:
+        level = conn.execute(text("SELECT current_setting('transaction_isolation')")).scalar()
+        assert level == "serializable"
+        conn.rollback()
+        with conn.begin():
+            row = conn.execute(text("SELECT '100%', :p"), {"p": "5%"}).one()
+        assert tuple(row) == ("100%", "5%")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT '100%%'").scalar() == "100%"  # SQLAlchemy's rule
+
+
+VALUES = {
+    "t": "it's a \\ back'slash, 100% \u00e9\u4e2d\U0001f600",
+    "i": -(2**62),
+    "n": Decimal("12345678901234567890.000000001"),
+    "f": float("inf"),
+    "b": False,
+    "d": dt.date(2026, 12, 5),
+    "ts": dt.datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=dt.timezone.utc),
+    "by": b"\x00\x01\xff'\\",
+    "j": {"k": ["v", 1, None, "it's"]},
+    "a": [1, None, -3],
+    "u": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+}
+INSERT_ALL = sa.text(
+    "INSERT INTO bwf_sa (t, i, n, f, b, d, ts, by, j, a, u) "
+    "VALUES (:t, :i, :n, :f, :b, :d, :ts, :by, :j, :a, :u) RETURNING t, i, n, f, b, d, ts, by, j, a, u"
+).bindparams(sa.bindparam("j", type_=JSONB))
+SELECT_ALL = "SELECT t, i, n, f, b, d, ts, by, j, a, u FROM bwf_sa ORDER BY id"
+
+
+def test_every_type_is_stored_as_psycopgs_own_path_stores_it(engine, neon_local):
+    with engine.begin() as conn:
+        merged = conn.execute(INSERT_ALL, VALUES)
+        assert _sent_as_text(conn, merged)
+        conn.execute(INSERT_ALL, VALUES)  # bound on the server
+    with psycopg.connect(neon_local.direct_url) as plain:
+        rows = plain.execute(SELECT_ALL).fetchall()
+    assert rows[0] == rows[1]
+    assert rows[0][8] == VALUES["j"] and bytes(rows[0][7]) == VALUES["by"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    t=st.text(st.characters(exclude_characters="\x00")),
+    i=st.integers(-(2**63), 2**63 - 1),
+    n=st.decimals(allow_nan=False, allow_infinity=False, places=6),
+    f=st.floats(allow_nan=False),
+    by=st.binary(max_size=64),
+)
+def test_any_value_is_stored_as_the_server_bound_one(engine, neon_local, t, i, n, f, by):
+    insert = text("INSERT INTO bwf_sa (t, i, n, f, by) VALUES (:t, :i, :n, :f, :by)")
+    values = {"t": t, "i": i, "n": n, "f": f, "by": by}
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM bwf_sa"))  # the merged statement: this one
+        assert not _sent_as_text(conn, conn.execute(insert, values))  # the server-bound one
+    with engine.begin() as conn:
+        assert _sent_as_text(conn, conn.execute(insert, values))  # merged, as text
+        pair = conn.execute(text("SELECT t, i, n, f, by FROM bwf_sa ORDER BY id")).all()
+    assert pair[0] == pair[1]
+
+
+def test_a_long_statement_binds_on_the_server(engine, neon_local):
+    """Past LONGEST characters (here a bytea written as hex), psycopg's own path sends it."""
+    blob = bytes(range(256)) * (first_statement.LONGEST // 256)
+    with engine.begin() as conn:
+        result = conn.execute(text("INSERT INTO bwf_sa (by) VALUES (:by)"), {"by": blob})
+        assert not _sent_as_text(conn, result)
+    with psycopg.connect(neon_local.direct_url) as plain:
+        assert plain.execute("SELECT by FROM bwf_sa").fetchone()[0] == blob
+
+
+def test_an_apps_own_cursor_factory_is_left_alone(neon_local):
+    engine = neon_sqlalchemy.create_engine(
+        env=neon_local.env(), connect_args={"cursor_factory": psycopg.ClientCursor}
+    )
+    try:
+        with engine.begin() as conn:
+            assert conn.connection.driver_connection.cursor_factory is psycopg.ClientCursor
+            assert conn.execute(text("SELECT :x"), {"x": 1}).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = "bwf_sa"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    t: Mapped[str | None]
+    i: Mapped[int | None]
+
+
+def test_the_orm_flushes_and_reads_in_one_transaction(engine, neon_local):
+    with Session(engine) as session, session.begin():
+        session.add_all([Row(t="orm", i=1), Row(t="orm", i=2)])
+        session.flush()
+        assert session.query(Row).filter_by(t="orm").count() == 2
+    assert _stored(neon_local) == [("orm", 1), ("orm", 2)]
+
+
+def test_async_engines_send_begin_with_the_first_statement(neon_local):
+    async def run() -> list[tuple]:
+        engine = neon_sqlalchemy.create_async_engine(env=neon_local.env())
+        try:
+            async with engine.begin() as conn:
+                raw = await conn.get_raw_connection()
+                factory = raw.driver_connection.cursor_factory
+                assert factory is first_statement.AsyncBeginWithFirstStatement
+                result = await conn.execute(
+                    text("INSERT INTO bwf_sa (t, i) VALUES (:t, 1) RETURNING t"), {"t": "async"}
+                )
+                assert result.scalar() == "async"
+                assert raw.driver_connection.info.transaction_status == (
+                    psycopg.pq.TransactionStatus.INTRANS
+                )
+            with pytest.raises(RuntimeError):
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES ('gone', 2)"))
+                    raise RuntimeError("roll it back")
+        finally:
+            await engine.dispose()
+        return _stored(neon_local)
+
+    assert asyncio.run(run()) == [("async", 1)]
