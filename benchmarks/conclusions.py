@@ -101,16 +101,18 @@ PgBouncer holds for nothing.
 
 **SQLAlchemy: NullPool stays the pooled default; here is what it costs.**
 - Sync psycopg: NullPool pays {f.trips("sync_neon")} round trips per request (a connect each
-  time; the raw psycopg floor pays {f.trips("sync_raw")}); `allow_client_pool=True` pays
+  time; raw psycopg, which sends `BEGIN` alone, pays {f.trips("sync_raw")}); `allow_client_pool=True` pays
   {f.trips("sync_pool")} (the work alone: the checkout check sends nothing). p50 at 1 ms RTT {f.p50("sync_neon")} against
   {f.p50("sync_pool")} ({f.ratio("sync_neon", "sync_pool")}); at 20 ms RTT
   {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}. `BEGIN` travels with
   each transaction's first statement (psycopg 3), so the work itself is 4 round trips.
-- On a Neon host name (`sync_neon_host`, through the stand-in's TLS front, as Neon's proxy
+- On a Neon host name (`sync_neon_host`, through the stand-in's Neon-like proxy, as Neon's proxy
   accepts it), the connect opens TLS directly where libpq >= 17 (`sslnegotiation=direct`):
-  NullPool pays {f.trips("sync_neon_host")} round trips per request, p50 at 20 ms RTT
-  {f.p50("sync_neon_host", TWENTY_MS)} against {f.p50("sync_neon", TWENTY_MS)} with an
-  `SSLRequest` first.
+  NullPool pays {f.trips("sync_neon_host")} round trips per request, against
+  {f.trips("sync_neon")} with an `SSLRequest` first. Its p50 at 20 ms RTT,
+  {f.p50("sync_neon_host", TWENTY_MS)}, also holds the stand-in's proxy, Python on the same
+  two cores, which ends TLS and SCRAM and then logs in to PgBouncer for each connect: compare
+  its round trips, not its time.
 - Async psycopg: {f.trips("apsy_neon")} against {f.trips("apsy_pool")} round trips;
   p50 {f.p50("apsy_neon")} against {f.p50("apsy_pool")} at 1 ms.
 - asyncpg: {f.trips("apg_neon")} against {f.trips("apg_pool")} round trips: with the
@@ -132,10 +134,31 @@ PgBouncer holds for nothing.
   long-running process (1 ms RTT or more) that serves requests continuously: it removes the
   connect from every request for 2 client connections per process.
 
+{_profiles(f)}
+
 **Library overhead:** ratios of client CPU with and without neon-connect on the same path:
 {f.overhead()}. The ratios move by about +-3 % between runs on this shared machine.
 
 {_goals(f)}"""
+
+
+def _profiles(f: _Figures) -> str:
+    """NullPool against ``allow_client_pool=True`` on each platform kind of
+    ``neon_connect._platforms``, from this run's rows: which measured row a request pays
+    depends on whether the instance reuses anything, which is what the kinds differ in."""
+    kept = f"{f.trips('sync_pool')} round trips, {f.p50('sync_pool', TWENTY_MS)}"
+    connect = f"{f.trips('sync_neon')} round trips, {f.p50('sync_neon', TWENTY_MS)}"
+    direct = f"{f.trips('sync_neon_host')} round trips, {f.p50('sync_neon_host', TWENTY_MS)}"
+    return f"""**SQLAlchemy per platform** (sync psycopg, p50 at 20 ms RTT; a connect with an
+`SSLRequest` pays {connect}; a kept connection pays {kept}; on a Neon host, direct TLS takes
+one round trip off each connect: {direct}, through the stand-in's proxy). The platform kinds are the ones `neon-connect check` prints:
+
+| platform (detected from) | NullPool (the default) | `allow_client_pool=True` | choose |
+|---|---|---|---|
+| function: Lambda, Vercel, Netlify, Azure Functions, Cloud Functions | a connect per request | the same: an instance serves one request, nothing is reused, and a kept connection sits at PgBouncer while the instance is frozen | NullPool |
+| elastic: Cloud Run, ECS/Fargate, Modal | a connect per request | a kept connection while requests come closer than the idle limit (`idle_timeout="auto"`: 10 s; `pool_size` 1-2, as Neon advises), a connect after a longer gap | the client pool for steady traffic, NullPool for sparse |
+| server: Fly, Render, Railway, Heroku, Kubernetes, none | a connect per request | a kept connection | the client pool for a process that serves steadily; NullPool for many processes or bursty load |
+"""
 
 
 def _goals(f: _Figures) -> str:

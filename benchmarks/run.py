@@ -36,7 +36,8 @@ import psycopg
 
 from neon_connect import psycopg_params, resolve
 from neon_local import StandInState, running
-from neon_local.direct_tls import DirectTLSFront
+from neon_local.configs import OWNER
+from neon_local.neon_proxy import NeonProxy
 
 from . import report
 from .configs import CONFIGS
@@ -185,9 +186,9 @@ def _protocol(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
 
 def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
     """A connect to a Neon host name, with and without direct TLS, through the stand-in's
-    TLS front (PgBouncer 1.24 has none): counted at 10 ms RTT, where each flight counts once,
-    and averaged over five connects."""
-    with DirectTLSFront(upstream_port=state.pooler_port, runtime_dir=state.runtime_dir) as front:
+    Neon-like proxy (PgBouncer 1.24 has no direct TLS): counted at 10 ms RTT, where each
+    flight counts once, and averaged over five connects."""
+    with _neon_proxy(state) as front:
         port = proxies.add("probe_front", "127.0.0.1", front.port)
         endpoint = resolve(_neon_host_urls(state, port)[0]).app
         proxies.set_rtt(0.01)
@@ -208,15 +209,25 @@ def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str
     return out
 
 
+def _neon_proxy(state: StandInState) -> NeonProxy:
+    """The stand-in's Neon-like proxy before its pooler: direct TLS, channel binding."""
+    return NeonProxy(
+        upstream_port=state.pooler_port,
+        runtime_dir=state.runtime_dir,
+        passwords={OWNER: state.password},
+    )
+
+
 def _neon_host_urls(state: StandInState, port: int) -> tuple[str, str]:
     """The pooled and direct URLs of a Neon host name whose pooled endpoint is ``port`` here
-    (the stand-in's TLS front, or a proxy before it): Neon's own choices apply to them."""
+    (the stand-in's Neon-like proxy, or a counting proxy before it), as Neon's console writes
+    them: Neon's own choices (direct TLS) apply to them."""
     password = quote(state.password, safe="")
     direct_host = NEON_BENCH_HOST.replace("-pooler", "")
     return (
-        f"postgresql://neondb_owner:{password}@{NEON_BENCH_HOST}:{port}/neondb"
-        "?sslmode=require&hostaddr=127.0.0.1",
-        f"postgresql://neondb_owner:{password}@{direct_host}:{state.pg_port}/neondb"
+        f"postgresql://{OWNER}:{password}@{NEON_BENCH_HOST}:{port}/neondb"
+        "?sslmode=require&channel_binding=require&hostaddr=127.0.0.1",
+        f"postgresql://{OWNER}:{password}@{direct_host}:{state.pg_port}/neondb"
         "?sslmode=require&hostaddr=127.0.0.1",
     )
 
@@ -383,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         running(pool_size=20, max_connections=200) as state,
         ProxyProcess() as proxies,
-        DirectTLSFront(upstream_port=state.pooler_port, runtime_dir=state.runtime_dir) as front,
+        _neon_proxy(state) as front,
     ):
         with psycopg.connect(state.direct_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_item (id bigserial PRIMARY KEY, note text NOT NULL)")

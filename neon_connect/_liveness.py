@@ -91,7 +91,7 @@ def lost_before_commit(connection: Any) -> bool:
     nothing of it can be stored. False for other drivers, a closed connection and one with
     no transaction (where psycopg's ``commit()`` sends nothing)."""
     pgconn = getattr(connection, "pgconn", None)
-    if pgconn is None or connection.closed or pgconn.transaction_status in (_IDLE, _ACTIVE):
+    if pgconn is None or connection.closed or pgconn.transaction_status in (IDLE, _ACTIVE):
         return False  # ACTIVE: a command in progress; psycopg's own error says so
     return _psycopg(connection, pgconn) is DEAD
 
@@ -106,9 +106,10 @@ def refuse_commit_if_lost(connection: Any) -> None:
         raise CommitNotSent(NOT_SENT)  # nothing stored: safe to run again
 
 
-_IDLE, _ACTIVE = 0, 1
+IDLE, _ACTIVE = 0, 1
 """libpq's ``PQTRANS_IDLE`` (no transaction) and ``PQTRANS_ACTIVE`` (a command in progress),
-as psycopg's ``pq.TransactionStatus``."""
+as psycopg's ``pq.TransactionStatus`` and psycopg2's ``extensions.TRANSACTION_STATUS_*``
+(named here: neither driver need be installed)."""
 
 _READS = 3
 """How many reads before giving up on the socket: a FATAL and an end-of-file need two."""

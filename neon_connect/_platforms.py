@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._endpoints import Endpoint
 
 PlatformKind = Literal["function", "elastic", "server"]
 
@@ -79,3 +84,29 @@ def describe_platform(env: Mapping[str, str]) -> str:
     if platform is None:
         return f"no platform detected (a long-running server): {_CHOICES['server']}"
     return f"{platform.name} ({platform.variable}), {platform.kind}: {_CHOICES[platform.kind]}"
+
+
+IdleTimeout = float | None | Literal["auto"]
+"""The adapters' ``idle_timeout`` option: ``"auto"`` (the default), seconds, or None."""
+
+
+def idle_timeout(
+    value: IdleTimeout, *, app: Endpoint, env: Mapping[str, str], where: str
+) -> float | None:
+    """Resolve ``idle_timeout``: ``"auto"`` drops a kept connection to a transaction pooler
+    after 10 s idle on an elastic platform (Cloud Run, ECS/Fargate, Modal), as Neon advises,
+    and sets no limit elsewhere; seconds > 0 or None stand. ``where`` names the call."""
+    if value == "auto":
+        platform = detect_platform(env)
+        if app.transaction_pooler and platform is not None and platform.kind == "elastic":
+            return ELASTIC_IDLE_TIMEOUT
+        return None
+    given: object = value  # whatever a caller passed, typed or not
+    if given is None:
+        return None
+    if isinstance(given, (int, float)) and not isinstance(given, bool) and given > 0:
+        return float(given)
+    raise ConfigurationError(
+        f'{where}(idle_timeout={value!r}): use "auto" (the default), a number of seconds '
+        "> 0, or None."
+    )

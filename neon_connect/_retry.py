@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._endpoints import Endpoint
+from ._liveness import IDLE
 
 logger = logging.getLogger("neon_connect")
 T = TypeVar("T")
@@ -188,9 +189,9 @@ def opens_transaction(connection: Any) -> bool:
         return False
     pgconn = getattr(connection, "pgconn", None)  # psycopg 3 (its .info is built per call)
     if pgconn is not None:
-        return int(pgconn.transaction_status) == 0  # IDLE
+        return int(pgconn.transaction_status) == IDLE
     get_status = getattr(connection, "get_transaction_status", None)  # psycopg2
-    return callable(get_status) and get_status() == 0
+    return callable(get_status) and get_status() == IDLE
 
 
 def connection_lost(connection: Any) -> bool:

@@ -35,10 +35,12 @@ from neon_connect import (
 )
 from neon_connect._limits import MAX_CONNECTION_AGE
 from neon_connect._params import connection_options
+from neon_connect._platforms import IdleTimeout
+from neon_connect._platforms import idle_timeout as resolve_idle_timeout
 from neon_connect._secret import DriverSecret, scrubbed
 from neon_connect._session_guard import GuardMode, guard_mode
 
-from ._conn_max_age import auto_conn_max_age, auto_idle_timeout
+from ._conn_max_age import auto_conn_max_age
 
 ENGINE = "neon_django.backend"
 
@@ -104,7 +106,7 @@ def config(
     prepared_statements: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
-    idle_timeout: float | None | Literal["auto"] = "auto",
+    idle_timeout: IdleTimeout = "auto",
     pooler_prepared_statements: bool | None = None,
     retry_timeout: float | None = None,
     app_vars: Sequence[str] = APP_VARS,
@@ -234,7 +236,7 @@ def settings_for(
     prepared_statements: bool = False,
     retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
-    idle_timeout: float | None | Literal["auto"] = "auto",
+    idle_timeout: IdleTimeout = "auto",
 ) -> dict[str, Any]:
     """:func:`config` for endpoints already resolved (``databases()`` resolves the primary
     and each replica once and carries the objects here, never a URL). ``environ`` decides
@@ -247,13 +249,9 @@ def settings_for(
                 "a number of seconds >= 0, or None."
             )
         conn_max_age = auto_conn_max_age(endpoints.app, environ)
-    if idle_timeout == "auto":
-        idle_timeout = auto_idle_timeout(endpoints.app, environ)
-    elif not _seconds_or_none(idle_timeout):
-        raise ConfigurationError(
-            f'neon_django.config(idle_timeout={idle_timeout!r}): use "auto" (the default), '
-            "a number of seconds > 0, or None."
-        )
+    idle_timeout = resolve_idle_timeout(
+        idle_timeout, app=endpoints.app, env=environ, where="neon_django.config"
+    )
     app = endpoints.app
     if not app.database:
         raise ConfigurationError(
@@ -310,10 +308,6 @@ def settings_for(
         IDLE_TIMEOUT=idle_timeout,
     )
     return settings
-
-
-def _seconds_or_none(value: object) -> bool:
-    return value is None or (isinstance(value, (int, float)) and value > 0)
 
 
 def _connection_settings(endpoint: Endpoint, options: dict[str, Any]) -> dict[str, Any]:

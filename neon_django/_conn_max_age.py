@@ -13,7 +13,7 @@ from typing import Any
 
 from neon_connect import Endpoint
 from neon_connect._limits import MAX_CONNECTION_AGE
-from neon_connect._platforms import ELASTIC_IDLE_TIMEOUT, detect_platform
+from neon_connect._platforms import detect_platform
 
 
 def serverless_platform(env: Mapping[str, str]) -> str | None:
@@ -31,15 +31,6 @@ def auto_conn_max_age(app: Endpoint, env: Mapping[str, str]) -> int:
     if app.transaction_pooler and serverless_platform(env) is None:
         return MAX_CONNECTION_AGE
     return 0
-
-
-def auto_idle_timeout(app: Endpoint, env: Mapping[str, str]) -> float | None:
-    """``idle_timeout="auto"``: on an elastic platform (Cloud Run, ECS/Fargate, Modal), drop a
-    kept connection to the pooler after 10 s idle, as Neon advises; elsewhere no limit."""
-    platform = detect_platform(env)
-    if app.transaction_pooler and platform is not None and platform.kind == "elastic":
-        return ELASTIC_IDLE_TIMEOUT
-    return None
 
 
 def close_after_asgi_request(sender: Any, **kwargs: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,6 +31,8 @@ from neon_connect import (
 )
 from neon_connect._limits import MAX_CONNECTION_AGE
 from neon_connect._params import connection_options, socket_keepalives
+from neon_connect._platforms import IdleTimeout
+from neon_connect._platforms import idle_timeout as resolve_idle_timeout
 from neon_connect._probes import (
     answers_like_transaction_pooler,
     lone_pooler_message,
@@ -42,6 +45,7 @@ from ._events import (
     PoolerProbe,
     add_begin_with_first_statement,
     add_commit_outcome,
+    add_idle_limit,
     add_liveness_check,
     add_pooler_error_notes,
     add_retry,
@@ -262,10 +266,15 @@ def _pooler_probe(endpoint: Endpoint, *, client_pool: bool) -> PoolerProbe | Non
 
 
 def _finish(
-    engine: Engine, endpoint: Endpoint, retry: RetryPolicy, session_guard: GuardMode
+    engine: Engine,
+    endpoint: Endpoint,
+    retry: RetryPolicy,
+    session_guard: GuardMode,
+    idle_limit: float | None,
 ) -> None:
     session_guard = guard_mode(session_guard, setting="create_engine() session_guard")
-    probe = _pooler_probe(endpoint, client_pool=not isinstance(engine.pool, NullPool))
+    pooled = not isinstance(engine.pool, NullPool)
+    probe = _pooler_probe(endpoint, client_pool=pooled)
     add_retry(engine, endpoint, retry, pooler_probe=probe)
     add_statement_listeners(
         engine,
@@ -275,8 +284,10 @@ def _finish(
     )
     add_commit_outcome(engine)
     dispose_after_fork(engine)
-    if not isinstance(engine.pool, NullPool):
+    if pooled:
         add_liveness_check(engine)
+        if idle_limit is not None:
+            add_idle_limit(engine, idle_limit)
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
     if engine.dialect.driver == "psycopg":  # sync and async
@@ -298,6 +309,7 @@ def create_engine(
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
     session_guard: GuardMode = "error",
+    idle_timeout: IdleTimeout = "auto",
     **kwargs: Any,
 ) -> Engine:
     """A sync engine on the pooled endpoint (default) or the direct one (``direct=True``).
@@ -312,7 +324,10 @@ def create_engine(
     for the next client (``SET search_path``, session advisory locks, ``LISTEN``, temp
     tables...) is stopped before it is sent (``"error"``, the default), logged (``"warn"``)
     or sent (``"off"``). ``direct_url`` names the direct endpoint beside ``url`` (see
-    :func:`endpoint_for`).
+    :func:`endpoint_for`). ``idle_timeout`` (a pool only): a kept connection idle longer
+    than that many seconds, on the wall clock, is replaced at checkout; ``"auto"`` is 10 s to
+    the pooler on an elastic platform (Cloud Run, ECS/Fargate, Modal), as Neon advises, and
+    no limit elsewhere.
     """
     driver = _driver_from(url, "psycopg")
     endpoint = endpoint_for(
@@ -324,6 +339,12 @@ def create_engine(
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
     del url, direct_url  # error pages print locals: keep only masked values
+    idle_limit = resolve_idle_timeout(
+        idle_timeout,
+        app=endpoint,
+        env=os.environ if env is None else env,
+        where="neon_sqlalchemy.create_engine",
+    )
     if driver == "asyncpg":
         driver = "psycopg"  # a sync engine cannot use asyncpg
     sa_url, arguments = _arguments(
@@ -335,7 +356,7 @@ def create_engine(
         factory="create_engine",
     )
     engine = sqlalchemy.create_engine(sa_url, **arguments)
-    _finish(engine, endpoint, retry, session_guard)
+    _finish(engine, endpoint, retry, session_guard, idle_limit)
     return engine
 
 
@@ -353,6 +374,7 @@ def create_async_engine(
     use_pooler: bool = True,
     allow_mismatched_endpoints: bool = False,
     session_guard: GuardMode = "error",
+    idle_timeout: IdleTimeout = "auto",
     **kwargs: Any,
 ) -> AsyncEngine:
     """The async twin of :func:`create_engine`, with psycopg (default) or asyncpg.
@@ -373,6 +395,12 @@ def create_async_engine(
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
     del url, direct_url  # error pages print locals: keep only masked values
+    idle_limit = resolve_idle_timeout(
+        idle_timeout,
+        app=endpoint,
+        env=os.environ if env is None else env,
+        where="neon_sqlalchemy.create_async_engine",
+    )
     if chosen == "psycopg2":
         chosen = "psycopg"  # psycopg2 has no async mode
     sa_url, arguments = _arguments(
@@ -384,5 +412,5 @@ def create_async_engine(
         factory="create_async_engine",
     )
     engine = _sa_create_async_engine(sa_url, **arguments)
-    _finish(engine.sync_engine, endpoint, retry, session_guard)
+    _finish(engine.sync_engine, endpoint, retry, session_guard, idle_limit)
     return engine

@@ -140,6 +140,27 @@ def add_liveness_check(engine: Engine) -> None:
             raise exc.DisconnectionError("neon-connect: the server closed this pooled connection")
 
 
+_IDLE_SINCE = "neon_idle_since"
+"""The wall-clock time a pooled connection was checked in (``record.info``, which lives as
+long as the driver's connection)."""
+
+
+def add_idle_limit(engine: Engine, seconds: float) -> None:
+    """Replace a pooled connection that sat idle more than ``seconds`` at checkout, as Neon
+    advises on elastic platforms. The wall clock, not a timer: a frozen container's timers
+    stop, and its connections may have been dropped meanwhile."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.time()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is not None and time.time() - since > seconds:
+            raise exc.DisconnectionError(f"neon-connect: idle more than {seconds:g} s")
+
+
 def add_pooler_error_notes(engine: Engine) -> None:
     """Name the cause of errors that mean something else behind a transaction pooler."""
 

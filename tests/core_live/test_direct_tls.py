@@ -2,7 +2,7 @@
 opens from the first byte, one round trip fewer per connect than the ``SSLRequest`` exchange.
 
 Neon's proxy accepts it; the stand-in's PgBouncer 1.24 and PostgreSQL 15 do not, so these
-tests go through :class:`neon_local.direct_tls.DirectTLSFront`, which ends TLS either way and
+tests go through :class:`neon_local.neon_proxy.NeonProxy`, which ends TLS either way and
 records how each client came. A Neon host name reaches it through ``hostaddr``.
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy
 import neon_sqlalchemy
 from neon_connect import InvalidURLError, asyncpg_params, libpq_version, psycopg_params, resolve
 from neon_connect._params import DIRECT_TLS_LIBPQ
-from neon_local.direct_tls import DirectTLSFront
+from neon_local.neon_proxy import NeonProxy
 from neon_local.pytest_plugin import NeonLocal
 
 pytestmark = pytest.mark.integration
@@ -34,14 +34,14 @@ EXPECTED = "direct" if DIRECT else "sslrequest"
 
 
 @pytest.fixture
-def front(neon_local: NeonLocal) -> Iterator[DirectTLSFront]:
-    with DirectTLSFront(
+def front(neon_local: NeonLocal) -> Iterator[NeonProxy]:
+    with NeonProxy(
         upstream_port=neon_local.state.pooler_port, runtime_dir=neon_local.state.runtime_dir
     ) as made:
         yield made
 
 
-def _neon_url(neon_local: NeonLocal, front: DirectTLSFront, scheme: str = "postgresql") -> str:
+def _neon_url(neon_local: NeonLocal, front: NeonProxy, scheme: str = "postgresql") -> str:
     """A Neon console URL for the pooled endpoint, reaching the front through ``hostaddr``."""
     state = neon_local.state
     return (
@@ -50,7 +50,7 @@ def _neon_url(neon_local: NeonLocal, front: DirectTLSFront, scheme: str = "postg
     )
 
 
-def _ways(front: DirectTLSFront) -> list[str]:
+def _ways(front: NeonProxy) -> list[str]:
     """How each client opened TLS (libpq 18 offers ALPN either way)."""
     return [kind.partition("+")[0] for kind in front.negotiations]
 

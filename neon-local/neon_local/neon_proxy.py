@@ -1,0 +1,293 @@
+"""A proxy in front of the stand-in's endpoints that does what Neon's proxy does.
+
+Neon ends TLS and the SCRAM exchange at its proxy, in front of PgBouncer and the compute. So
+on both endpoints it accepts:
+
+- **direct TLS**: libpq >= 17 (``sslnegotiation=direct``) and asyncpg (``direct_tls``) open TLS
+  from the first byte, with ALPN ``postgresql``, skipping the ``SSLRequest`` round trip;
+- **channel binding**: ``SCRAM-SHA-256-PLUS``, which Neon's console URLs ask for
+  (``channel_binding=require``).
+
+The stand-in's PgBouncer 1.24 has neither (direct TLS needs 1.25; it offers no channel
+binding to its clients), and its PostgreSQL 15 has no direct TLS. :class:`NeonProxy` ends the
+client's TLS either way and, for the users it holds a password for, the client's SCRAM exchange
+too (offering ``-PLUS``, bound to its certificate), then logs in to the server behind it with
+that password, over TLS of its own, and relays the session. Other users' authentication is the
+server's own, passed through. Each accepted connection's negotiation is kept in
+:attr:`NeonProxy.negotiations`, so a test can show which way a client came.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from . import scram
+from .processes import HOST
+
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
+_TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a ClientHello
+_AUTH_OK, _AUTH_SASL, _AUTH_SASL_CONTINUE, _AUTH_SASL_FINAL = 0, 10, 11, 12
+
+
+class NeonProxy:
+    """Listens on :data:`~neon_local.processes.HOST`; relays to ``upstream_port`` there.
+
+    ``passwords`` (user: password) are the users whose SCRAM exchange ends here, with channel
+    binding offered; without it, every user's authentication passes through to the server.
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream_port: int,
+        runtime_dir: str | Path,
+        passwords: Mapping[str, str] | None = None,
+    ) -> None:
+        runtime = Path(runtime_dir)
+        self.upstream_port = upstream_port
+        self._passwords = dict(passwords or {})
+        self._binding_data = scram.server_end_point((runtime / "server.crt").read_text())
+        self._verifiers = {user: scram.Verifier.of(pw) for user, pw in self._passwords.items()}
+        self._server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._server_tls.load_cert_chain(runtime / "server.crt", runtime / "server.key")
+        self._server_tls.set_alpn_protocols(["postgresql"])
+        self._server_tls.num_tickets = 0  # libpq resumes no session: tickets are noise
+        self._upstream_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._upstream_tls.check_hostname = False
+        self._upstream_tls.verify_mode = ssl.CERT_NONE  # the stand-in's own server, on HOST
+        self.negotiations: list[str] = []
+        """``direct`` or ``sslrequest`` per accepted connection, with ``+alpn`` when the
+        client offered ALPN ``postgresql``."""
+        self.mechanisms: list[str] = []
+        """The SCRAM mechanism each client chose here (``SCRAM-SHA-256-PLUS`` when it bound
+        the exchange to the TLS channel); passed-through logins are not listed."""
+        self._listener = socket.create_server((HOST, 0))
+        self.port: int = self._listener.getsockname()[1]
+
+    def __enter__(self) -> NeonProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._spawn(self._serve, client)
+
+    def _serve(self, client: socket.socket) -> None:
+        # a client that gives up mid-handshake ends only its own thread
+        with contextlib.ExitStack() as stack, contextlib.suppress(OSError):
+            stack.enter_context(client)
+            tls_client = self._end_client_tls(client)
+            if tls_client is None:
+                return
+            stack.enter_context(tls_client)
+            startup = _read_startup(tls_client)
+            upstream = stack.enter_context(self._open_upstream())
+            user = _startup_user(startup)
+            if user in self._verifiers:
+                if not self._authenticate(tls_client, user):
+                    return
+                upstream.sendall(startup)
+                if not self._log_in(upstream, tls_client, user):
+                    return
+            else:  # a cancel request, or a user whose login is the server's own
+                upstream.sendall(startup)
+            _relay(tls_client, upstream)
+
+    def _authenticate(self, client: ssl.SSLSocket, user: str) -> bool:
+        """The client's SCRAM exchange, ended here as Neon's proxy ends it: ``-PLUS`` offered,
+        bound to this proxy's certificate (``tls-server-end-point``). False after an error
+        response for a wrong password."""
+        offered = f"{scram.SCRAM_PLUS}\0{scram.SCRAM}\0\0".encode()
+        _send(client, b"R", struct.pack("!i", _AUTH_SASL) + offered)
+        name, _, rest = _expect(client, b"p").partition(b"\0")
+        mechanism = name.decode()
+        if mechanism not in (scram.SCRAM, scram.SCRAM_PLUS):
+            _send_error(client, "08P01", f"unsupported SASL mechanism {mechanism!r}")
+            return False
+        (length,) = struct.unpack("!i", rest[:4])
+        exchange = scram.ServerExchange(
+            self._verifiers[user], mechanism=mechanism, binding_data=self._binding_data
+        )
+        try:
+            server_first = exchange.first(rest[4 : 4 + length].decode())
+            _send(client, b"R", struct.pack("!i", _AUTH_SASL_CONTINUE) + server_first.encode())
+            server_final = exchange.final(_expect(client, b"p").decode())
+        except scram.ScramError:
+            _send_error(client, "28P01", f'password authentication failed for user "{user}"')
+            return False
+        _send(client, b"R", struct.pack("!i", _AUTH_SASL_FINAL) + server_final.encode())
+        self.mechanisms.append(mechanism)
+        return True
+
+    def _log_in(self, upstream: ssl.SSLSocket, client: ssl.SSLSocket, user: str) -> bool:
+        """Log in to the server behind with ``user``'s password, then tell the client it is
+        in (the server's ``AuthenticationOk``). The server's error, if any, goes to the
+        client as the server sent it."""
+        exchange = scram.ClientExchange(self._passwords[user])
+        while True:
+            kind, body = _read_message(upstream)
+            if kind != b"R":
+                _send(client, kind, body)  # an error response: the client reads it and ends
+                return False
+            (code,) = struct.unpack("!i", body[:4])
+            if code == _AUTH_OK:
+                _send(client, kind, body)
+                return True
+            if code == _AUTH_SASL:
+                first = exchange.first().encode()
+                _send(
+                    upstream,
+                    b"p",
+                    f"{scram.SCRAM}\0".encode() + struct.pack("!i", len(first)) + first,
+                )
+            elif code == _AUTH_SASL_CONTINUE:
+                _send(upstream, b"p", exchange.final(body[4:].decode()).encode())
+            elif code == _AUTH_SASL_FINAL:
+                exchange.check(body[4:].decode())
+            else:
+                _send_error(client, "28000", f"neon-local proxy: the server asked for login {code}")
+                return False
+
+    def _end_client_tls(self, client: socket.socket) -> ssl.SSLSocket | None:
+        """The client's TLS, ended here; None for a client that asks for none."""
+        first = client.recv(1, socket.MSG_PEEK)
+        if not first:
+            return None
+        kind = "direct"
+        if first[0] != _TLS_HANDSHAKE:
+            while True:
+                header = _read_exactly(client, 8)
+                length, code = struct.unpack("!ii", header)
+                if length != 8 or code not in (_SSL_REQUEST, _GSSENC_REQUEST):
+                    return None  # a plain startup: Neon's endpoints accept TLS only
+                if code == _SSL_REQUEST:
+                    client.sendall(b"S")
+                    break
+                client.sendall(b"N")  # no GSS encryption; libpq then asks for TLS
+            kind = "sslrequest"
+        tls = self._server_tls.wrap_socket(client, server_side=True)
+        if tls.selected_alpn_protocol() == "postgresql":
+            kind += "+alpn"
+        self.negotiations.append(kind)
+        return tls
+
+    def _open_upstream(self) -> ssl.SSLSocket:
+        raw = socket.create_connection((HOST, self.upstream_port))
+        raw.sendall(struct.pack("!ii", 8, _SSL_REQUEST))
+        if _read_exactly(raw, 1) != b"S":
+            raw.close()
+            raise ConnectionError("the stand-in's server refused TLS")
+        return self._upstream_tls.wrap_socket(raw)
+
+
+def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> None:
+    """Both directions in one thread, until either side closes: an OpenSSL connection must
+    not be read in one thread while another writes to it. ``selectors`` (epoll), not
+    ``select()``, which refuses descriptors from 1024 up."""
+    with selectors.DefaultSelector() as readable:
+        for sock in (a, b):
+            sock.setblocking(False)
+            readable.register(sock, selectors.EVENT_READ, sock)
+        while True:
+            # bytes OpenSSL already decrypted are invisible to the selector
+            ready = [s for s in (a, b) if s.pending()] or [key.data for key, _ in readable.select()]
+            for src in ready:
+                try:
+                    data = src.recv(65536)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue  # a partial record, or TLS's own traffic (a session ticket)
+                if not data:
+                    return
+                _send_all(b if src is a else a, data)
+
+
+def _send_all(sock: ssl.SSLSocket, data: bytes) -> None:
+    view = memoryview(data)
+    with selectors.DefaultSelector() as writable:
+        writable.register(sock, selectors.EVENT_WRITE)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                writable.select(1)
+
+
+def _read_startup(sock: ssl.SSLSocket) -> bytes:
+    """The startup (or cancel) packet, whole: its length, then the rest."""
+    header = _read_exactly(sock, 4)
+    (length,) = struct.unpack("!i", header)
+    return header + _read_exactly(sock, length - 4)
+
+
+def _startup_user(startup: bytes) -> str | None:
+    """The ``user`` of a startup packet; None for a cancel request."""
+    (code,) = struct.unpack("!i", startup[4:8])
+    if code == _CANCEL_REQUEST:
+        return None
+    fields = startup[8:].split(b"\0")
+    pairs = dict(zip(fields[0::2], fields[1::2], strict=False))
+    user = pairs.get(b"user")
+    return None if user is None else user.decode()
+
+
+def _read_message(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
+    kind = _read_exactly(sock, 1)
+    (length,) = struct.unpack("!i", _read_exactly(sock, 4))
+    return kind, _read_exactly(sock, length - 4)
+
+
+def _expect(sock: ssl.SSLSocket, kind: bytes) -> bytes:
+    got, body = _read_message(sock)
+    if got != kind:
+        raise ConnectionError(f"expected a {kind!r} message, got {got!r}")
+    return body
+
+
+def _send(sock: ssl.SSLSocket, kind: bytes, body: bytes) -> None:
+    sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
+
+
+def _send_error(sock: ssl.SSLSocket, code: str, message: str) -> None:
+    fields = b"".join(
+        key + value.encode() + b"\0"
+        for key, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", code), (b"M", message))
+    )
+    _send(sock, b"E", fields + b"\0")
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the client closed the connection")
+        data += chunk
+    return data
