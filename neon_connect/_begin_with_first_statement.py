@@ -1,22 +1,28 @@
 """``BEGIN`` travels with a transaction's first statement: one round trip, not two.
 
 psycopg 3 opens a transaction by sending ``BEGIN`` alone and waiting for its answer before it
-sends the first statement. When that statement can be written as complete text (client-side
-binding, Django's default; or rendered as psycopg's ``ClientCursor`` would), both fit in one
-simple-protocol message, ``BEGIN; <statement>``: PostgreSQL runs them in order, exactly as the
-two messages would have run, and an error in the statement leaves the transaction failed, as
-before. The cursor then moves past ``BEGIN``'s result, so it shows the statement's rows, row
-count and text.
+sends the first statement. Two ways send both at once, each keeping the protocol psycopg would
+have used for the statement, so nothing about the statement changes but its timing:
 
-Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, pipeline mode,
-``executemany``, ``copy``, named cursors, binary results, prepared statements, a statement
-longer than :data:`LONGEST` once written out, parameters psycopg cannot write as text, and a
-psycopg that lacks the private attributes this reads (:data:`_READS`, present from 3.1 to 3.3).
+- **Complete text** (client-side binding, Django's default; or no values to bind): one
+  simple-protocol message, ``BEGIN; <statement>``, as psycopg sends such a statement alone.
+  PostgreSQL runs them in order, as the two messages would have run. The cursor then moves
+  past ``BEGIN``'s result, so it shows the statement's rows, row count and text. A statement
+  PostgreSQL cannot parse fails the whole message before ``BEGIN`` runs; it is then sent again
+  as psycopg would have sent it (``BEGIN`` alone first), so that it fails inside its
+  transaction, as before (nothing of it ran).
+- **Parameters bound on the server** (SQLAlchemy's psycopg dialect): a pipeline, ``BEGIN`` and
+  the statement queued in the extended protocol behind one ``Sync``. The parameters travel
+  apart from the SQL, typed, as before: a value is never written into the statement.
+
+Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
+opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a libpq
+without pipeline mode, and a psycopg that lacks the private attributes this reads
+(:data:`_READS`, present from 3.1 to 3.3).
 
 Django installs :class:`neon_django.backend._begin_with_first_statement.BeginWithFirstStatement`
 (its own client-side cursor); SQLAlchemy's engines install :class:`BeginWithFirstStatement` and
-:class:`AsyncBeginWithFirstStatement` (server-side binding, with the first statement alone
-written as text).
+:class:`AsyncBeginWithFirstStatement` (server-side binding).
 """
 
 from __future__ import annotations
@@ -30,10 +36,6 @@ from psycopg.pq import Format, TransactionStatus
 
 _READS = ("_autocommit", "_get_tx_start_command", "_pipeline")
 """psycopg's private attributes this relies on; without them, psycopg's own path."""
-
-LONGEST = 32 * 1024
-"""Characters: a longer first statement (a bulk insert, a large ``bytea`` written as hex) goes
-on psycopg's own path, where parameters travel apart, in binary where psycopg chooses it."""
 
 
 def supported(connection: Any) -> bool:
@@ -67,6 +69,12 @@ def begin_held_back(connection: Any) -> Iterator[None]:
         connection._autocommit = False  # noqa: SLF001
 
 
+def never_ran(connection: Any) -> bool:
+    """After an error from ``BEGIN; <statement>``: no transaction opened, so PostgreSQL refused
+    the whole message before running ``BEGIN`` (a syntax error), and nothing of it ran."""
+    return bool(connection.pgconn.transaction_status == TransactionStatus.IDLE)
+
+
 def show_the_statement(cursor: Any, statement: str) -> None:
     """Move past ``BEGIN``'s result and show the statement's text (``cursor._query`` is what
     Django's query log and ``cursor.query`` read)."""
@@ -76,35 +84,48 @@ def show_the_statement(cursor: Any, statement: str) -> None:
         query.query = statement.encode(cursor.connection.info.encoding)
 
 
-_WRITERS: dict[bool, Any] = {False: psycopg.ClientCursor, True: psycopg.AsyncClientCursor}
-"""psycopg's client-side cursor for a sync (False) or async (True) connection."""
-
-
-def _as_text(cursor: Any, query: Any, params: Any) -> str | None:
-    """The statement as psycopg's ``ClientCursor`` would send it, or None where it is too long
-    or has a parameter psycopg cannot write as text (psycopg's own path then sends it)."""
-    try:  # with no parameters, the text as is (``%`` signs untouched), as psycopg sends it
-        writer = _WRITERS[isinstance(cursor, psycopg.AsyncCursor)](cursor.connection)
-        statement: str = writer.mogrify(query, params)
-    except (psycopg.DataError, psycopg.ProgrammingError, psycopg.InterfaceError):
-        return None  # an unknown type, a wrong count: psycopg's own path says so
-    if len(statement) > LONGEST:
+def _without_values(cursor: Any, query: Any, params: Any) -> str | None:
+    """The statement as psycopg sends it in one simple-protocol message when it carries no
+    values (``%%`` read as ``%`` where parameters were given, empty); None when it has some."""
+    if params is None:
+        return query if isinstance(query, str) else None
+    if params:
         return None
+    writer = (
+        psycopg.AsyncClientCursor
+        if isinstance(cursor, psycopg.AsyncCursor)
+        else psycopg.ClientCursor
+    )
+    try:
+        statement: str = writer(cursor.connection).mogrify(query, params)  # no values to write
+    except psycopg.Error:
+        return None  # a stray placeholder: psycopg's own path says so
     return statement
 
 
 class BeginWithFirstStatement(psycopg.Cursor[Any]):
-    """psycopg's cursor (server-side binding), writing a transaction's first statement as text
-    so that ``BEGIN`` travels in the same message; later statements bind on the server."""
+    """psycopg's cursor (server-side binding), sending ``BEGIN`` with a transaction's first
+    statement: in one text message when it has no parameters, else in one pipeline."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        statement = None if begin is None else _as_text(self, query, params)
-        if statement is None:
+        if begin is None:
             return super().execute(query, params, **kwargs)
-        with begin_held_back(self.connection):
-            super().execute(f"{begin}; {statement}", **kwargs)
-        show_the_statement(self, statement)
+        conn = self.connection
+        statement = _without_values(self, query, params)
+        if statement is not None:
+            try:
+                with begin_held_back(conn):
+                    super().execute(f"{begin}; {statement}", **kwargs)
+            except psycopg.Error:
+                if not never_ran(conn):
+                    raise
+                return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
+            show_the_statement(self, statement)
+            return self
+        with conn.pipeline(), begin_held_back(conn):  # sent at the pipeline's end, one Sync
+            psycopg.Cursor(conn).execute(begin.encode())
+            super().execute(query, params, **kwargs)
         return self
 
 
@@ -113,21 +134,33 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        statement = None if begin is None else _as_text(self, query, params)
-        if statement is None:
+        if begin is None:
             return await super().execute(query, params, **kwargs)
-        with begin_held_back(self.connection):
-            await super().execute(f"{begin}; {statement}", **kwargs)
-        show_the_statement(self, statement)
+        conn = self.connection
+        statement = _without_values(self, query, params)
+        if statement is not None:
+            try:
+                with begin_held_back(conn):
+                    await super().execute(f"{begin}; {statement}", **kwargs)
+            except psycopg.Error:
+                if not never_ran(conn):
+                    raise
+                return await super().execute(query, params, **kwargs)
+            show_the_statement(self, statement)
+            return self
+        async with conn.pipeline():
+            with begin_held_back(conn):
+                await psycopg.AsyncCursor(conn).execute(begin.encode())
+                await super().execute(query, params, **kwargs)
         return self
 
 
 def install(connection: Any) -> None:
     """Give a new psycopg connection the merging cursor where it has psycopg's plain one (an
-    app's own ``cursor_factory`` is left alone)."""
+    app's own ``cursor_factory`` is left alone), if its libpq has pipeline mode."""
     if not supported(connection):
         return
-    if connection.cursor_factory is psycopg.Cursor:
+    if connection.cursor_factory is psycopg.Cursor and psycopg.Pipeline.is_supported():
         connection.cursor_factory = BeginWithFirstStatement
-    elif connection.cursor_factory is psycopg.AsyncCursor:
+    elif connection.cursor_factory is psycopg.AsyncCursor and psycopg.AsyncPipeline.is_supported():
         connection.cursor_factory = AsyncBeginWithFirstStatement

@@ -96,6 +96,7 @@ class NeonProxy:
         while True:
             try:
                 client, _ = self._listener.accept()
+                _no_delay(client)
             except OSError:
                 return  # closed
             self._spawn(self._serve, client)
@@ -201,11 +202,18 @@ class NeonProxy:
 
     def _open_upstream(self) -> ssl.SSLSocket:
         raw = socket.create_connection((HOST, self.upstream_port))
+        _no_delay(raw)
         raw.sendall(struct.pack("!ii", 8, _SSL_REQUEST))
         if _read_exactly(raw, 1) != b"S":
             raw.close()
             raise ConnectionError("the stand-in's server refused TLS")
         return self._upstream_tls.wrap_socket(raw)
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Send each message at once, as PostgreSQL and PgBouncer do: with Nagle's algorithm on,
+    a small message that follows another waits for the peer's delayed ACK (40 ms here)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> None:

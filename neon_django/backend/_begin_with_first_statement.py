@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from django.db.backends.postgresql import base
 
 from neon_connect._begin_with_first_statement import (
     begin_held_back,
     begin_to_merge,
+    never_ran,
     show_the_statement,
     supported,
 )
@@ -31,8 +33,14 @@ class BeginWithFirstStatement(DjangoCursor):  # type: ignore[misc]
         if begin is None:
             return super().execute(query, params, **kwargs)
         statement = self.mogrify(query, params)  # what psycopg would send, merged client-side
-        with begin_held_back(self.connection):
-            super().execute(f"{begin}; {statement}", **kwargs)
+        try:
+            with begin_held_back(self.connection):
+                super().execute(f"{begin}; {statement}", **kwargs)
+        except psycopg.Error:
+            if not never_ran(self.connection):
+                raise
+            # a syntax error refused the whole message: fail as before, inside the transaction
+            return super().execute(query, params, **kwargs)
         show_the_statement(self, statement)
         return self
 

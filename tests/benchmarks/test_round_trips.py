@@ -68,7 +68,7 @@ def test_control_djangos_health_check_pays_one_more(neon_local, django_db_blocke
     assert rounds == 5 + BEGIN_ALONE
 
 
-def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
+def _sqlalchemy_round_trips(neon_local, *, values: bool = False, **engine_kwargs) -> int:
     import warnings
 
     import sqlalchemy as sa
@@ -87,6 +87,13 @@ def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
 
         def request():
             with engine.begin() as conn:
+                if values:  # bound on the server: BEGIN and the first go in one pipeline
+                    conn.execute(
+                        sa.text("SELECT count(*) FROM rt_items WHERE note = :n"), {"n": "hit"}
+                    )
+                    conn.execute(sa.text("SELECT id FROM rt_items WHERE id > :i LIMIT 1"), {"i": 0})
+                    conn.execute(sa.text("INSERT INTO rt_items (note) VALUES (:n)"), {"n": "hit"})
+                    return
                 conn.execute(sa.text("SELECT count(*) FROM rt_items"))
                 conn.execute(sa.text("SELECT id FROM rt_items ORDER BY id DESC LIMIT 1"))
                 conn.execute(sa.text("INSERT INTO rt_items (note) VALUES ('hit')"))
@@ -100,16 +107,19 @@ def _sqlalchemy_round_trips(neon_local, **engine_kwargs) -> int:
             engine.dispose()
 
 
-def test_sqlalchemy_allow_client_pool_pays_four_round_trips(neon_local):
-    """Three statements and COMMIT: BEGIN travels with the first statement (issue 24)."""
-    assert _sqlalchemy_round_trips(neon_local) == 4
+@pytest.mark.parametrize("values", [False, True])
+def test_sqlalchemy_allow_client_pool_pays_four_round_trips(neon_local, values):
+    """Three statements and COMMIT: BEGIN travels with the first statement (issue 24), in its
+    message without values, in one pipeline with values bound on the server."""
+    assert _sqlalchemy_round_trips(neon_local, values=values) == 4
 
 
-def test_control_sqlalchemy_with_begin_sent_alone_pays_five(neon_local, monkeypatch):
+@pytest.mark.parametrize("values", [False, True])
+def test_control_sqlalchemy_with_begin_sent_alone_pays_five(neon_local, monkeypatch, values):
     from neon_connect import _begin_with_first_statement as first_statement
 
     monkeypatch.setattr(first_statement, "supported", lambda connection: False)
-    assert _sqlalchemy_round_trips(neon_local) == 5
+    assert _sqlalchemy_round_trips(neon_local, values=values) == 5
 
 
 def test_control_sqlalchemy_with_pre_ping_pays_a_fifth(neon_local):

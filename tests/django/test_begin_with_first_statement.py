@@ -107,3 +107,18 @@ def test_server_side_binding_keeps_psycopgs_own_begin(neon_local, django_db_bloc
         with transaction.atomic(using="bwf_ssb"), db.cursor() as cursor:
             cursor.execute("SELECT %s::int", [1])
             assert cursor.fetchone() == (1,)
+
+
+def test_a_syntax_error_first_still_fails_its_transaction(db, neon_local):
+    """PostgreSQL refuses ``BEGIN; <unparsable>`` whole, before BEGIN runs: the statement is
+    sent again as psycopg sends it, so the transaction is failed, as before, and a write the
+    app makes after catching the error is not committed."""
+    from django.db import DatabaseError
+
+    with transaction.atomic(using="bwf"), db.cursor() as cursor:
+        with pytest.raises(DatabaseError, match="syntax error"):
+            cursor.execute("SELEC %s", [1])
+        with pytest.raises(DatabaseError, match="current transaction is aborted"):
+            cursor.execute("INSERT INTO bwf VALUES (%s, 9)", ["after"])
+        db.set_rollback(True)
+    assert _stored(neon_local) == [("seed", 0)]

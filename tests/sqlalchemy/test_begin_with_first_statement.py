@@ -1,9 +1,10 @@
 """SQLAlchemy on psycopg 3: ``BEGIN`` travels with a transaction's first statement (issue 24).
 
-The first statement is written as text, as psycopg's ``ClientCursor`` would, and later ones bind
-on the server as before. Round trips are counted in tests/benchmarks/test_round_trips.py; here,
-what a transaction must still be, and that every value reaches the table as psycopg's own path
-stores it.
+A statement with values goes in a pipeline behind ``BEGIN``, its parameters bound on the server
+as before; one without goes as ``BEGIN; <statement>``. Round trips are counted in
+tests/benchmarks/test_round_trips.py; here, what a transaction must still be, and what a value
+must never become: SQL, a different type, or text in an error. An earlier version wrote the
+first statement's values into its text, and the review's cases below failed on it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ def engine(neon_local):
     with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
         owner.execute(TABLE)
     engine = neon_sqlalchemy.create_engine(env=neon_local.env())
-    sa.event.listen(engine, "after_cursor_execute", _record)
     yield engine
     engine.dispose()
 
@@ -53,34 +53,19 @@ def _merging(conn: sa.Connection) -> bool:
     return driver is not None and driver.cursor_factory is first_statement.BeginWithFirstStatement
 
 
-SENT_AS_TEXT: list[bool] = []
-"""Per statement, in order: psycopg kept no parameters apart, so it went as one text message
-(read in SQLAlchemy's ``after_cursor_execute``, before the result closes the cursor)."""
-
-
-def _record(conn, cursor, statement, parameters, context, executemany) -> None:
-    SENT_AS_TEXT.append(cursor._query.params is None)  # noqa: SLF001
-
-
-def _sent_as_text(conn: sa.Connection, result: sa.CursorResult) -> bool:
-    """Whether the statement just run went as text."""
-    return SENT_AS_TEXT[-1]
-
-
 def _stored(neon_local) -> list[tuple]:
     with psycopg.connect(neon_local.direct_url) as conn:
         return conn.execute("SELECT t, i FROM bwf_sa ORDER BY id").fetchall()
 
 
-def test_the_first_statement_goes_as_text_and_the_next_bind_on_the_server(engine):
+def test_the_first_statement_shows_its_own_rows_and_row_count(engine):
     insert = text("INSERT INTO bwf_sa (t, i) VALUES (:t, :i) RETURNING id, t")
     with engine.begin() as conn:
         assert _merging(conn)
         first = conn.execute(insert, {"t": "one", "i": 1})
-        assert _sent_as_text(conn, first)
         assert first.one()[1] == "one"  # the statement's rows, not BEGIN's
+        assert conn.connection.driver_connection._pipeline is None  # noqa: SLF001 - closed
         second = conn.execute(insert, {"t": "two", "i": 2})
-        assert not _sent_as_text(conn, second)
         assert second.rowcount == 1
         assert conn.connection.driver_connection.info.transaction_status == (
             psycopg.pq.TransactionStatus.INTRANS
@@ -141,9 +126,8 @@ SELECT_ALL = "SELECT t, i, n, f, b, d, ts, by, j, a, u FROM bwf_sa ORDER BY id"
 
 def test_every_type_is_stored_as_psycopgs_own_path_stores_it(engine, neon_local):
     with engine.begin() as conn:
-        merged = conn.execute(INSERT_ALL, VALUES)
-        assert _sent_as_text(conn, merged)
-        conn.execute(INSERT_ALL, VALUES)  # bound on the server
+        conn.execute(INSERT_ALL, VALUES)  # with BEGIN
+        conn.execute(INSERT_ALL, VALUES)  # alone
     with psycopg.connect(neon_local.direct_url) as plain:
         rows = plain.execute(SELECT_ALL).fetchall()
     assert rows[0] == rows[1]
@@ -164,22 +148,12 @@ def test_any_value_is_stored_as_the_server_bound_one(engine, neon_local, t, i, n
     insert = text("INSERT INTO bwf_sa (t, i, n, f, by) VALUES (:t, :i, :n, :f, :by)")
     values = {"t": t, "i": i, "n": n, "f": f, "by": by}
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM bwf_sa"))  # the merged statement: this one
-        assert not _sent_as_text(conn, conn.execute(insert, values))  # the server-bound one
+        conn.execute(text("DELETE FROM bwf_sa"))  # with BEGIN: this one
+        conn.execute(insert, values)  # alone
     with engine.begin() as conn:
-        assert _sent_as_text(conn, conn.execute(insert, values))  # merged, as text
+        conn.execute(insert, values)  # with BEGIN
         pair = conn.execute(text("SELECT t, i, n, f, by FROM bwf_sa ORDER BY id")).all()
     assert pair[0] == pair[1]
-
-
-def test_a_long_statement_binds_on_the_server(engine, neon_local):
-    """Past LONGEST characters (here a bytea written as hex), psycopg's own path sends it."""
-    blob = bytes(range(256)) * (first_statement.LONGEST // 256)
-    with engine.begin() as conn:
-        result = conn.execute(text("INSERT INTO bwf_sa (by) VALUES (:by)"), {"by": blob})
-        assert not _sent_as_text(conn, result)
-    with psycopg.connect(neon_local.direct_url) as plain:
-        assert plain.execute("SELECT by FROM bwf_sa").fetchone()[0] == blob
 
 
 def test_an_apps_own_cursor_factory_is_left_alone(neon_local):
@@ -237,3 +211,64 @@ def test_async_engines_send_begin_with_the_first_statement(neon_local):
         return _stored(neon_local)
 
     assert asyncio.run(run()) == [("async", 1)]
+
+
+def _victims(neon_local) -> int:
+    with psycopg.connect(neon_local.direct_url) as conn:
+        return conn.execute("SELECT count(*) FROM bwf_sa").fetchone()[0]
+
+
+def test_a_value_never_becomes_sql(engine, neon_local):
+    """SQLAlchemy replaces ``:name`` in a comment too: a value written into the text would end
+    the comment at its newline and run; bound on the server it is only a value."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES ('victim', 1)"))
+    evil = "\n; DELETE FROM bwf_sa; SELECT $q$ --"
+    with engine.begin() as conn:
+        found = conn.execute(text("SELECT t FROM bwf_sa -- by :t\n WHERE t = :t"), {"t": evil})
+        assert found.all() == []
+    multiple = pytest.raises(exc.ProgrammingError, match="cannot insert multiple commands")
+    with multiple, engine.begin() as conn:
+        conn.execute(text("SELECT 1; DELETE FROM bwf_sa WHERE t <> :t"), {"t": evil})
+    assert _victims(neon_local) == 1
+
+
+def test_values_keep_their_types_and_stay_out_of_errors(engine):
+    with engine.begin() as conn:
+        kind = conn.execute(
+            text("SELECT pg_typeof(:f)::text, CAST(:h AS INTEGER)"), {"f": 0.1, "h": 2.5}
+        )
+        assert tuple(kind.one()) == ("double precision", 2)  # a float, not numeric 2.5 -> 3
+    secret = "hunter2-in-a-parameter"
+    with pytest.raises(exc.ProgrammingError) as info, engine.begin() as conn:
+        conn.execute(
+            text("SELECT t FROM bwf_sa WHERE t = :t AND no_such_column = 1"), {"t": secret}
+        )
+    assert secret not in str(info.value.orig)
+
+
+@pytest.mark.parametrize("values", [{"x": 1}, None])
+def test_a_syntax_error_first_still_fails_its_transaction(engine, neon_local, values):
+    """PostgreSQL refuses ``BEGIN; <unparsable>`` whole, before BEGIN runs; the statement is
+    sent again as psycopg sends it, so the transaction is failed as before, and a write the
+    app makes after catching the error is not committed."""
+    with engine.connect() as conn, conn.begin():
+        with pytest.raises(exc.ProgrammingError, match="syntax error"):
+            if values is None:
+                conn.exec_driver_sql("SELEC 1")
+            else:
+                conn.execute(text("SELEC :x"), values)
+        with pytest.raises(exc.InternalError, match="current transaction is aborted"):
+            conn.execute(text("INSERT INTO bwf_sa (t, i) VALUES ('after', 1)"))
+    assert _stored(neon_local) == []
+
+
+def test_statements_without_values_may_be_several(engine, neon_local):
+    """Sent as one simple-protocol message, as psycopg sends a statement without values."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO bwf_sa (t, i) VALUES ('a', 1); INSERT INTO bwf_sa (t, i) VALUES ('b', 2)"
+            )
+        )
+    assert _stored(neon_local) == [("a", 1), ("b", 2)]
