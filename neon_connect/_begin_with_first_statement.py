@@ -1,24 +1,23 @@
 """``BEGIN`` travels with a transaction's first statement: one round trip, not two.
 
 psycopg 3 opens a transaction by sending ``BEGIN`` alone and waiting for its answer before it
-sends the first statement. Two ways send both at once, each keeping the protocol psycopg would
-have used for the statement, so nothing about the statement changes but its timing:
-
-- **Complete text** (client-side binding, Django's default; or no values to bind): one
-  simple-protocol message, ``BEGIN; <statement>``, as psycopg sends such a statement alone.
-  PostgreSQL runs them in order, as the two messages would have run. The cursor then moves
-  past ``BEGIN``'s result, so it shows the statement's rows, row count and text. A statement
-  PostgreSQL cannot parse fails the whole message before ``BEGIN`` runs; it is then sent again
-  as psycopg would have sent it (``BEGIN`` alone first), so that it fails inside its
-  transaction, as before (nothing of it ran).
-- **Parameters bound on the server** (SQLAlchemy's psycopg dialect): a pipeline, ``BEGIN`` and
-  the statement queued in the extended protocol behind one ``Sync``. The parameters travel
-  apart from the SQL, typed, as before: a value is never written into the statement.
+sends the first statement. When the statement is complete text (client-side binding, Django's
+default; or no values to bind), both go in one simple-protocol message, ``BEGIN; <statement>``,
+the protocol psycopg uses for such a statement alone. PostgreSQL runs them in order, as the
+two messages would have run. The cursor then moves past ``BEGIN``'s result, so it shows the
+statement's rows, row count and text. A statement PostgreSQL cannot parse fails the whole
+message before ``BEGIN`` runs; it is then sent again as psycopg would have sent it (``BEGIN``
+alone first), so that it fails inside its transaction, as before (nothing of it ran).
 
 Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
-opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a libpq
-without pipeline mode, and a psycopg that lacks the private attributes this reads
-(:data:`_READS`, present from 3.1 to 3.3).
+opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a psycopg
+that lacks the private attributes this reads (:data:`_READS`, present from 3.1 to 3.3), and a
+statement whose values psycopg binds on the server (SQLAlchemy's psycopg dialect). For those,
+two ways were tried and dropped: writing the values into the text let a value reach SQL (a
+placeholder in a comment), ran several statements, turned floats into ``numeric`` and put
+values in errors and the server log; a pipeline (``BEGIN`` and the statement behind one
+``Sync``, one round trip) failed about 1,900 transactions per server restart in ``make
+resilience``, where the rerun of PgBouncer's refusal held before (the cause not yet found).
 
 Django installs :class:`neon_django.backend._begin_with_first_statement.BeginWithFirstStatement`
 (its own client-side cursor); SQLAlchemy's engines install :class:`BeginWithFirstStatement` and
@@ -104,28 +103,23 @@ def _without_values(cursor: Any, query: Any, params: Any) -> str | None:
 
 
 class BeginWithFirstStatement(psycopg.Cursor[Any]):
-    """psycopg's cursor (server-side binding), sending ``BEGIN`` with a transaction's first
-    statement: in one text message when it has no parameters, else in one pipeline."""
+    """psycopg's cursor (server-side binding), sending ``BEGIN`` in the message of a
+    transaction's first statement when that statement carries no values."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        if begin is None:
+        statement = None if begin is None else _without_values(self, query, params)
+        if statement is None:  # psycopg's path: BEGIN alone, where it opens a transaction
             return super().execute(query, params, **kwargs)
         conn = self.connection
-        statement = _without_values(self, query, params)
-        if statement is not None:
-            try:
-                with begin_held_back(conn):
-                    super().execute(f"{begin}; {statement}", **kwargs)
-            except psycopg.Error:
-                if not never_ran(conn):
-                    raise
-                return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
-            show_the_statement(self, statement)
-            return self
-        with conn.pipeline(), begin_held_back(conn):  # sent at the pipeline's end, one Sync
-            psycopg.Cursor(conn).execute(begin.encode())
-            super().execute(query, params, **kwargs)
+        try:
+            with begin_held_back(conn):
+                super().execute(f"{begin}; {statement}", **kwargs)
+        except psycopg.Error:
+            if not never_ran(conn):
+                raise
+            return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
+        show_the_statement(self, statement)
         return self
 
 
@@ -134,33 +128,27 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        if begin is None:
+        statement = None if begin is None else _without_values(self, query, params)
+        if statement is None:  # psycopg's path: BEGIN alone, where it opens a transaction
             return await super().execute(query, params, **kwargs)
         conn = self.connection
-        statement = _without_values(self, query, params)
-        if statement is not None:
-            try:
-                with begin_held_back(conn):
-                    await super().execute(f"{begin}; {statement}", **kwargs)
-            except psycopg.Error:
-                if not never_ran(conn):
-                    raise
-                return await super().execute(query, params, **kwargs)
-            show_the_statement(self, statement)
-            return self
-        async with conn.pipeline():
+        try:
             with begin_held_back(conn):
-                await psycopg.AsyncCursor(conn).execute(begin.encode())
-                await super().execute(query, params, **kwargs)
+                await super().execute(f"{begin}; {statement}", **kwargs)
+        except psycopg.Error:
+            if not never_ran(conn):
+                raise
+            return await super().execute(query, params, **kwargs)
+        show_the_statement(self, statement)
         return self
 
 
 def install(connection: Any) -> None:
     """Give a new psycopg connection the merging cursor where it has psycopg's plain one (an
-    app's own ``cursor_factory`` is left alone), if its libpq has pipeline mode."""
+    app's own ``cursor_factory`` is left alone)."""
     if not supported(connection):
         return
-    if connection.cursor_factory is psycopg.Cursor and psycopg.Pipeline.is_supported():
+    if connection.cursor_factory is psycopg.Cursor:
         connection.cursor_factory = BeginWithFirstStatement
-    elif connection.cursor_factory is psycopg.AsyncCursor and psycopg.AsyncPipeline.is_supported():
+    elif connection.cursor_factory is psycopg.AsyncCursor:
         connection.cursor_factory = AsyncBeginWithFirstStatement
