@@ -68,10 +68,20 @@ def begin_held_back(connection: Any) -> Iterator[None]:
         connection._autocommit = False  # noqa: SLF001
 
 
-def never_ran(connection: Any) -> bool:
-    """After an error from ``BEGIN; <statement>``: no transaction opened, so PostgreSQL refused
-    the whole message before running ``BEGIN`` (a syntax error), and nothing of it ran."""
-    return bool(connection.pgconn.transaction_status == TransactionStatus.IDLE)
+def never_ran(connection: Any, error: BaseException) -> bool:
+    """After ``error`` from ``BEGIN; <statement>``: PostgreSQL's parser refused the whole message
+    before running any of it. A syntax error found while parsing has a position in the
+    message and none inside a function; no transaction opened. Anything else may have run
+    (a ``COMMIT`` in the statement's text also leaves no transaction open): never sent again."""
+    diag = getattr(error, "diag", None)
+    return bool(
+        isinstance(error, psycopg.errors.SyntaxError)
+        and diag is not None
+        and diag.statement_position is not None
+        and diag.internal_position is None
+        and diag.context is None
+        and connection.pgconn.transaction_status == TransactionStatus.IDLE
+    )
 
 
 def show_the_statement(cursor: Any, statement: str) -> None:
@@ -115,8 +125,8 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
         try:
             with begin_held_back(conn):
                 super().execute(f"{begin}; {statement}", **kwargs)
-        except psycopg.Error:
-            if not never_ran(conn):
+        except psycopg.Error as error:
+            if not never_ran(conn, error):
                 raise
             return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
         show_the_statement(self, statement)
@@ -135,8 +145,8 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
         try:
             with begin_held_back(conn):
                 await super().execute(f"{begin}; {statement}", **kwargs)
-        except psycopg.Error:
-            if not never_ran(conn):
+        except psycopg.Error as error:
+            if not never_ran(conn, error):
                 raise
             return await super().execute(query, params, **kwargs)
         show_the_statement(self, statement)

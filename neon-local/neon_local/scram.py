@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCRAM = "SCRAM-SHA-256"
 SCRAM_PLUS = "SCRAM-SHA-256-PLUS"
@@ -52,8 +52,8 @@ class Verifier:
 
     salt: bytes
     iterations: int
-    stored_key: bytes
-    server_key: bytes
+    stored_key: bytes = field(repr=False)  # password-equivalent to an attacker: never printed
+    server_key: bytes = field(repr=False)
 
     @classmethod
     def of(cls, password: str) -> Verifier:

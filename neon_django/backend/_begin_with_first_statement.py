@@ -36,8 +36,8 @@ class BeginWithFirstStatement(DjangoCursor):  # type: ignore[misc]
         try:
             with begin_held_back(self.connection):
                 super().execute(f"{begin}; {statement}", **kwargs)
-        except psycopg.Error:
-            if not never_ran(self.connection):
+        except psycopg.Error as error:
+            if not never_ran(self.connection, error):
                 raise
             # a syntax error refused the whole message: fail as before, inside the transaction
             return super().execute(query, params, **kwargs)

@@ -122,3 +122,13 @@ def test_a_syntax_error_first_still_fails_its_transaction(db, neon_local):
             cursor.execute("INSERT INTO bwf VALUES (%s, 9)", ["after"])
         db.set_rollback(True)
     assert _stored(neon_local) == [("seed", 0)]
+
+
+def test_a_statement_that_commits_then_fails_is_never_sent_twice(db, neon_local):
+    """A ``COMMIT`` inside the text leaves no transaction open after the error, as a syntax error
+    does, but the insert ran: only a parser error is sent again (found by review)."""
+    from django.db import DataError
+
+    with pytest.raises(DataError), transaction.atomic(using="bwf"), db.cursor() as cursor:
+        cursor.execute("INSERT INTO bwf VALUES ('once', 1); COMMIT; SELECT 1/0")
+    assert _stored(neon_local) == [("once", 1), ("seed", 0)]

@@ -271,3 +271,12 @@ def test_statements_without_values_may_be_several(engine, neon_local):
             )
         )
     assert _stored(neon_local) == [("a", 1), ("b", 2)]
+
+
+def test_a_statement_that_commits_then_fails_is_never_sent_twice(engine, neon_local):
+    """A ``COMMIT`` inside the text ends BEGIN's transaction before the error: no transaction is
+    open afterwards, as after a syntax error, but the insert ran and committed. Sending the
+    text again stored it twice (found by review); only a parser error is sent again."""
+    with engine.connect() as conn, pytest.raises(exc.DataError, match="division by zero"):
+        conn.exec_driver_sql("INSERT INTO bwf_sa (t, i) VALUES ('once', 1); COMMIT; SELECT 1/0")
+    assert _stored(neon_local) == [("once", 1)]
