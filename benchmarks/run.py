@@ -141,7 +141,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-def _protocol(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
+def _protocol(state: StandInState, proxies: ProxyProcess, front: NeonProxy) -> dict[str, float]:
     """Round trips of the building blocks, through their own proxies (at RTT 0)."""
     pooled = proxies.add("probe_pooled", "127.0.0.1", state.pooler_port)
     direct = proxies.add("probe_direct", "127.0.0.1", state.pg_port)
@@ -180,32 +180,33 @@ def _protocol(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
         await conn.close()
 
     asyncio.run(asyncpg_connect())
-    out.update(_direct_tls_connects(state, proxies))
+    out.update(_direct_tls_connects(state, proxies, front))
     return out
 
 
-def _direct_tls_connects(state: StandInState, proxies: ProxyProcess) -> dict[str, float]:
+def _direct_tls_connects(
+    state: StandInState, proxies: ProxyProcess, front: NeonProxy
+) -> dict[str, float]:
     """A connect to a Neon host name, with and without direct TLS, through the stand-in's
-    Neon-like proxy (PgBouncer 1.24 has no direct TLS): counted at 10 ms RTT, where each
-    flight counts once, and averaged over five connects."""
-    with _neon_proxy(state) as front:
-        port = proxies.add("probe_front", "127.0.0.1", front.port)
-        endpoint = resolve(_neon_host_urls(state, port)[0]).app
-        proxies.set_rtt(0.01)
-        out: dict[str, float] = {}
-        try:
-            for version in (LIBPQ_16, psycopg.pq.version()):
-                params = psycopg_params(endpoint, client_version=version)
-                way = "direct TLS" if params.get("sslnegotiation") == "direct" else "SSLRequest"
-                label = f"{way}, as libpq {version // 10000}"
-                counts = []
-                for _ in range(5):
-                    before = proxies.counts()["probe_front"].round_trips
-                    psycopg.connect(**params).close()
-                    counts.append(proxies.counts()["probe_front"].round_trips - before)
-                out[f"psycopg connect to a Neon host name (pooled: {label})"] = sum(counts) / 5
-        finally:
-            proxies.set_rtt(0.0)
+    Neon-like proxy (PgBouncer 1.24 has no direct TLS), the one the run's configurations use:
+    counted at 10 ms RTT, where each flight counts once, and averaged over five connects."""
+    port = proxies.add("probe_front", "127.0.0.1", front.port)
+    endpoint = resolve(_neon_host_urls(state, port)[0]).app
+    proxies.set_rtt(0.01)
+    out: dict[str, float] = {}
+    try:
+        for version in (LIBPQ_16, psycopg.pq.version()):
+            params = psycopg_params(endpoint, client_version=version)
+            way = "direct TLS" if params.get("sslnegotiation") == "direct" else "SSLRequest"
+            label = f"{way}, as libpq {version // 10000}"
+            counts = []
+            for _ in range(5):
+                before = proxies.counts()["probe_front"].round_trips
+                psycopg.connect(**params).close()
+                counts.append(proxies.counts()["probe_front"].round_trips - before)
+            out[f"psycopg connect to a Neon host name (pooled: {label})"] = sum(counts) / 5
+    finally:
+        proxies.set_rtt(0.0)
     return out
 
 
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 "url": url,
                 "direct_url": direct_url,
             }
-        results["protocol"] = _protocol(state, proxies)
+        results["protocol"] = _protocol(state, proxies, front)
         log_dir = Path(tempfile.mkdtemp(prefix="neon-bench-logs-"))
         kept_port = proxies.add("kept", "127.0.0.1", state.pooler_port)
         kept = psycopg.connect(
