@@ -72,7 +72,7 @@ _CHOICES: dict[PlatformKind, str] = {
     "elastic": (
         f"keep few connections to the pooler and drop them after {ELASTIC_IDLE_TIMEOUT:.0f} s "
         "idle: Django conn_max_age 240 with that idle limit, SQLAlchemy NullPool (or "
-        "allow_client_pool=True with pool_size 1-2)"
+        "allow_client_pool=True with pool_size 1-2); kept connections closed at SIGTERM"
     ),
     "server": "keep connections below Neon's suspend: Django conn_max_age 240, SQLAlchemy NullPool",
 }

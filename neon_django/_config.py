@@ -39,8 +39,10 @@ from neon_connect._platforms import IdleTimeout
 from neon_connect._platforms import idle_timeout as resolve_idle_timeout
 from neon_connect._secret import DriverSecret, scrubbed
 from neon_connect._session_guard import GuardMode, guard_mode
+from neon_connect._sigterm import CloseOnSigterm, on_sigterm
+from neon_connect._sigterm import close_on_sigterm as resolve_close_on_sigterm
 
-from ._conn_max_age import auto_conn_max_age
+from ._conn_max_age import auto_conn_max_age, close_idle_at_sigterm
 
 ENGINE = "neon_django.backend"
 
@@ -62,6 +64,8 @@ class NeonSettings(TypedDict):
     """The primary alias of a read replica (set by :func:`neon_django.databases`)."""
     IDLE_TIMEOUT: float | None
     """Seconds a kept connection may sit idle (wall clock, checked at use), or None."""
+    CLOSE_ON_SIGTERM: bool
+    """Close kept connections at SIGTERM (``neon_connect/_sigterm.py``)."""
     SESSION_GUARD: GuardMode
     """What happens to a statement that would leave session state on the pooler's server
     connection: ``error`` (stopped before it is sent), ``warn`` or ``off``."""
@@ -107,6 +111,7 @@ def config(
     retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
     idle_timeout: IdleTimeout = "auto",
+    close_on_sigterm: CloseOnSigterm = "auto",
     pooler_prepared_statements: bool | None = None,
     retry_timeout: float | None = None,
     app_vars: Sequence[str] = APP_VARS,
@@ -130,6 +135,9 @@ def config(
     ``idle_timeout="auto"`` drops a kept connection to the pooler that sat idle 10 s (wall
     clock, checked when it is used) on elastic platforms (Cloud Run, ECS/Fargate, Modal), as
     Neon advises; elsewhere there is no limit (``neon_connect/_platforms.py``).
+    ``close_on_sigterm="auto"`` closes kept connections when the platform sends SIGTERM, on
+    those same elastic platforms (True: anywhere; False: never), then hands the signal on to
+    the server's own handler (``neon_connect/_sigterm.py``).
     ``session_guard`` decides what happens, behind a transaction pooler, to a statement that
     would leave session state for the next client (``SET search_path``, session advisory
     locks, ``LISTEN``, temp tables...): ``"error"`` stops it before it is sent (the default),
@@ -174,6 +182,7 @@ def config(
         retry=retry,
         session_guard=session_guard,
         idle_timeout=idle_timeout,
+        close_on_sigterm=close_on_sigterm,
     )
 
 
@@ -237,6 +246,7 @@ def settings_for(
     retry: RetryPolicy = DEFAULT_RETRY,
     session_guard: GuardMode = "error",
     idle_timeout: IdleTimeout = "auto",
+    close_on_sigterm: CloseOnSigterm = "auto",
 ) -> dict[str, Any]:
     """:func:`config` for endpoints already resolved (``databases()`` resolves the primary
     and each replica once and carries the objects here, never a URL). ``environ`` decides
@@ -251,6 +261,9 @@ def settings_for(
         conn_max_age = auto_conn_max_age(endpoints.app, environ)
     idle_timeout = resolve_idle_timeout(
         idle_timeout, app=endpoints.app, env=environ, where="neon_django.config"
+    )
+    close_on_sigterm = resolve_close_on_sigterm(
+        close_on_sigterm, env=environ, where="neon_django.config"
     )
     app = endpoints.app
     if not app.database:
@@ -306,7 +319,10 @@ def settings_for(
         REPLICA_OF=None,
         SESSION_GUARD=session_guard,
         IDLE_TIMEOUT=idle_timeout,
+        CLOSE_ON_SIGTERM=close_on_sigterm,
     )
+    if close_on_sigterm:
+        on_sigterm(close_idle_at_sigterm, close_idle_at_sigterm, where="neon_django.config")
     return settings
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from neon_connect import Endpoint
 from neon_connect._limits import MAX_CONNECTION_AGE
 from neon_connect._platforms import detect_platform
+from neon_connect._sigterm import at_rest
 
 
 def serverless_platform(env: Mapping[str, str]) -> str | None:
@@ -49,4 +50,23 @@ def close_after_asgi_request(sender: Any, **kwargs: Any) -> None:
         return
     for connection in connections.all(initialized_only=True):
         if "NEON" in connection.settings_dict:
+            connection.close()
+
+
+def close_idle_at_sigterm(owner: object) -> None:
+    """SIGTERM's closer (``neon_connect/_sigterm.py``): close this thread's connections of
+    the aliases that asked, where nothing runs on them. Django's connections belong to their
+    thread (or async context), so the others, and these if busy, close when their request
+    ends (the backend's ``close_if_unusable_or_obsolete``)."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        neon = connection.settings_dict.get("NEON")
+        if (
+            neon
+            and neon.get("CLOSE_ON_SIGTERM")
+            and connection.connection is not None
+            and not connection.in_atomic_block
+            and at_rest(connection.connection)
+        ):
             connection.close()

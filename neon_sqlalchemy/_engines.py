@@ -8,6 +8,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy
@@ -40,10 +41,13 @@ from neon_connect._probes import (
 )
 from neon_connect._secret import mask_driver_secrets, scrubbed
 from neon_connect._session_guard import GuardMode, guard_mode
+from neon_connect._sigterm import CloseOnSigterm
+from neon_connect._sigterm import close_on_sigterm as resolve_close_on_sigterm
 
 from ._events import (
     PoolerProbe,
     add_begin_with_first_statement,
+    add_close_on_sigterm,
     add_commit_outcome,
     add_idle_limit,
     add_liveness_check,
@@ -265,13 +269,44 @@ def _pooler_probe(endpoint: Endpoint, *, client_pool: bool) -> PoolerProbe | Non
     return probe
 
 
+@dataclass(frozen=True)
+class _Keeping:
+    """What an engine that keeps connections does with them on this platform."""
+
+    idle_limit: float | None
+    idle_timeout_given: bool
+    close_on_sigterm: bool
+    where: str
+
+
+def _keeping(
+    endpoint: Endpoint,
+    env: Mapping[str, str] | None,
+    *,
+    idle_timeout: IdleTimeout,
+    close_on_sigterm: CloseOnSigterm,
+    where: str,
+) -> _Keeping:
+    """The ``idle_timeout`` and ``close_on_sigterm`` options, with ``"auto"`` read from the
+    platform (``neon_connect/_platforms.py``, ``neon_connect/_sigterm.py``)."""
+    environ = os.environ if env is None else env
+    return _Keeping(
+        idle_limit=resolve_idle_timeout(idle_timeout, app=endpoint, env=environ, where=where),
+        idle_timeout_given=idle_timeout != "auto",
+        close_on_sigterm=resolve_close_on_sigterm(close_on_sigterm, env=environ, where=where),
+        where=where,
+    )
+
+
 def _finish(
     engine: Engine,
     endpoint: Endpoint,
     retry: RetryPolicy,
     session_guard: GuardMode,
-    idle_limit: float | None,
+    keeping: _Keeping | None,
 ) -> None:
+    """Install the listeners; ``keeping`` None: the options were not given (replicas)."""
+    keeping = keeping or _Keeping(None, False, False, "")
     session_guard = guard_mode(session_guard, setting="create_engine() session_guard")
     pooled = not isinstance(engine.pool, NullPool)
     probe = _pooler_probe(endpoint, client_pool=pooled)
@@ -286,8 +321,16 @@ def _finish(
     dispose_after_fork(engine)
     if pooled:
         add_liveness_check(engine)
-        if idle_limit is not None:
-            add_idle_limit(engine, idle_limit)
+        if keeping.idle_limit is not None:
+            add_idle_limit(engine, keeping.idle_limit)
+        if keeping.close_on_sigterm:
+            add_close_on_sigterm(engine)
+    elif keeping.idle_limit is not None and keeping.idle_timeout_given:
+        raise ConfigurationError(
+            f"{keeping.where}(idle_timeout={keeping.idle_limit:g}): the engine keeps no "
+            "connection (NullPool, the default on a transaction pooler), so nothing can sit "
+            "idle. Drop idle_timeout, or keep connections with allow_client_pool=True."
+        )
     if endpoint.transaction_pooler:
         add_pooler_error_notes(engine)
     if engine.dialect.driver == "psycopg":  # sync and async
@@ -310,6 +353,7 @@ def create_engine(
     allow_mismatched_endpoints: bool = False,
     session_guard: GuardMode = "error",
     idle_timeout: IdleTimeout = "auto",
+    close_on_sigterm: CloseOnSigterm = "auto",
     **kwargs: Any,
 ) -> Engine:
     """A sync engine on the pooled endpoint (default) or the direct one (``direct=True``).
@@ -339,10 +383,11 @@ def create_engine(
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
     del url, direct_url  # error pages print locals: keep only masked values
-    idle_limit = resolve_idle_timeout(
-        idle_timeout,
-        app=endpoint,
-        env=os.environ if env is None else env,
+    keeping = _keeping(
+        endpoint,
+        env,
+        idle_timeout=idle_timeout,
+        close_on_sigterm=close_on_sigterm,
         where="neon_sqlalchemy.create_engine",
     )
     if driver == "asyncpg":
@@ -356,7 +401,7 @@ def create_engine(
         factory="create_engine",
     )
     engine = sqlalchemy.create_engine(sa_url, **arguments)
-    _finish(engine, endpoint, retry, session_guard, idle_limit)
+    _finish(engine, endpoint, retry, session_guard, keeping)
     return engine
 
 
@@ -375,6 +420,7 @@ def create_async_engine(
     allow_mismatched_endpoints: bool = False,
     session_guard: GuardMode = "error",
     idle_timeout: IdleTimeout = "auto",
+    close_on_sigterm: CloseOnSigterm = "auto",
     **kwargs: Any,
 ) -> AsyncEngine:
     """The async twin of :func:`create_engine`, with psycopg (default) or asyncpg.
@@ -395,10 +441,11 @@ def create_async_engine(
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
     del url, direct_url  # error pages print locals: keep only masked values
-    idle_limit = resolve_idle_timeout(
-        idle_timeout,
-        app=endpoint,
-        env=os.environ if env is None else env,
+    keeping = _keeping(
+        endpoint,
+        env,
+        idle_timeout=idle_timeout,
+        close_on_sigterm=close_on_sigterm,
         where="neon_sqlalchemy.create_async_engine",
     )
     if chosen == "psycopg2":
@@ -412,5 +459,5 @@ def create_async_engine(
         factory="create_async_engine",
     )
     engine = _sa_create_async_engine(sa_url, **arguments)
-    _finish(engine.sync_engine, endpoint, retry, session_guard, idle_limit)
+    _finish(engine.sync_engine, endpoint, retry, session_guard, keeping)
     return engine

@@ -16,7 +16,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import ExecuteStyle
-from sqlalchemy.util.concurrency import await_only
+from sqlalchemy.util.concurrency import await_only, greenlet_spawn
 
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect._liveness import Liveness, liveness, refuse_commit_if_lost
@@ -24,6 +24,7 @@ from neon_connect._migration_lock import MIGRATION_LOCK_KEY
 from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
 from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
 from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
+from neon_connect._sigterm import on_sigterm, run_briefly, stopping
 
 logger = logging.getLogger("neon_sqlalchemy")
 
@@ -159,6 +160,43 @@ def add_idle_limit(engine: Engine, seconds: float) -> None:
         since = record.info.pop(_IDLE_SINCE, None)
         if since is not None and time.time() - since > seconds:
             raise exc.DisconnectionError(f"neon-connect: idle more than {seconds:g} s")
+
+
+def add_close_on_sigterm(engine: Engine) -> None:
+    """Close the pool's connections at SIGTERM (``neon_connect/_sigterm.py``): the idle ones
+    at once, each one in use when it is checked in. A sync pool is emptied from a helper
+    thread, since the handler may have interrupted the pool's own code; an async one by a
+    task on the loop the handler interrupted, if that loop goes on running (a graceful
+    shutdown: uvicorn's)."""
+
+    @event.listens_for(engine, "checkin")
+    def _close_when_stopping(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None and stopping():
+            record.close()  # the next checkout, if any, connects afresh
+
+    on_sigterm(engine, _close_idle, where="neon_sqlalchemy engine")
+
+
+_closing: set[asyncio.Task[Any]] = set()
+"""Tasks started at SIGTERM, held until done (the loop keeps only weak references)."""
+
+
+def _close_idle(engine: Engine) -> None:
+    pool = engine.pool
+    if not engine.dialect.is_async:
+        run_briefly(pool.dispose)
+        return
+    try:
+        loop = asyncio.get_running_loop()  # the handler runs in the loop's thread, if any
+    except RuntimeError:
+        return  # no loop running: the pool's connections close with the process
+
+    def start() -> None:
+        task = loop.create_task(greenlet_spawn(pool.dispose))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    loop.call_soon_threadsafe(start)
 
 
 def add_pooler_error_notes(engine: Engine) -> None:

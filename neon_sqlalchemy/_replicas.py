@@ -72,7 +72,7 @@ def create_replica_engines(
             factory="create_replica_engines",
         )
         engine = sqlalchemy.create_engine(sa_url, **arguments)
-        _finish(engine, endpoint, retry, "error", None)  # NullPool: nothing kept idle
+        _finish(engine, endpoint, retry, "error", None)  # NullPool: nothing kept
         engines.append(engine)
     return engines
 

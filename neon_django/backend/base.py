@@ -34,6 +34,7 @@ from neon_connect._probes import (
 from neon_connect._retry import connection_lost
 from neon_connect._secret import call_without_driver_frames, mask_driver_secrets
 from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
+from neon_connect._sigterm import stopping
 from neon_django._config import NeonSettings, neon_settings
 
 from . import _checks  # noqa: F401  # registers neon_django.E010
@@ -498,6 +499,21 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 # psycopg2: Django wraps only its driver's classes, so wrap it here the same way
                 unknown.__cause__ = exc
                 raise OperationalError(*unknown.args) from unknown
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        """Django's check at each request's start and end; after SIGTERM, the end of the
+        request closes its connection for good (``close_on_sigterm``)."""
+        neon = self.neon
+        if (
+            self.connection is not None
+            and neon is not None
+            and neon.get("CLOSE_ON_SIGTERM")
+            and stopping()
+            and not self.in_atomic_block
+        ):
+            self.close()
+            return
+        super().close_if_unusable_or_obsolete()
 
     def close(self) -> None:
         super().close()

@@ -61,3 +61,18 @@ def test_a_wrong_value_names_the_option():
             allow_client_pool=True,
             idle_timeout="soon",  # type: ignore[arg-type]
         )
+
+
+def test_a_limit_on_an_engine_that_keeps_nothing_is_refused():
+    """``NullPool`` (the default on a transaction pooler) keeps no connection: a limit given
+    there would be ignored without a word, so it is refused, naming the option."""
+    url = "postgresql://u:p@ep-x-1-pooler.us-east-2.aws.neon.tech/db"
+    with pytest.raises(ConfigurationError, match=r"create_engine\(idle_timeout=5\).*NullPool"):
+        neon_sqlalchemy.create_engine(url, idle_timeout=5)
+    with pytest.raises(ConfigurationError, match=r"create_async_engine\(idle_timeout=5\)"):
+        neon_sqlalchemy.create_async_engine(url, idle_timeout=5)
+    for engine in (  # "auto" and None stand: nothing to refuse
+        neon_sqlalchemy.create_engine(url, env={"K_SERVICE": "web"}),
+        neon_sqlalchemy.create_engine(url, idle_timeout=None),
+    ):
+        engine.dispose()
