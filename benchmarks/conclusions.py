@@ -105,9 +105,9 @@ PgBouncer holds for nothing.
   {f.trips("sync_pool")} (the work alone: the checkout check sends nothing). p50 at 1 ms RTT {f.p50("sync_neon")} against
   {f.p50("sync_pool")} ({f.ratio("sync_neon", "sync_pool")}); at 20 ms RTT
   {f.p50("sync_neon", TWENTY_MS)} against {f.p50("sync_pool", TWENTY_MS)}. `BEGIN` travels in
-  the first statement's message (psycopg 3), so the work itself is 4 round trips: this
-  request's statements carry no values. A first statement with values, bound on the server,
-  still sends `BEGIN` alone: one round trip more.
+  the first statement's message (psycopg 3), so the work itself is 4 round trips: with values
+  bound on the server, as in this request (the values the Django view's ORM sends), `BEGIN`
+  and the statement go in one pipeline; without values, in one text message.
 - On a Neon host name (`sync_neon_host`, through the stand-in's Neon-like proxy, as Neon's proxy
   accepts it), the connect opens TLS directly where libpq >= 17 (`sslnegotiation=direct`):
   NullPool pays {f.trips("sync_neon_host")} round trips per request, against
@@ -181,11 +181,11 @@ def _round_trip_goals(f: _Figures) -> str:
     return f"""**Issue 24's goals (the round-trip floor), in this run:**
 - Django's default request: {f.trips("dj_neon_default")} round trips (goal 4: {met(float(f.trips("dj_neon_default")) <= 4)}),
   {django:.2f}x the fastest Django configuration at 20 ms RTT (goal 1.05x: {met(django <= 1.05)}).
-- SQLAlchemy `allow_client_pool=True`: {f.trips("sync_pool")} round trips (goal 4: {met(pool <= 4)}
-  for this request, whose statements carry no values; a first statement with values still
-  sends `BEGIN` alone, 5: not met for those, see `tests/benchmarks/test_round_trips.py`).
+- SQLAlchemy `allow_client_pool=True`: {f.trips("sync_pool")} round trips (goal 4: {met(pool <= 4)};
+  this request's first statement carries a value, bound on the server; one without values
+  pays 4 too, see `tests/benchmarks/test_round_trips.py`).
 - SQLAlchemy `NullPool`, this request: {f.trips("sync_neon_host")} on a Neon host name, where the connect
-  opens TLS directly (goal 8.5: {met(nullpool_neon <= 8.5)}; one more with values); {f.trips("sync_neon")} where it sends an
+  opens TLS directly (goal 8.5: {met(nullpool_neon <= 8.5)}); {f.trips("sync_neon")} where it sends an
   `SSLRequest` first (the stand-in's own URLs, or a libpq older than 17).
 - A connect, one round trip fewer with direct TLS, shown next to the plain one: {shown}.
 

@@ -22,14 +22,12 @@ import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
+from benchmarks.sa_app import NOTE, ONE, READ_ONE, READ_TWO, WRITE
 from neon_connect import psycopg_params, resolve
 
 Op = Callable[[], object]
-READS_AND_WRITE = (
-    "SELECT EXISTS (SELECT 1 FROM bench_item WHERE id = 1)",
-    "SELECT id, note FROM bench_item ORDER BY id DESC LIMIT 1",
-    "INSERT INTO bench_item (note) VALUES ('hit')",
-)
+READS_AND_WRITE = ((READ_ONE, ONE), (READ_TWO, None), (WRITE, NOTE))
+"""The request of sa_app.py's routes, with its values."""
 
 
 def pair(ours: Op, without: Op, *, rounds: int, n: int) -> dict[str, float]:
@@ -51,8 +49,8 @@ def pair(ours: Op, without: Op, *, rounds: int, n: int) -> dict[str, float]:
 def sa_request(engine: sqlalchemy.Engine) -> Op:
     def op() -> None:
         with engine.begin() as conn:
-            for statement in READS_AND_WRITE:
-                conn.execute(text(statement))
+            for statement, values in READS_AND_WRITE:
+                conn.execute(text(statement), values)
 
     return op
 

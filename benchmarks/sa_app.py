@@ -26,9 +26,19 @@ from sqlalchemy.pool import NullPool
 
 import neon_sqlalchemy
 
-READ_ONE = "SELECT EXISTS (SELECT 1 FROM bench_item WHERE id = 1)"
+READ_ONE = "SELECT EXISTS (SELECT 1 FROM bench_item WHERE id = :id)"
 READ_TWO = "SELECT id, note FROM bench_item ORDER BY id DESC LIMIT 1"
-WRITE = "INSERT INTO bench_item (note) VALUES ('hit')"
+WRITE = "INSERT INTO bench_item (note) VALUES (:note)"
+ONE, NOTE = {"id": 1}, {"note": "hit"}
+"""The values the Django view's ORM sends too (``filter(pk=1)``, ``create(note="hit")``)."""
+PSYCOPG = {
+    text: text.replace(":id", "%(id)s").replace(":note", "%(note)s")
+    for text in (READ_ONE, READ_TWO, WRITE)
+}
+ASYNCPG = {
+    text: text.replace(":id", "$1").replace(":note", "$1") for text in (READ_ONE, READ_TWO, WRITE)
+}
+"""The same statements in the drivers' own placeholders."""
 
 Handler = Callable[[], Awaitable[None]]
 _threads = ThreadPoolExecutor(40)
@@ -44,9 +54,9 @@ def _sa_url(url: str, driver: str) -> str:
 def _sync(engine: sqlalchemy.Engine) -> Handler:
     def work() -> None:
         with engine.begin() as conn:
-            conn.execute(text(READ_ONE)).scalar()
+            conn.execute(text(READ_ONE), ONE).scalar()
             conn.execute(text(READ_TWO)).first()
-            conn.execute(text(WRITE))
+            conn.execute(text(WRITE), NOTE)
 
     async def handle() -> None:
         await asyncio.get_running_loop().run_in_executor(_threads, work)
@@ -57,9 +67,9 @@ def _sync(engine: sqlalchemy.Engine) -> Handler:
 def _async(engine: AsyncEngine) -> Handler:
     async def handle() -> None:
         async with engine.begin() as conn:
-            (await conn.execute(text(READ_ONE))).scalar()
+            (await conn.execute(text(READ_ONE), ONE)).scalar()
             (await conn.execute(text(READ_TWO))).first()
-            await conn.execute(text(WRITE))
+            await conn.execute(text(WRITE), NOTE)
 
     return handle
 
@@ -67,9 +77,9 @@ def _async(engine: AsyncEngine) -> Handler:
 def _raw_psycopg(url: str, name: str) -> Handler:
     def work() -> None:
         with psycopg.connect(url, application_name=name) as conn:  # commits on exit
-            conn.execute(READ_ONE).fetchone()
-            conn.execute(READ_TWO).fetchone()
-            conn.execute(WRITE)
+            conn.execute(PSYCOPG[READ_ONE], ONE).fetchone()
+            conn.execute(PSYCOPG[READ_TWO]).fetchone()
+            conn.execute(PSYCOPG[WRITE], NOTE)
 
     async def handle() -> None:
         await asyncio.get_running_loop().run_in_executor(_threads, work)
@@ -80,9 +90,9 @@ def _raw_psycopg(url: str, name: str) -> Handler:
 def _raw_async_psycopg(url: str, name: str) -> Handler:
     async def handle() -> None:
         async with await psycopg.AsyncConnection.connect(url, application_name=name) as conn:
-            await (await conn.execute(READ_ONE)).fetchone()
-            await (await conn.execute(READ_TWO)).fetchone()
-            await conn.execute(WRITE)
+            await (await conn.execute(PSYCOPG[READ_ONE], ONE)).fetchone()
+            await (await conn.execute(PSYCOPG[READ_TWO])).fetchone()
+            await conn.execute(PSYCOPG[WRITE], NOTE)
 
     return handle
 
@@ -94,9 +104,9 @@ def _raw_asyncpg(url: str, name: str) -> Handler:
         )
         try:
             async with conn.transaction():
-                await conn.fetchval(READ_ONE)
-                await conn.fetchrow(READ_TWO)
-                await conn.execute(WRITE)
+                await conn.fetchval(ASYNCPG[READ_ONE], ONE["id"])
+                await conn.fetchrow(ASYNCPG[READ_TWO])
+                await conn.execute(ASYNCPG[WRITE], NOTE["note"])
         finally:
             await conn.close()
 

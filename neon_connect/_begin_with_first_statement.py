@@ -1,23 +1,35 @@
 """``BEGIN`` travels with a transaction's first statement: one round trip, not two.
 
 psycopg 3 opens a transaction by sending ``BEGIN`` alone and waiting for its answer before it
-sends the first statement. When the statement is complete text (client-side binding, Django's
-default; or no values to bind), both go in one simple-protocol message, ``BEGIN; <statement>``,
-the protocol psycopg uses for such a statement alone. PostgreSQL runs them in order, as the
-two messages would have run. The cursor then moves past ``BEGIN``'s result, so it shows the
-statement's rows, row count and text. A statement PostgreSQL cannot parse fails the whole
-message before ``BEGIN`` runs; it is then sent again as psycopg would have sent it (``BEGIN``
-alone first), so that it fails inside its transaction, as before (nothing of it ran).
+sends the first statement. Two ways send both at once, each keeping the protocol psycopg
+would have used for the statement, so nothing about the statement changes but its timing:
+
+- **Complete text** (client-side binding, Django's default; or no values to bind): one
+  simple-protocol message, ``BEGIN; <statement>``, the protocol psycopg uses for such a
+  statement alone. PostgreSQL runs them in order, as the two messages would have run. The
+  cursor then moves past ``BEGIN``'s result, so it shows the statement's rows, row count and
+  text. A statement PostgreSQL cannot parse fails the whole message before ``BEGIN`` runs; it
+  is then sent again as psycopg would have sent it (``BEGIN`` alone first), so that it fails
+  inside its transaction, as before (nothing of it ran).
+- **Values bound on the server** (SQLAlchemy's psycopg dialect): a pipeline, ``BEGIN`` and the
+  statement queued in the extended protocol behind one ``Sync``. The values travel apart from
+  the SQL, typed, as before: a value is never written into the statement. (psycopg's own
+  pipeline sends a ``Sync`` after its ``BEGIN``, so it is queued here instead.) An error from
+  it carries ``_retry.MERGED_PIPELINE``: the pipeline was this module's and is over, so the
+  adapters' rerun may treat the statement as any transaction's first (a pipeline the app
+  opened still refuses the rerun: an error there can belong to an earlier statement).
+  When PgBouncer answers with an error and closes (a refusal after a server restart,
+  ``query_wait_timeout``), psycopg's pipeline most often reports only the closed
+  connection: the error gets the note :data:`CLOSED_AT_FIRST`, and the rerun sends the
+  statement with ``BEGIN`` alone (``_retry.RESENDING``), where the pooler's words come
+  through and its refusal is told apart as before.
 
 Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
-opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a psycopg
-that lacks the private attributes this reads (:data:`_READS`, present from 3.1 to 3.3), and a
-statement whose values psycopg binds on the server (SQLAlchemy's psycopg dialect). For those,
-two ways were tried and dropped: writing the values into the text let a value reach SQL (a
-placeholder in a comment), ran several statements, turned floats into ``numeric`` and put
-values in errors and the server log; a pipeline (``BEGIN`` and the statement behind one
-``Sync``, one round trip) failed about 1,900 transactions per server restart in ``make
-resilience``, where the rerun of PgBouncer's refusal held before (the cause not yet found).
+opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a libpq
+without pipeline mode, and a psycopg that lacks the private attributes this reads
+(:data:`_READS`, present from 3.1 to 3.3). Writing the values into the text was tried and
+dropped: a value reached SQL through a placeholder in a comment, several statements ran,
+floats turned into ``numeric``, and values showed in errors and the server log.
 
 Django installs :class:`neon_django.backend._begin_with_first_statement.BeginWithFirstStatement`
 (its own client-side cursor); SQLAlchemy's engines install :class:`BeginWithFirstStatement` and
@@ -33,6 +45,8 @@ from typing import Any
 import psycopg
 from psycopg.pq import Format, TransactionStatus
 
+from ._retry import MERGED_PIPELINE, RESENDING, add_note
+
 _READS = ("_autocommit", "_get_tx_start_command", "_pipeline")
 """psycopg's private attributes this relies on; without them, psycopg's own path."""
 
@@ -47,7 +61,8 @@ def begin_to_merge(cursor: Any, kwargs: dict[str, Any]) -> str | None:
     where it sends none (autocommit, a transaction already open) or the merge does not apply."""
     conn = cursor.connection
     if (
-        kwargs.get("prepare") or kwargs.get("binary") or cursor.format == Format.BINARY
+        getattr(conn, RESENDING, False)  # sent again after an error: the pooler's words intact
+        or kwargs.get("prepare") or kwargs.get("binary") or cursor.format == Format.BINARY
         or conn._autocommit  # noqa: SLF001 - psycopg's own flag, read as its execute does
         or conn._pipeline is not None  # noqa: SLF001
         or conn.pgconn.transaction_status != TransactionStatus.IDLE
@@ -112,16 +127,47 @@ def _without_values(cursor: Any, query: Any, params: Any) -> str | None:
     return statement
 
 
+CLOSED_AT_FIRST = (
+    "neon-connect: the connection closed at this transaction's first statement, which went "
+    "with BEGIN in one pipeline: nothing of the transaction was committed. Behind PgBouncer "
+    "this is most often an error of its own followed by a close (server login has been "
+    "failing, after a server restart; query_wait_timeout, when no server connection freed "
+    "up in time): psycopg's pipeline then reports the closed connection, not the error. "
+    "With retry on (the default) the statement is sent again on a new connection, BEGIN "
+    "alone, where the pooler's own words come through."
+)
+"""The note on an error from the pipeline when the connection is gone after it."""
+
+
+def _mark(error: psycopg.Error, connection: Any) -> None:
+    """Mark ``error`` as the pipeline's (``_retry.MERGED_PIPELINE``), and say what a closed
+    connection there most likely means."""
+    setattr(error, MERGED_PIPELINE, True)
+    if connection.closed or connection.broken:
+        add_note(error, CLOSED_AT_FIRST)
+
+
 class BeginWithFirstStatement(psycopg.Cursor[Any]):
-    """psycopg's cursor (server-side binding), sending ``BEGIN`` in the message of a
-    transaction's first statement when that statement carries no values."""
+    """psycopg's cursor (server-side binding), sending ``BEGIN`` with a transaction's first
+    statement: in one text message when it carries no values, else in one pipeline."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        statement = None if begin is None else _without_values(self, query, params)
-        if statement is None:  # psycopg's path: BEGIN alone, where it opens a transaction
+        if begin is None:  # psycopg's path: BEGIN alone, where it opens a transaction
             return super().execute(query, params, **kwargs)
         conn = self.connection
+        statement = _without_values(self, query, params)
+        if statement is None:
+            try:
+                with conn.pipeline(), begin_held_back(conn):  # one Sync, at the pipeline's end
+                    psycopg.Cursor(conn).execute(begin.encode())
+                    super().execute(query, params, **kwargs)
+            except psycopg.Error as error:
+                if conn.pgconn.pipeline_status:  # libpq could not leave it: nothing more goes
+                    conn.close()  # through; closed, it reads as lost and is replaced
+                _mark(error, conn)
+                raise
+            return self
         try:
             with begin_held_back(conn):
                 super().execute(f"{begin}; {statement}", **kwargs)
@@ -138,10 +184,22 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         begin = begin_to_merge(self, kwargs)
-        statement = None if begin is None else _without_values(self, query, params)
-        if statement is None:  # psycopg's path: BEGIN alone, where it opens a transaction
+        if begin is None:  # psycopg's path: BEGIN alone, where it opens a transaction
             return await super().execute(query, params, **kwargs)
         conn = self.connection
+        statement = _without_values(self, query, params)
+        if statement is None:
+            try:
+                async with conn.pipeline():
+                    with begin_held_back(conn):
+                        await psycopg.AsyncCursor(conn).execute(begin.encode())
+                        await super().execute(query, params, **kwargs)
+            except psycopg.Error as error:
+                if conn.pgconn.pipeline_status:  # libpq could not leave it (see the sync twin)
+                    await conn.close()
+                _mark(error, conn)
+                raise
+            return self
         try:
             with begin_held_back(conn):
                 await super().execute(f"{begin}; {statement}", **kwargs)
@@ -155,8 +213,8 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
 
 def install(connection: Any) -> None:
     """Give a new psycopg connection the merging cursor where it has psycopg's plain one (an
-    app's own ``cursor_factory`` is left alone)."""
-    if not supported(connection):
+    app's own ``cursor_factory`` is left alone), if its libpq has pipeline mode (14+)."""
+    if not supported(connection) or not psycopg.Pipeline.is_supported():
         return
     if connection.cursor_factory is psycopg.Cursor:
         connection.cursor_factory = BeginWithFirstStatement

@@ -18,6 +18,7 @@ naming the endpoint kind and host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import ipaddress
@@ -174,8 +175,38 @@ def is_refused_before_forwarding(exc: BaseException, connection: Any) -> bool:
     )
 
 
-def in_pipeline(connection: Any) -> bool:
-    """True while a psycopg connection is in pipeline mode."""
+RESENDING = "_neon_resending"
+"""Set on a driver connection while an adapter sends a statement again after an error:
+``BEGIN`` then goes alone, as psycopg sends it (``_begin_with_first_statement``), so that an
+error the pooler gives before it closes the connection reaches the client in its own words
+(psycopg's pipeline reports only the closed connection)."""
+
+
+@contextlib.contextmanager
+def resending(connection: Any) -> Iterator[None]:
+    """Around a statement sent again on ``connection`` (see :data:`RESENDING`)."""
+    if connection is None:
+        yield
+        return
+    setattr(connection, RESENDING, True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError):
+            delattr(connection, RESENDING)
+
+
+MERGED_PIPELINE = "_neon_begin_pipeline"
+"""The mark on an error from the pipeline that sends ``BEGIN`` with a transaction's first
+statement (``_begin_with_first_statement``): that pipeline was not the app's, and is over."""
+
+
+def in_pipeline(connection: Any, error: BaseException | None = None) -> bool:
+    """True while a psycopg connection is in pipeline mode, unless ``error`` came from the
+    pipeline that sends ``BEGIN`` with a first statement (``_begin_with_first_statement``):
+    that one ended with the error, though a lost connection's libpq still reports it."""
+    if error is not None and getattr(error, MERGED_PIPELINE, False):
+        return False
     return bool(getattr(getattr(connection, "pgconn", None), "pipeline_status", 0))
 
 
@@ -370,7 +401,7 @@ class RetryPolicy:
                     "; the server's max_connections is used up: send app traffic to the pooled "
                     "endpoint (DATABASE_URL with -pooler), keep the direct one for migrations"
                 )
-            _add_note(exc, note)
+            add_note(exc, note)
             raise exc
         logger.warning(
             "neon-connect: connecting to the %s endpoint %s failed (%s); retry %d in %.2fs"
@@ -410,7 +441,7 @@ def _scrub(exc: BaseException, endpoint: Endpoint) -> None:
         exc.args = tuple(endpoint.mask_secret(str(arg)) for arg in exc.args)
 
 
-def _add_note(exc: BaseException, note: str) -> None:
+def add_note(exc: BaseException, note: str) -> None:
     # BaseException.add_note is 3.11+; on 3.10 set the attribute it would set.
     notes = [*getattr(exc, "__notes__", []), note]
     setattr(exc, "__notes__", notes)  # noqa: B010

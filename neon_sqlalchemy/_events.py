@@ -21,7 +21,7 @@ from sqlalchemy.util.concurrency import await_only, greenlet_spawn
 from neon_connect import Endpoint, RetryPolicy, is_refused_before_forwarding
 from neon_connect._liveness import Liveness, liveness, refuse_commit_if_lost
 from neon_connect._migration_lock import MIGRATION_LOCK_KEY
-from neon_connect._retry import connection_lost, in_pipeline, opens_transaction
+from neon_connect._retry import connection_lost, in_pipeline, opens_transaction, resending
 from neon_connect._secret import acall_without_driver_frames, call_without_driver_frames
 from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
 from neon_connect._sigterm import on_sigterm, run_briefly, stopping
@@ -250,22 +250,30 @@ def add_statement_listeners(
         many: bool = False,
     ) -> bool:
         """After ``error``: send the statement again where that is safe, or raise."""
-        if policy is None or not _rerunnable(context, many=many):
+        if policy is None or not _rerunnable(context, error, many=many):
             raise error
 
         def is_refusal(error: Exception) -> bool:
             return is_refused_before_forwarding(error, _driver(context.root_connection))
 
+        def send_again(after: Exception) -> None:
+            """On a new connection, with BEGIN alone if it opens a transaction: an error the
+            pooler gives before closing (a refusal) then comes in its own words."""
+            _reconnect(context, after)
+            context.cursor = context.create_cursor()
+            with resending(_driver(context.root_connection)):
+                execute(context.cursor)
+
         lost = connection_lost(_driver(context.root_connection))
         if opening and lost and not is_refusal(error):
             # The residue of the checkout check: a pooler connection that dies between the
-            # check and a transaction's first statement. Nothing of that transaction can have
-            # committed and a pooler connection holds no session: send it once more, on a
-            # new connection. Never in autocommit (it may have run).
+            # check and a transaction's first statement, or one PgBouncer closed with an
+            # error that BEGIN's pipeline could not read (a refusal, see
+            # _begin_with_first_statement). Nothing of that transaction can have committed
+            # and a pooler connection holds no session: send it once more, on a new
+            # connection. Never in autocommit (it may have run).
             try:
-                _reconnect(context, error)
-                context.cursor = context.create_cursor()
-                execute(context.cursor)
+                send_again(error)
                 return True
             except Exception as second:
                 # a pooler that lost its server (a restart) refuses the new connection's
@@ -279,9 +287,7 @@ def add_statement_listeners(
             refused = error
 
         def again() -> None:
-            _reconnect(context, refused)
-            context.cursor = context.create_cursor()
-            execute(context.cursor)
+            send_again(refused)
 
         policy.rerun_refused(
             again, refused=refused, is_refusal=is_refusal, endpoint=endpoint, sleep=sleep
@@ -300,8 +306,9 @@ def add_statement_listeners(
             later = getattr(dialect.dispatch, name)
             # read before sending (the transaction's status changes as it is sent); all else
             # is decided after an error, off the request path
+            # the driver's own connection: an async adapter tells no transaction status
             first = pooler and opens_transaction(
-                context.root_connection.connection.dbapi_connection
+                context.root_connection.connection.driver_connection
             )
             try:
                 _send_after(listener, later, do, cursor, statement, parameters, context)
@@ -325,7 +332,7 @@ def add_statement_listeners(
         dialect = context.dialect
         do = dialect.do_execute_no_params
         later = dialect.dispatch.do_execute_no_params
-        first = pooler and opens_transaction(context.root_connection.connection.dbapi_connection)
+        first = pooler and opens_transaction(context.root_connection.connection.driver_connection)
         try:
             _send_after(_execute_no_params, later, do, cursor, statement, context)
         except Exception as error:
@@ -371,7 +378,7 @@ def _reconnect(context: DefaultExecutionContext, refused: Exception) -> None:
                 characteristic.set_characteristic(dialect, proxied.dbapi_connection, value)
 
 
-def _rerunnable(context: DefaultExecutionContext, *, many: bool) -> bool:
+def _rerunnable(context: DefaultExecutionContext, error: Exception, *, many: bool) -> bool:
     """Whether a refusal of this execution could be answered by sending it again.
 
     Not for ``insertmanyvalues`` (SQLAlchemy reads RETURNING rows and sends later batches on
@@ -385,7 +392,7 @@ def _rerunnable(context: DefaultExecutionContext, *, many: bool) -> bool:
         return False
     if many and getattr(dbapi_connection, "autocommit", False):
         return False
-    return not in_pipeline(_driver(context.root_connection))
+    return not in_pipeline(_driver(context.root_connection), error)
 
 
 def _checked_out(context: DefaultExecutionContext) -> bool:

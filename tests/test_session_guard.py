@@ -441,6 +441,38 @@ def test_query_wait_timeout_names_the_cause(one_server, guarded_alias):
     assert "stayed busy" in _notes(e.value)
 
 
+@pytest.mark.parametrize("retry", [True, False], ids=["retry", "no-retry"])
+def test_sqlalchemy_query_wait_timeout_names_the_cause(one_server, retry):
+    """A first statement with values goes in one pipeline with BEGIN; psycopg's pipeline then
+    reports PgBouncer's query_wait_timeout only as the closed connection. The rerun sends it
+    again with BEGIN alone, where PgBouncer's own words come through; without retrying, an
+    error that lost them says what the closed connection most likely was."""
+    from neon_connect import RetryPolicy
+    from neon_connect import _begin_with_first_statement as first_statement
+
+    policy = RetryPolicy() if retry else RetryPolicy(timeout=0)
+    engine = neon_sqlalchemy.create_engine(env=one_server.env(), retry=policy)
+    with psycopg.connect(one_server.admin_url, autocommit=True) as admin:
+        admin.execute("SET query_wait_timeout = 1")
+    try:
+        with psycopg.connect(one_server.pooled_url) as holder:
+            holder.execute("SELECT 1")  # holds the only server connection in a transaction
+            with pytest.raises(sa.exc.OperationalError) as e, engine.begin() as conn:
+                conn.execute(sa.text("SELECT :x::int"), {"x": 1})
+            holder.rollback()
+    finally:
+        engine.dispose()
+        with psycopg.connect(one_server.admin_url, autocommit=True) as admin:
+            admin.execute("SET query_wait_timeout = 120")
+    error = e.value.orig
+    if retry:
+        assert "query_wait_timeout" in str(error), error
+        assert "stayed busy" in _notes(e.value)
+    else:  # the pooler's words when they arrived before the close, else the note
+        named = "query_wait_timeout" in str(error)
+        assert named or first_statement.CLOSED_AT_FIRST in _notes(error), error
+
+
 # -- the whole corpus through both adapters --------------------------------------------------
 
 

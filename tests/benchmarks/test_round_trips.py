@@ -87,7 +87,7 @@ def _sqlalchemy_round_trips(neon_local, *, values: bool = False, **engine_kwargs
 
         def request():
             with engine.begin() as conn:
-                if values:  # bound on the server: psycopg sends BEGIN alone before the first
+                if values:  # bound on the server: BEGIN goes in a pipeline with the first
                     conn.execute(
                         sa.text("SELECT count(*) FROM rt_items WHERE note = :n"), {"n": "hit"}
                     )
@@ -108,8 +108,7 @@ def _sqlalchemy_round_trips(neon_local, *, values: bool = False, **engine_kwargs
 
 
 def test_sqlalchemy_allow_client_pool_pays_four_round_trips(neon_local):
-    """Three statements and COMMIT: BEGIN travels in the first statement's message (issue 24)
-    when that statement carries no values."""
+    """Three statements and COMMIT: BEGIN travels in the first statement's message (issue 24)."""
     assert _sqlalchemy_round_trips(neon_local) == 4
 
 
@@ -120,8 +119,16 @@ def test_control_sqlalchemy_with_begin_sent_alone_pays_five(neon_local, monkeypa
     assert _sqlalchemy_round_trips(neon_local) == 5
 
 
-def test_sqlalchemy_statements_with_values_still_send_begin_alone(neon_local):
-    """Values bound on the server keep psycopg's path (see the merge's module): 5, not 4."""
+def test_sqlalchemy_statements_with_values_pay_four_too(neon_local):
+    """Values bound on the server: BEGIN and the first statement go in one pipeline, behind
+    one Sync (see the merge's module)."""
+    assert _sqlalchemy_round_trips(neon_local, values=True) == 4
+
+
+def test_control_sqlalchemy_with_values_and_begin_sent_alone_pays_five(neon_local, monkeypatch):
+    from neon_connect import _begin_with_first_statement as first_statement
+
+    monkeypatch.setattr(first_statement, "supported", lambda connection: False)
     assert _sqlalchemy_round_trips(neon_local, values=True) == 5
 
 

@@ -13,6 +13,7 @@ mid-flight would leave it, right before the statement is sent.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Iterator
@@ -175,18 +176,48 @@ def _cut_once(engine):
             _cut(conn.connection.driver_connection.fileno())
 
 
-def test_sqlalchemy_sends_a_transactions_first_statement_again(own):
+@pytest.mark.parametrize("values", [False, True], ids=["text", "values"])
+def test_sqlalchemy_sends_a_transactions_first_statement_again(own, values):
+    """Without values BEGIN goes in the statement's text; with values, in one pipeline."""
     engine = _sa_engine(own)
+    key = f"sa-begin-{values}"
+    insert = (
+        sa.text("INSERT INTO residue VALUES (:k)")
+        if values
+        else sa.text(f"INSERT INTO residue VALUES ('{key}')")
+    )
     try:
         with engine.connect():  # a kept connection in the pool, checked at the next checkout
             pass
         _cut_once(engine)
         with engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO residue VALUES ('sa-begin')"))
-            conn.execute(sa.text("INSERT INTO residue VALUES ('sa-begin')"))
+            conn.execute(insert, {"k": key} if values else None)
+            conn.execute(insert, {"k": key} if values else None)
     finally:
         engine.dispose()
-    assert _stored(own, "sa-begin") == 2
+    assert _stored(own, key) == 2
+
+
+def test_async_sqlalchemy_sends_a_transactions_first_statement_again(own):
+    """The async engines too: their driver connection, not SQLAlchemy's adapter, tells that
+    the statement opens a transaction (the adapter tells no status: it was never resent)."""
+    with pytest.warns(neon_sqlalchemy.NeonClientPoolWarning):
+        engine = neon_sqlalchemy.create_async_engine(env=own.env(), allow_client_pool=True)
+    _cut_once(engine.sync_engine)
+    insert = sa.text("INSERT INTO residue VALUES (:k)")
+
+    async def write() -> None:
+        try:
+            async with engine.connect():
+                pass
+            async with engine.begin() as conn:
+                await conn.execute(insert, {"k": "sa-async"})
+                await conn.execute(insert, {"k": "sa-async"})
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    assert _stored(own, "sa-async") == 2
 
 
 def test_control_sqlalchemy_in_autocommit_never_sends_it_again(own):
