@@ -99,13 +99,17 @@ def never_ran(connection: Any, error: BaseException) -> bool:
     )
 
 
-def show_the_statement(cursor: Any, statement: str) -> None:
+def show_the_statement(cursor: Any, statement: str) -> bool:
     """Move past ``BEGIN``'s result and show the statement's text (``cursor._query`` is what
-    Django's query log and ``cursor.query`` read)."""
-    cursor.nextset()
+    Django's query log and ``cursor.query`` read). False when the statement gave no result
+    of its own: it was empty (blanks, comments, ``;``), and the caller sends it again alone,
+    inside the open transaction, for psycopg's "empty query" result (nothing runs twice)."""
+    if not cursor.nextset():
+        return False
     query = cursor._query  # noqa: SLF001
     if query is not None:
         query.query = statement.encode(cursor.connection.info.encoding)
+    return True
 
 
 def _without_values(cursor: Any, query: Any, params: Any) -> str | None:
@@ -175,7 +179,8 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
             if not never_ran(conn, error):
                 raise
             return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
-        show_the_statement(self, statement)
+        if not show_the_statement(self, statement):
+            return super().execute(query, params, **kwargs)  # an empty statement
         return self
 
 
@@ -207,7 +212,8 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
             if not never_ran(conn, error):
                 raise
             return await super().execute(query, params, **kwargs)
-        show_the_statement(self, statement)
+        if not show_the_statement(self, statement):
+            return await super().execute(query, params, **kwargs)  # an empty statement
         return self
 
 

@@ -41,7 +41,8 @@ class BeginWithFirstStatement(DjangoCursor):  # type: ignore[misc]
                 raise
             # a syntax error refused the whole message: fail as before, inside the transaction
             return super().execute(query, params, **kwargs)
-        show_the_statement(self, statement)
+        if not show_the_statement(self, statement):
+            return super().execute(query, params, **kwargs)  # an empty statement
         return self
 
 

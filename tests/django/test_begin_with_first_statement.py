@@ -132,3 +132,15 @@ def test_a_statement_that_commits_then_fails_is_never_sent_twice(db, neon_local)
     with pytest.raises(DataError), transaction.atomic(using="bwf"), db.cursor() as cursor:
         cursor.execute("INSERT INTO bwf VALUES ('once', 1); COMMIT; SELECT 1/0")
     assert _stored(neon_local) == [("once", 1), ("seed", 0)]
+
+
+@pytest.mark.parametrize("empty", ["", "  ", "-- nothing", ";"])
+def test_an_empty_first_statement_gives_psycopgs_empty_result(db, empty):
+    """An empty statement gives no result of its own after ``BEGIN;``: it is sent again alone
+    inside the transaction, so the cursor shows what psycopg's own path shows."""
+    assert _merged(db)
+    with transaction.atomic(using="bwf"), db.cursor() as cursor:
+        cursor.execute(empty)
+        assert cursor.cursor.statusmessage is None  # not BEGIN's
+        assert cursor.cursor.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY
+        assert db.connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS

@@ -280,3 +280,18 @@ def test_a_statement_that_commits_then_fails_is_never_sent_twice(engine, neon_lo
     with engine.connect() as conn, pytest.raises(exc.DataError, match="division by zero"):
         conn.exec_driver_sql("INSERT INTO bwf_sa (t, i) VALUES ('once', 1); COMMIT; SELECT 1/0")
     assert _stored(neon_local) == [("once", 1)]
+
+
+@pytest.mark.parametrize("empty", ["", "  ", "-- nothing", ";"])
+def test_an_empty_first_statement_gives_psycopgs_empty_result(engine, empty):
+    """An empty statement gives no result of its own after ``BEGIN;``: it is sent again alone
+    inside the transaction, so the cursor shows what psycopg's own path shows."""
+    with engine.begin() as conn:
+        assert _merging(conn)
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.execute(empty)
+        assert cursor.statusmessage is None  # not BEGIN's
+        assert cursor.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY
+        assert conn.connection.driver_connection.info.transaction_status == (
+            psycopg.pq.TransactionStatus.INTRANS
+        )
