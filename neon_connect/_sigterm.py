@@ -22,6 +22,7 @@ later one owns SIGTERM then, and nothing is chained or closed early.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import weakref
@@ -46,6 +47,8 @@ _lock = threading.Lock()
 _previous: Any = None
 _installed = False
 _stopping = False
+_owner_pid = 0
+"""The process that installed the handler (see :func:`_handle`)."""
 
 
 def close_on_sigterm(value: CloseOnSigterm, *, env: Mapping[str, str], where: str) -> bool:
@@ -72,7 +75,7 @@ def on_sigterm(owner: object, closer: Closer, *, where: str) -> bool:
     """Run ``closer(owner)`` at SIGTERM for as long as ``owner`` lives, installing the
     handler on first use. False, with a warning, where no handler can be installed: outside
     the main thread (Python's rule), or where SIGTERM is ignored or was set outside Python."""
-    global _previous, _installed
+    global _previous, _installed, _owner_pid
     with _lock:
         _closers[owner] = closer
         if _installed:
@@ -96,13 +99,15 @@ def on_sigterm(owner: object, closer: Closer, *, where: str) -> bool:
             )
             return False
         signal.signal(signal.SIGTERM, _handle)
-        _previous, _installed = previous, True
+        _previous, _installed, _owner_pid = previous, True, os.getpid()
         return True
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
     global _stopping
-    first, _stopping = not _stopping, True
+    # a forked child (multiprocessing, a prefork worker) shares its parent's sockets: closing
+    # them here would send the parent's goodbye. It only hands the signal on.
+    first, _stopping = not _stopping and os.getpid() == _owner_pid, os.getpid() == _owner_pid
     if first:
         for owner, closer in list(_closers.items()):
             try:

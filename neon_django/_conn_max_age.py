@@ -55,9 +55,12 @@ def close_after_asgi_request(sender: Any, **kwargs: Any) -> None:
 
 def close_idle_at_sigterm(owner: object) -> None:
     """SIGTERM's closer (``neon_connect/_sigterm.py``): close this thread's connections of
-    the aliases that asked, where nothing runs on them. Django's connections belong to their
-    thread (or async context), so the others, and these if busy, close when their request
-    ends (the backend's ``close_if_unusable_or_obsolete``)."""
+    the aliases that asked, if released at a request's end and not used since. The handler
+    interrupts the main thread anywhere, so a connection merely idle at the driver (between
+    ``cursor()`` and ``execute()``, between a psycopg2 statement and its fetch, inside
+    ``set_autocommit(False)``) is never closed here. Django's connections belong to their
+    thread (or async context), so the others close when their request ends (the backend's
+    ``close_if_unusable_or_obsolete``)."""
     from django.db import connections
 
     for connection in connections.all(initialized_only=True):
@@ -66,6 +69,7 @@ def close_idle_at_sigterm(owner: object) -> None:
             neon
             and neon.get("CLOSE_ON_SIGTERM")
             and connection.connection is not None
+            and getattr(connection, "neon_released", False)
             and not connection.in_atomic_block
             and at_rest(connection.connection)
         ):

@@ -184,7 +184,7 @@ _closing: set[asyncio.Task[Any]] = set()
 def _close_idle(engine: Engine) -> None:
     pool = engine.pool
     if not engine.dialect.is_async:
-        run_briefly(pool.dispose)
+        run_briefly(lambda: _close_checked_in(pool))
         return
     try:
         loop = asyncio.get_running_loop()  # the handler runs in the loop's thread, if any
@@ -192,11 +192,28 @@ def _close_idle(engine: Engine) -> None:
         return  # no loop running: the pool's connections close with the process
 
     def start() -> None:
-        task = loop.create_task(greenlet_spawn(pool.dispose))
+        task = loop.create_task(greenlet_spawn(_close_checked_in, pool))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
     loop.call_soon_threadsafe(start)
+
+
+def _close_checked_in(pool: Any) -> None:
+    """Close the connections sitting in ``pool`` and put their entries back, so the next
+    checkout connects afresh. Not ``pool.dispose()``: it resets the overflow count while
+    connections are checked out, and the pool then hands out more than its limit."""
+    queue = getattr(pool, "_pool", None)
+    if queue is None:
+        return
+    records = []
+    with contextlib.suppress(Exception):  # empty: sqlalchemy.util.queue.Empty
+        while True:
+            records.append(queue.get(False))
+    for record in records:
+        with contextlib.suppress(Exception):
+            record.close()
+        queue.put(record, False)
 
 
 def add_pooler_error_notes(engine: Engine) -> None:

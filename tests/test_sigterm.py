@@ -172,3 +172,40 @@ def test_a_wrong_value_names_the_option():
             "postgresql://u:p@ep-x-1-pooler.us-east-2.aws.neon.tech/db",
             close_on_sigterm=1,  # type: ignore[arg-type]
         )
+
+
+def test_closing_the_idle_keeps_the_pools_limit(neon_local):
+    """The closer empties the pool's idle entries, not its count: ``pool.dispose()`` reset the
+    overflow while connections were checked out, and the pool then gave out more than its
+    size (the review's finding). Called directly here, as the handler calls it."""
+    import warnings
+
+    import sqlalchemy as sa
+
+    import neon_sqlalchemy
+    from neon_sqlalchemy._events import _close_checked_in
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", neon_sqlalchemy.NeonClientPoolWarning)
+        engine = neon_sqlalchemy.create_engine(
+            env=neon_local.env(),
+            allow_client_pool=True,
+            pool_size=2,
+            max_overflow=0,
+            pool_timeout=1,
+        )
+    try:
+        with engine.connect() as idle:
+            idle.execute(sa.text("SELECT 1"))
+        busy = engine.connect()
+        busy.execute(sa.text("SELECT 1"))
+        _close_checked_in(engine.pool)
+        assert engine.pool.checkedout() == 1
+        other = engine.connect()  # the closed entry connects afresh
+        other.execute(sa.text("SELECT 1"))
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()  # a third is over the limit of 2, as before the close
+        other.close()
+        busy.close()
+    finally:
+        engine.dispose()

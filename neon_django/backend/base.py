@@ -235,6 +235,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # -- connecting -----------------------------------------------------------------------
 
     def ensure_connection(self) -> None:
+        self.neon_released = False  # in use from here: never closed under its user
         self.neon_follow_route()  # a direct() block entered or left since the last query
         if self.connection is None and self.in_atomic_block and self.closed_in_transaction:
             # Django 5.0+ refuses this itself; 4.2 would reconnect in autocommit and let the
@@ -514,6 +515,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.close()
             return
         super().close_if_unusable_or_obsolete()
+        self.neon_released = self.connection is not None  # kept, unused until the next use
+
+    neon_released = False
+    """True from a request's end until the next use: only then may SIGTERM's closer, which
+    interrupts the main thread anywhere, close this connection (``_conn_max_age.py``)."""
 
     def close(self) -> None:
         super().close()
