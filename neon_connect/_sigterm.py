@@ -107,7 +107,9 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     global _stopping
     # a forked child (multiprocessing, a prefork worker) shares its parent's sockets: closing
     # them here would send the parent's goodbye. It only hands the signal on.
-    first, _stopping = not _stopping and os.getpid() == _owner_pid, os.getpid() == _owner_pid
+    first = False
+    if os.getpid() == _owner_pid:
+        first, _stopping = not _stopping, True
     if first:
         for owner, closer in list(_closers.items()):
             try:
@@ -136,10 +138,10 @@ def run_briefly(work: Callable[[], None], *, seconds: float = 2.0) -> None:
 
 
 def at_rest(connection: Any) -> bool:
-    """True when a driver's connection runs no statement and holds no transaction, so
-    closing it now takes nothing from its user. psycopg 3 holds its lock while a statement
-    runs (the handler may have interrupted one); psycopg2 runs whole statements in C, which
-    a Python signal handler cannot interrupt."""
+    """True when a driver's connection runs no statement and holds no transaction. Not
+    enough alone: between two calls of its user (``cursor()`` then ``execute()``, a psycopg2
+    statement then its fetch) a connection is at rest too, so the adapters also require it
+    released (Django: at a request's end). psycopg 3 holds its lock while a statement runs."""
     lock = getattr(connection, "lock", None)
     if lock is not None:
         if not lock.acquire(blocking=False):
