@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--ops", type=int, default=40)
     args = parser.parse_args()
 
-    with running(pool_size=5) as state:
+    with running(pool_size=5, proxy=False) as state:
         endpoints = resolve(env=state.env())
         pooled, direct = psycopg_params(endpoints.app), psycopg_params(endpoints.session())
 

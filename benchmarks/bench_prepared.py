@@ -204,7 +204,7 @@ def main() -> int:
     PSYCOPG_QUERY = QUERIES[args.query].format(p1="%s", p2="%s")
     ASYNCPG_QUERY = QUERIES[args.query].format(p1="$1", p2="$2")
     _setup_django()
-    with running(pool_size=5, pgbouncer=args.pgbouncer) as state:
+    with running(pool_size=5, pgbouncer=args.pgbouncer, proxy=False) as state:
         print(
             f"PgBouncer {state.pgbouncer_version} (max_prepared_statements "
             f"{state.max_prepared_statements}), PostgreSQL {state.pg_version}, "

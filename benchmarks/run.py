@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": asdict(plan),
     }
     with (
-        running(pool_size=20, max_connections=200) as state,
+        running(pool_size=20, max_connections=200, proxy=False) as state,
         ProxyProcess() as proxies,
         _neon_proxy(state) as front,
     ):

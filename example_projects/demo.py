@@ -1,7 +1,7 @@
 """``make demo``: both example projects, end to end, with a report read from the servers.
 
 With no ``DATABASE_URL`` set it brings up the local stand-in (PostgreSQL + PgBouncer in
-transaction mode), runs both projects' migrations, serves a burst of concurrent requests
+transaction mode, behind its Neon-like proxy, as ``neon-local up`` exports it), runs both projects' migrations, serves a burst of concurrent requests
 through gunicorn (WSGI, Django) and uvicorn (ASGI, SQLAlchemy), runs the LISTEN/NOTIFY
 worker, prints which endpoint served each step and brings everything down again. With
 ``DATABASE_URL`` set (a real Neon string) it uses that and starts nothing; PgBouncer's own
@@ -221,7 +221,7 @@ def _migrations(target: Target, env: dict[str, str], progress: Progress) -> list
         said = [line for line in result.stdout.splitlines() if "migrating on the" in line]
         if said:
             step.evidence.append(
-                f"PostgreSQL saw the migrating client's own port ({said[0].split('the ')[-1]})"
+                f"pg_backend_pid() against the client's login key: {said[0].split('the ')[-1]}"
             )
         if before is not None and after is not None:
             step.evidence.append(f"PgBouncer forwarded {after - before} transactions")
@@ -287,7 +287,7 @@ def _burst(
         "pooled" if set(served) == {"pooled"} else ", ".join(f"{k}: {v}" for k, v in served.items())
     )
     step.evidence.append(
-        f"PostgreSQL saw PgBouncer's port for {served.get('pooled', 0)}/{len(done)} responses"
+        f"PostgreSQL ran {served.get('pooled', 0)}/{len(done)} responses on PgBouncer's backends"
     )
     if before is not None and after is not None:
         step.evidence.append(
@@ -329,7 +329,7 @@ def _listen_notify(target: Target, env: dict[str, str], base: str, progress: Pro
     ]
     sent_ids = [payload.get("id") for status, payload, _ in sent if status == 201]
     step.endpoint = hello.get("served_by", "?")
-    step.evidence.append(f"PostgreSQL saw the worker's own port ({step.endpoint})")
+    step.evidence.append(f"pg_backend_pid() against the worker's login key: {step.endpoint}")
     if listening and target.admin_url:
         direct = all(b["client_port"] not in pooler_ports for b in listening)
         step.evidence.append(
@@ -440,7 +440,8 @@ def main() -> int:
         steps = run(Target(env={k: os.environ[k] for k in names if os.environ.get(k)}))
     else:
         print(
-            "No DATABASE_URL: starting the local stand-in (PostgreSQL + PgBouncer, TLS + SCRAM) ..."
+            "No DATABASE_URL: starting the local stand-in (PostgreSQL + PgBouncer behind a "
+            "Neon-like proxy: TLS, SCRAM with channel binding) ..."
         )
         started = time.monotonic()
         with running(pool_size=5) as state:

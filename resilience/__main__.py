@@ -46,7 +46,7 @@ def run_all(
 ) -> tuple[list[Figures], list[workers.WorkerFigures]]:
     results: list[Figures] = []
     rows: list[workers.WorkerFigures] = []
-    with running() as state:
+    with running(proxy=False) as state:
         scenarios.prepare(state)
         with scenarios.serving(state), scenarios.serving(state, "gunicorn"):
             for stack in scenarios.STACKS + scenarios.SERVED:
@@ -58,7 +58,9 @@ def run_all(
     for result in scenarios.crowd(sizes, "sqlalchemy-sync"):
         results.append(result)
         log(f"{'sqlalchemy-sync':17} {result.scenario:28}         {_line(result)}")
-    with running(pool_size=3, max_connections=20) as state:  # workers: a stand-in of their own
+    with running(
+        pool_size=3, max_connections=20, proxy=False
+    ) as state:  # workers: a stand-in of their own
         for row in workers.run_all(state, ticks=sizes.worker_ticks):
             rows.append(row)
             log(

@@ -318,7 +318,7 @@ def crowd(sizes: Sizes, stack: Stack) -> list[Figures]:
 
     results = []
     with running(
-        max_connections=sizes.crowd_max_connections, pool_size=sizes.crowd_pool_size
+        max_connections=sizes.crowd_max_connections, pool_size=sizes.crowd_pool_size, proxy=False
     ) as state:
         prepare(state)
         for direct in (False, True):

@@ -219,7 +219,7 @@ def test_keywords_only_mentioned_are_not_stopped(keyword, noise, shape):
 
 @pytest.fixture(scope="module")
 def one_server() -> Iterator[StandInState]:
-    with running(pool_size=1, max_connections=10) as state:
+    with running(pool_size=1, max_connections=10, proxy=False) as state:
         with psycopg.connect(state.superuser_url, autocommit=True) as su:
             su.execute("CREATE ROLE guard_other")
             su.execute("GRANT guard_other TO neondb_owner")

@@ -72,6 +72,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             p.add_argument("--pg-port", type=int, help="direct port (default: a free one)")
             p.add_argument("--pooler-port", type=int, help="pooled port (default: a free one)")
             p.add_argument(
+                "--no-proxy",
+                action="store_true",
+                help="export URLs straight to PgBouncer and PostgreSQL, without the Neon-like "
+                "proxy in front of them (direct TLS, channel binding); also NEON_LOCAL_PROXY=off",
+            )
+            p.add_argument(
                 "--pgbouncer",
                 metavar="PATH",
                 help="PgBouncer binary (default: $NEON_LOCAL_PGBOUNCER, else the first >= 1.22 "
@@ -99,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
             pooler_port=args.pooler_port,
             pgbouncer=args.pgbouncer,
             databases=args.database,
+            proxy=False if args.no_proxy else None,
         )
         was_running = local.status()["running"]
         try:
@@ -153,9 +160,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"pooled: {status['pooled']} (PgBouncer {status['pgbouncer_version']}, "
                 f"max_prepared_statements {status['max_prepared_statements']})\n"
                 f"direct: {status['direct']} (PostgreSQL {status['postgres_version']})"
+                + ("\nboth through the Neon-like proxy" if status["proxy"] else "")
             )
         else:
-            parts = [name for name in ("postgres", "pgbouncer") if status[name]]
+            parts = [name for name in ("postgres", "pgbouncer", "proxy") if status[name]]
             print(
                 f"not running in {status['directory']}"
                 + (f" (only {', '.join(parts)} is up)" if parts else "")

@@ -20,14 +20,18 @@ server's own, passed through. Each accepted connection's negotiation is kept in
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
+import signal
 import socket
 import ssl
 import struct
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from . import scram
 from .processes import HOST
@@ -37,13 +41,20 @@ _GSSENC_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
 _TLS_HANDSHAKE = 0x16  # the first byte of a TLS record carrying a ClientHello
 _AUTH_OK, _AUTH_SASL, _AUTH_SASL_CONTINUE, _AUTH_SASL_FINAL = 0, 10, 11, 12
+INSECURE = "connection is insecure (try using `sslmode=require`)"
+"""Neon's proxy's answer to a client that asks for no TLS."""
+COMPUTE_UNREACHABLE = "Couldn't connect to compute node"
+"""Neon's proxy's words when the server behind it cannot be reached (a compute waking or
+restarting); the same here when PgBouncer or PostgreSQL is down."""
 
 
 class NeonProxy:
-    """Listens on :data:`~neon_local.processes.HOST`; relays to ``upstream_port`` there.
+    """Listens on :data:`~neon_local.processes.HOST` (``port``, or a free one); relays to
+    ``upstream_port`` there.
 
     ``passwords`` (user: password) are the users whose SCRAM exchange ends here, with channel
     binding offered; without it, every user's authentication passes through to the server.
+    ``log`` gets a line per negotiation and per login ended here (the daemon's ``proxy.log``).
     """
 
     def __init__(
@@ -52,6 +63,8 @@ class NeonProxy:
         upstream_port: int,
         runtime_dir: str | Path,
         passwords: Mapping[str, str] | None = None,
+        port: int = 0,
+        log: TextIO | None = None,
     ) -> None:
         runtime = Path(runtime_dir)
         self.upstream_port = upstream_port
@@ -71,7 +84,8 @@ class NeonProxy:
         self.mechanisms: list[str] = []
         """The SCRAM mechanism each client chose here (``SCRAM-SHA-256-PLUS`` when it bound
         the exchange to the TLS channel); passed-through logins are not listed."""
-        self._listener = socket.create_server((HOST, 0))
+        self._log = log
+        self._listener = socket.create_server((HOST, port))
         self.port: int = self._listener.getsockname()[1]
 
     def __enter__(self) -> NeonProxy:
@@ -87,6 +101,11 @@ class NeonProxy:
         with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+
+    def _say(self, line: str) -> None:
+        if self._log is not None:
+            self._log.write(line + "\n")  # one write: the threads share the file
+            self._log.flush()
 
     def _spawn(self, target: object, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
@@ -110,16 +129,18 @@ class NeonProxy:
                 return
             stack.enter_context(tls_client)
             startup = _read_startup(tls_client)
-            upstream = stack.enter_context(self._open_upstream())
             user = _startup_user(startup)
-            if user in self._verifiers:
-                if not self._authenticate(tls_client, user):
-                    return
-                upstream.sendall(startup)
-                if not self._log_in(upstream, tls_client, user):
-                    return
-            else:  # a cancel request, or a user whose login is the server's own
-                upstream.sendall(startup)
+            # as Neon's proxy does: the client's password first, then the server behind
+            if user in self._verifiers and not self._authenticate(tls_client, user):
+                return
+            upstream = self._open_upstream()
+            if upstream is None:
+                _send_error(tls_client, "08006", COMPUTE_UNREACHABLE)
+                return
+            stack.enter_context(upstream)
+            upstream.sendall(startup)
+            if user in self._verifiers and not self._log_in(upstream, tls_client, user):
+                return
             _relay(tls_client, upstream)
 
     def _authenticate(self, client: ssl.SSLSocket, user: str) -> bool:
@@ -146,6 +167,7 @@ class NeonProxy:
             return False
         _send(client, b"R", struct.pack("!i", _AUTH_SASL_FINAL) + server_final.encode())
         self.mechanisms.append(mechanism)
+        self._say(f"{self.port}: {user} logged in with {mechanism}")
         return True
 
     def _log_in(self, upstream: ssl.SSLSocket, client: ssl.SSLSocket, user: str) -> bool:
@@ -188,7 +210,9 @@ class NeonProxy:
                 header = _read_exactly(client, 8)
                 length, code = struct.unpack("!ii", header)
                 if length != 8 or code not in (_SSL_REQUEST, _GSSENC_REQUEST):
-                    return None  # a plain startup: Neon's endpoints accept TLS only
+                    # a plain startup: Neon's endpoints accept TLS only, and say so
+                    _send_error(client, "08P01", INSECURE)
+                    return None
                 if code == _SSL_REQUEST:
                     client.sendall(b"S")
                     break
@@ -198,16 +222,25 @@ class NeonProxy:
         if tls.selected_alpn_protocol() == "postgresql":
             kind += "+alpn"
         self.negotiations.append(kind)
+        self._say(f"{self.port}: TLS by {kind}")
         return tls
 
-    def _open_upstream(self) -> ssl.SSLSocket:
-        raw = socket.create_connection((HOST, self.upstream_port))
-        _no_delay(raw)
-        raw.sendall(struct.pack("!ii", 8, _SSL_REQUEST))
-        if _read_exactly(raw, 1) != b"S":
+    def _open_upstream(self) -> ssl.SSLSocket | None:
+        """TLS to the server behind; None when it cannot be reached (stopped, restarting)."""
+        try:
+            raw = socket.create_connection((HOST, self.upstream_port), timeout=10)
+        except OSError:
+            return None
+        try:
+            raw.settimeout(None)
+            _no_delay(raw)
+            raw.sendall(struct.pack("!ii", 8, _SSL_REQUEST))
+            if _read_exactly(raw, 1) != b"S":
+                raise ConnectionError("the stand-in's server refused TLS")
+            return self._upstream_tls.wrap_socket(raw)
+        except OSError:
             raw.close()
-            raise ConnectionError("the stand-in's server refused TLS")
-        return self._upstream_tls.wrap_socket(raw)
+            return None
 
 
 def _no_delay(sock: socket.socket) -> None:
@@ -279,11 +312,11 @@ def _expect(sock: ssl.SSLSocket, kind: bytes) -> bytes:
     return body
 
 
-def _send(sock: ssl.SSLSocket, kind: bytes, body: bytes) -> None:
+def _send(sock: socket.socket, kind: bytes, body: bytes) -> None:
     sock.sendall(kind + struct.pack("!i", len(body) + 4) + body)
 
 
-def _send_error(sock: ssl.SSLSocket, code: str, message: str) -> None:
+def _send_error(sock: socket.socket, code: str, message: str) -> None:
     fields = b"".join(
         key + value.encode() + b"\0"
         for key, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", code), (b"M", message))
@@ -299,3 +332,38 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError("the client closed the connection")
         data += chunk
     return data
+
+
+def serve(directory: str | Path) -> None:
+    """The stand-in's proxy process, which ``neon-local up`` starts: one front per endpoint,
+    on the ports its saved state names, until SIGTERM or SIGINT."""
+    from .configs import OWNER
+    from .standin import LocalNeon
+
+    state = LocalNeon(directory).state()
+    if state is None or not state.proxied:
+        raise SystemExit(f"neon-local proxy: no stand-in with a proxy in {directory}")
+    if os.fork():  # a daemon, like `pgbouncer -d`: the caller waits for this parent only
+        os._exit(0)
+    os.setsid()
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the relay threads inherit the mask
+    routes = {state.proxy_pooled_port: state.pooler_port, state.proxy_direct_port: state.pg_port}
+    with contextlib.ExitStack() as fronts:
+        for port, upstream_port in routes.items():
+            front = NeonProxy(
+                port=port,
+                upstream_port=upstream_port,
+                runtime_dir=state.runtime_dir,
+                passwords={OWNER: state.password},
+                log=sys.stdout,
+            )
+            fronts.enter_context(front)
+        Path(directory, PID_FILE).write_text(f"{os.getpid()}\n")
+        signal.sigwait(stop)
+
+
+PID_FILE = "proxy.pid"
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

@@ -172,6 +172,12 @@ _OPTIONS = {
         "",
         "PgBouncer binary of the stand-in (default: the newest >= 1.22 found)",
     ),
+    "neon_local_proxy": (
+        "NEON_LOCAL_PROXY",
+        "on",
+        "'off' sends the stand-in's URLs straight to PgBouncer and PostgreSQL, bypassing "
+        "its Neon-like proxy (direct TLS, channel binding)",
+    ),
 }
 
 
@@ -194,6 +200,12 @@ def _int_option(name: str) -> int:
         raise ValueError(f"{name} (or {env}) must be a whole number, got {value!r}") from None
 
 
+def _proxy_option() -> bool:
+    from .standin import proxy_wanted
+
+    return proxy_wanted(_option("neon_local_proxy"))
+
+
 def planned_standin_env() -> dict[str, str]:
     """The stand-in's ``DATABASE_URL`` pair for a settings module read at import time,
     without starting it: its ports and passwords are chosen now, and it starts before the
@@ -208,6 +220,7 @@ def planned_standin_env() -> dict[str, str]:
         _planned = plan(
             pool_size=_int_option("neon_local_pool_size"),
             max_connections=_int_option("neon_local_max_connections"),
+            proxy=_proxy_option(),
         )
     return _planned.env()
 
@@ -224,6 +237,7 @@ def local_standin() -> NeonLocal:
             else {
                 "pool_size": _int_option("neon_local_pool_size"),
                 "max_connections": _int_option("neon_local_max_connections"),
+                "proxy": _proxy_option(),
             }
         )
         stack = contextlib.ExitStack()

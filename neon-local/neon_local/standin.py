@@ -20,9 +20,11 @@ import shlex
 import shutil
 import signal
 import string
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,12 +74,29 @@ class StandInState:
     """PgBouncer's setting: > 0 when the pooler tracks protocol-level prepared statements."""
     databases: tuple[str, ...] = ()
     """Extra databases beside ``neondb`` (``--database``), each owned by ``neondb_owner``."""
+    proxy_pooled_port: int = 0
+    """The Neon-like proxy's port in front of PgBouncer; 0 when the stand-in runs without it."""
+    proxy_direct_port: int = 0
+    """The Neon-like proxy's port in front of PostgreSQL; 0 without it."""
 
     def __repr__(self) -> str:
         return (
-            f"StandInState(pooled={HOST}:{self.pooler_port}, direct={HOST}:{self.pg_port}, "
-            f"directory={self.directory!r})"
+            f"StandInState(pooled={HOST}:{self._pooled_port}, direct={HOST}:{self._direct_port}, "
+            f"proxied={self.proxied}, directory={self.directory!r})"
         )
+
+    @property
+    def proxied(self) -> bool:
+        """Whether the exported URLs go through the Neon-like proxy (``neon_proxy.py``)."""
+        return self.proxy_pooled_port != 0
+
+    @property
+    def _pooled_port(self) -> int:
+        return self.proxy_pooled_port or self.pooler_port
+
+    @property
+    def _direct_port(self) -> int:
+        return self.proxy_direct_port or self.pg_port
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's and hypothesis's printers list a dataclass's fields, the passwords among
@@ -87,13 +106,15 @@ class StandInState:
     def _url(
         self, port: int, *, user: str = OWNER, password: str | None = None, db: str = DATABASE
     ) -> str:
+        # through the proxy, as Neon's console writes them: its proxy offers channel binding
+        proxied = port in (self.proxy_pooled_port, self.proxy_direct_port)
         return build_url(
             host=HOST,
             port=port,
             user=user,
             password=password if password is not None else self.password,
             database=db,
-            params={"sslmode": "require"},
+            params={"sslmode": "require", **({"channel_binding": "require"} if proxied else {})},
         )
 
     def url_for(self, database: str, *, pooled: bool = True) -> str:
@@ -103,16 +124,26 @@ class StandInState:
                 f"the stand-in has no database {database!r}; ask for it with "
                 f"neon-local up --database {database}"
             )
-        return self._url(self.pooler_port if pooled else self.pg_port, db=database)
+        return self._url(self._pooled_port if pooled else self._direct_port, db=database)
 
     @property
     def pooled_url(self) -> str:
-        """``DATABASE_URL``: through PgBouncer."""
-        return self._url(self.pooler_port)
+        """``DATABASE_URL``: to PgBouncer, through the proxy unless the stand-in runs without."""
+        return self._url(self._pooled_port)
 
     @property
     def direct_url(self) -> str:
-        """``DATABASE_URL_UNPOOLED``: straight to PostgreSQL."""
+        """``DATABASE_URL_UNPOOLED``: to PostgreSQL, through the proxy unless without."""
+        return self._url(self._direct_port)
+
+    @property
+    def pgbouncer_url(self) -> str:
+        """``DATABASE_URL`` without the proxy: PgBouncer itself, as a client sees it."""
+        return self._url(self.pooler_port)
+
+    @property
+    def postgres_url(self) -> str:
+        """``DATABASE_URL_UNPOOLED`` without the proxy: PostgreSQL itself."""
         return self._url(self.pg_port)
 
     @property
@@ -142,7 +173,14 @@ class StandInState:
     def describe(self) -> str:
         """A human summary with the passwords masked."""
         return (
-            f"pooled (PgBouncer {self.pgbouncer_version}, transaction mode, pool {self.pool_size}, "
+            (
+                "through a Neon-like proxy (direct TLS, channel binding; bypass: "
+                f"{mask_url(self.pgbouncer_url)} and {mask_url(self.postgres_url)})\n"
+                if self.proxied
+                else "without the Neon-like proxy: clients reach PgBouncer and PostgreSQL "
+                "themselves (no direct TLS, no channel binding)\n"
+            )
+            + f"pooled (PgBouncer {self.pgbouncer_version}, transaction mode, pool {self.pool_size}, "
             f"max_prepared_statements {self.max_prepared_statements}): "
             f"{mask_url(self.pooled_url)}\n"
             f"direct (PostgreSQL {self.pg_version}, max_connections {self.max_connections}): "
@@ -175,6 +213,8 @@ class LocalNeon:
         databases: Sequence[str] = (),
         start_timeout: float = 30.0,
         passwords: tuple[str, str] | None = None,
+        proxy: bool | None = None,
+        proxy_ports: tuple[int, int] | None = None,
     ) -> None:
         for name in databases:
             _check_database_name(name)
@@ -190,6 +230,8 @@ class LocalNeon:
         self.pgbouncer = pgbouncer
         self.databases = tuple(dict.fromkeys(databases))
         self.passwords = passwords  # (owner, superuser): chosen ahead by plan(), else at up()
+        self.proxy = proxy  # None: $NEON_LOCAL_PROXY, read at up(), else on
+        self.proxy_ports = proxy_ports  # (pooled, direct): chosen ahead by plan(), else at up()
         self.start_timeout = start_timeout
 
     def __repr__(self) -> str:
@@ -214,14 +256,19 @@ class LocalNeon:
                 "running": False,
                 "postgres": False,
                 "pgbouncer": False,
+                "proxy": False,
                 "directory": str(self.directory),
             }
         pg = proc.alive(_postgres_pid(state)) and proc.port_open(state.pg_port)
         bouncer = proc.alive(_pgbouncer_pid(state)) and proc.port_open(state.pooler_port)
+        proxy = not state.proxied or (
+            proc.alive(_proxy_pid(state)) and proc.port_open(state.proxy_pooled_port)
+        )
         return {
-            "running": pg and bouncer,
+            "running": pg and bouncer and proxy,
             "postgres": pg,
             "pgbouncer": bouncer,
+            "proxy": state.proxied and proxy,
             "directory": str(self.directory),
             "pooled": mask_url(state.pooled_url),
             "direct": mask_url(state.direct_url),
@@ -242,7 +289,9 @@ class LocalNeon:
         binaries = find_binaries(pgbouncer=self.pgbouncer)
         run_as = proc.unprivileged_user()
         pg_port = self._port(self.pg_port, "--pg-port")
-        pooler_port = self._port(self.pooler_port, "--pooler-port", avoid=pg_port)
+        pooler_port = self._port(self.pooler_port, "--pooler-port", avoid={pg_port})
+        proxied = proxy_wanted() if self.proxy is None else self.proxy
+        proxy_ports = self._proxy_ports(avoid={pg_port, pooler_port}) if proxied else (0, 0)
         self.directory.mkdir(parents=True, mode=0o700)
         # Passwords (state.json, userlist.txt) and a private key live here: never commit them.
         proc.write_file(self.directory / ".gitignore", _GITIGNORE, mode=0o600)
@@ -263,6 +312,8 @@ class LocalNeon:
                 pgbouncer=str(binaries.pgbouncer),
                 max_prepared_statements=max_prepared_statements(version_of(binaries.pgbouncer)),
                 databases=self.databases,
+                proxy_pooled_port=proxy_ports[0],
+                proxy_direct_port=proxy_ports[1],
             )
             state = self._reachable_pgbouncer(state)
             self._save(state)
@@ -270,6 +321,8 @@ class LocalNeon:
             self._start_postgres(binaries, state)
             self._create_database(state)
             self._start_pgbouncer(state)
+            if state.proxied:
+                self._start_proxy(state)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.down()
@@ -287,15 +340,20 @@ class LocalNeon:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _port(self, wanted: int | None, option: str, avoid: int | None = None) -> int:
+    def _port(self, wanted: int | None, option: str, avoid: Collection[int] = ()) -> int:
         if wanted is None:
             while True:
                 port = proc.free_port()
-                if port != avoid:
+                if port not in avoid:
                     return port
         if not proc.port_free(wanted):
             raise StandInError(f"port {wanted} on {HOST} is busy; choose another with {option}")
         return wanted
+
+    def _proxy_ports(self, *, avoid: set[int]) -> tuple[int, int]:
+        pooled, direct = self.proxy_ports or (None, None)
+        pooled_port = self._port(pooled, "proxy_ports=", avoid=avoid)
+        return pooled_port, self._port(direct, "proxy_ports=", avoid={*avoid, pooled_port})
 
     def _runtime_dir(self, run_as: str | None) -> Path:
         """Where the servers keep their files: the state folder, unless its user cannot reach it."""
@@ -423,7 +481,31 @@ class LocalNeon:
             f"{': ' + detail[0] if detail else ''}{proc.tail(log)}"
         )
 
+    def _start_proxy(self, state: StandInState) -> None:
+        """The Neon-like proxy as a daemon of its own, so it outlives ``neon-local up``."""
+        log = self.directory / "proxy.log"
+        with open(log, "ab") as out:
+            subprocess.run(
+                [sys.executable, "-m", "neon_local.neon_proxy", str(self.directory)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if proc.alive(_proxy_pid(state)) and proc.port_open(state.proxy_direct_port):
+                return
+            time.sleep(0.05)
+        raise StandInError(
+            f"the Neon-like proxy did not start on ports {state.proxy_pooled_port} and "
+            f"{state.proxy_direct_port}; run without it with --no-proxy{proc.tail(log)}"
+        )
+
     def _stop(self, state: StandInState) -> None:
+        proxy = _proxy_pid(state)
+        if proc.alive(proxy):
+            proc.terminate(proxy)
         stop_replicas(state)  # before the primary, whose folder holds theirs
         bouncer = _pgbouncer_pid(state)
         if proc.alive(bouncer):
@@ -468,14 +550,42 @@ def _pgbouncer_pid(state: StandInState) -> int | None:
     return proc.read_pid(Path(state.runtime_dir) / "pgbouncer.pid")
 
 
-def plan(*, pool_size: int = 5, max_connections: int = 100) -> StandInState:
+def _proxy_pid(state: StandInState) -> int | None:
+    from .neon_proxy import PID_FILE
+
+    return proc.read_pid(Path(state.directory) / PID_FILE) if state.proxied else None
+
+
+PROXY_VARIABLE = "NEON_LOCAL_PROXY"
+
+
+def proxy_wanted(value: str | None = None) -> bool:
+    """Whether to start the Neon-like proxy: ``value`` (an ini option), else
+    ``$NEON_LOCAL_PROXY``; on unless it says ``off``."""
+    chosen = (value or os.environ.get(PROXY_VARIABLE) or "on").strip().lower()
+    if chosen in ("on", "1", "true", "yes"):
+        return True
+    if chosen in ("off", "0", "false", "no"):
+        return False
+    raise StandInError(
+        f"{PROXY_VARIABLE}={chosen!r}: say 'on' (exported URLs through the Neon-like proxy, "
+        "the default) or 'off' (straight to PgBouncer and PostgreSQL)"
+    )
+
+
+def plan(
+    *, pool_size: int = 5, max_connections: int = 100, proxy: bool | None = None
+) -> StandInState:
     """A stand-in's ports and passwords, chosen now and started later (``running(**planned_
     options(state))``): a settings module can read its URLs at import time while a run of
     pure tests starts nothing. Nothing listens yet; versions are unknown until it starts."""
-    pg_port = proc.free_port()
-    pooler_port = proc.free_port()
-    while pooler_port == pg_port:
-        pooler_port = proc.free_port()
+    ports: list[int] = []
+    while len(ports) < 4:
+        port = proc.free_port()
+        if port not in ports:
+            ports.append(port)
+    proxied = proxy_wanted() if proxy is None else proxy
+    pg_port, pooler_port, *proxy_ports = ports if proxied else [*ports[:2], 0, 0]
     return StandInState(
         directory="",
         runtime_dir="",
@@ -488,6 +598,8 @@ def plan(*, pool_size: int = 5, max_connections: int = 100) -> StandInState:
         run_as=None,
         pg_version="",
         pgbouncer_version="",
+        proxy_pooled_port=proxy_ports[0],
+        proxy_direct_port=proxy_ports[1],
     )
 
 
@@ -499,6 +611,8 @@ def planned_options(state: StandInState) -> dict[str, Any]:
         "pg_port": state.pg_port,
         "pooler_port": state.pooler_port,
         "passwords": (state.password, state.superuser_password),
+        "proxy": state.proxied,
+        "proxy_ports": (state.proxy_pooled_port, state.proxy_direct_port),
     }
 
 

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Django {version}'s suite from {tests}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="neon-django-suite-") as tmp:
-        standin = LocalNeon(Path(tmp) / "standin", pool_size=5, max_connections=100)
+        standin = LocalNeon(Path(tmp) / "standin", pool_size=5, max_connections=100, proxy=False)
         state = standin.up()
         try:
             prepare_template(state.superuser_url)

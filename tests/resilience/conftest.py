@@ -15,7 +15,7 @@ from resilience import scenarios
 
 @pytest.fixture(scope="package")
 def standin() -> Iterator[StandInState]:
-    with running() as state:
+    with running(proxy=False) as state:
         scenarios.prepare(state)
         yield state
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def own() -> Iterator[StandInState]:
-    with running(pool_size=3, max_connections=20) as state:
+    with running(pool_size=3, max_connections=20, proxy=False) as state:
         with psycopg.connect(state.direct_url, autocommit=True) as owner:
             owner.execute("CREATE TABLE residue (key text)")
         yield state

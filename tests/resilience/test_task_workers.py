@@ -25,7 +25,7 @@ TICKS = SHORT.worker_ticks
 
 @pytest.fixture(scope="module")
 def own() -> Iterator[StandInState]:
-    with running(pool_size=3, max_connections=20) as state:
+    with running(pool_size=3, max_connections=20, proxy=False) as state:
         workers.prepare(state)
         yield state
 

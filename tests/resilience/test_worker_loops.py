@@ -32,9 +32,13 @@ LOOPS = 12
 FAULT_AT = 4
 
 
-@pytest.fixture(scope="module")
-def own() -> Iterator[StandInState]:
-    with running(pool_size=3, max_connections=20) as state:
+@pytest.fixture(scope="module", params=["through the proxy", "pgbouncer itself"])
+def own(request: pytest.FixtureRequest) -> Iterator[StandInState]:
+    """Both ways a worker meets the pooler: behind the Neon-like proxy, as on Neon (a restart
+    behind it closes the worker's connection from the proxy), and PgBouncer itself."""
+    proxied = request.param == "through the proxy"
+    with running(pool_size=3, max_connections=20, proxy=proxied) as state:
+        assert state.proxied is proxied
         yield state
 
 

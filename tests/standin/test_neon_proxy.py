@@ -12,7 +12,10 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -21,11 +24,16 @@ import sqlalchemy
 
 import neon_sqlalchemy
 from neon_connect._params import DIRECT_TLS_LIBPQ
+from neon_local import LocalNeon
+from neon_local import processes as proc
 from neon_local.configs import OWNER
-from neon_local.neon_proxy import NeonProxy
+from neon_local.neon_proxy import COMPUTE_UNREACHABLE, NeonProxy
+from neon_local.processes import free_port, wait_dead
 from neon_local.pytest_plugin import NeonLocal
 from neon_local.scram import SCRAM, SCRAM_PLUS, ScramError, ServerExchange, Verifier
+from neon_local.standin import StandInState, _proxy_pid
 from tests.constants import SECRET
+from tests.helpers import run_python
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +167,96 @@ def test_the_exchange_refuses_another_channel_a_downgrade_and_a_wrong_password()
             server.final(_client_messages(password, header, binding, server))
     with pytest.raises(ScramError, match="told it could not"):
         exchange(SCRAM).first("y,,n=,r=clientnonce")
+
+
+# -- the stand-in's own proxy: `neon-local up` starts it, and its URLs go through it ----------
+
+
+def _up(tmp_path: Path, **options: object) -> tuple[LocalNeon, StandInState]:
+    os.chmod(tmp_path, 0o755)
+    local = LocalNeon(tmp_path / "state", pool_size=2, max_connections=20, **options)  # type: ignore[arg-type]
+    return local, local.up()
+
+
+def test_up_exports_console_urls_through_its_proxy_and_down_stops_it(tmp_path):
+    local, state = _up(tmp_path)
+    try:
+        proxy = _proxy_pid(state)
+        assert state.proxied and local.status()["proxy"] and proc.alive(proxy)
+        for url, port in (
+            (state.pooled_url, state.proxy_pooled_port),
+            (state.direct_url, state.proxy_direct_port),
+        ):
+            assert f":{port}/" in url and url.endswith("sslmode=require&channel_binding=require")
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (OWNER,)
+        # the pooled URL reaches PgBouncer behind the proxy, the direct one does not
+        with psycopg.connect(state.admin_url, autocommit=True) as admin:
+            assert admin.execute("SHOW VERSION").fetchone()
+        if psycopg.pq.version() >= DIRECT_TLS_LIBPQ:
+            with psycopg.connect(state.pooled_url, sslnegotiation="direct") as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        # the bypass URLs are PgBouncer and PostgreSQL themselves: no channel binding there
+        with pytest.raises(psycopg.OperationalError, match=NO_BINDING):
+            psycopg.connect(state.pgbouncer_url + "&channel_binding=require")
+        with psycopg.connect(state.postgres_url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        os.kill(proxy, signal.SIGKILL)  # a killed proxy: the stand-in is not running
+        assert wait_dead(proxy, 10) and not local.status()["running"]
+        again = local.up()
+        with psycopg.connect(again.pooled_url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        proxy = _proxy_pid(again)
+    finally:
+        assert local.down()
+    assert wait_dead(proxy, 10)
+
+
+def test_control_without_the_proxy_a_console_url_fails_on_the_stand_in(tmp_path):
+    local, state = _up(tmp_path, proxy=False)
+    try:
+        assert not state.proxied and state.pooled_url == state.pgbouncer_url
+        assert "channel_binding" not in state.pooled_url
+        assert local.status()["running"] and not local.status()["proxy"]
+        with pytest.raises(psycopg.OperationalError, match=NO_BINDING):
+            psycopg.connect(state.pooled_url + "&channel_binding=require")
+    finally:
+        local.down()
+
+
+def test_the_proxy_says_what_neons_says_for_no_tls_and_a_stopped_server(neon_local, proxy):
+    """Through the proxy, a client without TLS, or one whose server is down, reads Neon's
+    words (which neon-connect's retry knows), not a bare closed connection."""
+    state = neon_local.state
+    plain = _url(neon_local, proxy.port).replace("sslmode=require", "sslmode=disable")
+    with pytest.raises(psycopg.OperationalError, match="connection is insecure"):
+        psycopg.connect(plain.replace("&channel_binding=require", ""))
+    with (
+        NeonProxy(upstream_port=free_port(), runtime_dir=state.runtime_dir) as nowhere,
+        pytest.raises(psycopg.OperationalError, match=COMPUTE_UNREACHABLE),
+    ):
+        psycopg.connect(_url(neon_local, nowhere.port).replace("=require", "=prefer"))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "proxied"),
+    [((), {}, True), (("--no-proxy",), {}, False), ((), {"NEON_LOCAL_PROXY": "off"}, False)],
+)
+def test_the_cli_switch_and_the_variable_bypass_the_proxy(tmp_path, args, env, proxied):
+    os.chmod(tmp_path, 0o755)
+    folder = str(tmp_path / "cli")
+    up = run_python("-m", "neon_local", "up", "--dir", folder, *args, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert ("channel_binding=require" in up.stdout) is proxied
+        assert ("through a Neon-like proxy" in up.stderr) is proxied
+    finally:
+        run_python("-m", "neon_local", "down", "--dir", folder)
+
+
+def test_a_wrong_proxy_switch_is_named(tmp_path):
+    up = run_python(
+        "-m", "neon_local", "up", "--dir", str(tmp_path / "x"), env={"NEON_LOCAL_PROXY": "maybe"}
+    )
+    assert up.returncode != 0 and "NEON_LOCAL_PROXY='maybe'" in up.stderr
+    assert "'off'" in up.stderr and "Traceback" not in up.stderr

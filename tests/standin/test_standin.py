@@ -24,7 +24,7 @@ def test_tls_and_scram_only(neon_local, which):
     url = getattr(neon_local, which)
     with psycopg.connect(url) as conn:
         assert conn.info.pgconn.ssl_in_use
-    with pytest.raises(psycopg.OperationalError, match="SSL required|no encryption"):
+    with pytest.raises(psycopg.OperationalError, match="SSL required|no encryption|insecure"):
         psycopg.connect(url.replace("sslmode=require", "sslmode=disable"))
     wrong = url.replace(neon_local.state.password, SECRET)
     with pytest.raises(psycopg.OperationalError, match="(password|SASL) authentication failed"):
@@ -106,6 +106,7 @@ def test_up_twice_down_and_recovery_from_a_killed_pair(tmp_path):
         "running": False,
         "postgres": False,
         "pgbouncer": False,
+        "proxy": False,
         "directory": str(folder),
     }
 

@@ -6,7 +6,6 @@ GET /items  -> {"count", "served_by"}      POST /items {"name"} -> {"id", "serve
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,15 +22,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 async def served_by(conn: AsyncConnection) -> str:
-    """'direct' when PostgreSQL sees our own socket (and it is PostgreSQL our socket reaches),
-    'pooled' when it sees PgBouncer's. Both checks: Linux may give PgBouncer's socket to
-    PostgreSQL the same local port as ours to PgBouncer."""
-    result = await conn.execute(sa.text("SELECT inet_client_port(), inet_server_port()"))
-    seen, server = result.one()
+    """'direct' when the backend running our statements is the one whose key we were given at
+    login; through PgBouncer the client holds PgBouncer's own key (see the Django example's
+    orders/served_by.py)."""
+    pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
     raw = (await conn.get_raw_connection()).driver_connection
-    with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
-        mine = (sock.getsockname()[1], sock.getpeername()[1])
-    return "direct" if (seen, server) == mine else "pooled"
+    login = raw.get_server_pid() if hasattr(raw, "get_server_pid") else raw.info.backend_pid
+    return "direct" if pid == login else "pooled"
 
 
 async def _respond(send: Send, status: int, payload: dict[str, Any]) -> None:

@@ -1,0 +1,142 @@
+"""The library's paths through the stand-in as ``neon-local up`` exports it: behind its
+Neon-like proxy, with Neon's console URLs (``channel_binding=require``), on both endpoints.
+
+The suite's shared stand-in runs without the proxy (``neon_local_proxy = "off"`` in
+``pyproject.toml``: its tests read each client's socket as PgBouncer and PostgreSQL see it).
+These tests start one with it. Where a connection went is asked of PostgreSQL in a way a
+relay does not hide: the backend running the statements is the one whose key the client got
+at login only when no PgBouncer sits between. The proxy's log says how each client came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy
+
+import neon_connect
+import neon_sqlalchemy
+from neon_connect import RetryPolicy
+from neon_connect._params import DIRECT_TLS_LIBPQ
+from neon_local.faults import Faults
+from neon_local.neon_proxy import COMPUTE_UNREACHABLE
+from neon_local.standin import StandInState, running
+
+pytestmark = pytest.mark.integration
+
+DIRECT_TLS = psycopg.pq.version() >= DIRECT_TLS_LIBPQ
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[StandInState]:
+    with running(pool_size=3, max_connections=30, proxy=True) as state:
+        assert state.proxied
+        yield state
+
+
+@pytest.fixture
+def exported(proxied: StandInState, monkeypatch: pytest.MonkeyPatch) -> StandInState:
+    """The stand-in's export lines, in the environment, as after ``eval "$(neon-local up)"``."""
+    for name, value in proxied.env().items():
+        assert value.endswith("sslmode=require&channel_binding=require")
+        monkeypatch.setenv(name, value)
+    return proxied
+
+
+def _proxy_log(state: StandInState) -> str:
+    return (Path(state.directory) / "proxy.log").read_text()
+
+
+def _same_backend(dbapi_connection: object) -> bool:
+    """Whether statements run on the backend this connection logged in to (no pooler)."""
+    info = dbapi_connection.info  # type: ignore[attr-defined]  # psycopg and psycopg2 alike
+    with dbapi_connection.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute("SELECT pg_backend_pid()")
+        return bool(cur.fetchone()[0] == info.backend_pid)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_engines_reach_each_endpoint_with_channel_binding(exported, driver):
+    scheme = f"postgresql+{driver}://"
+    before = _proxy_log(exported).count("logged in with SCRAM-SHA-256-PLUS")
+    for direct, url in (
+        (False, exported.pooled_url.replace("postgresql://", scheme) + "&pgbouncer=true"),
+        (True, exported.direct_url.replace("postgresql://", scheme)),
+    ):
+        engine = neon_sqlalchemy.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                ssl = conn.execute(sqlalchemy.text("SELECT current_setting('ssl')")).scalar()
+                same = _same_backend(conn.connection.dbapi_connection)
+        finally:
+            engine.dispose()
+        assert engine.dialect.driver == driver
+        assert ssl == "on" and same is direct
+    # both logins ended at the proxy, bound to its TLS channel
+    assert _proxy_log(exported).count("logged in with SCRAM-SHA-256-PLUS") == before + 2
+
+
+def test_control_the_pooled_url_without_the_proxy_is_refused(exported):
+    """What the proxy is for: PgBouncer itself offers no channel binding."""
+    with pytest.raises(psycopg.OperationalError, match="channel binding"):
+        psycopg.connect(exported.pgbouncer_url + "&channel_binding=require")
+
+
+def test_asyncpg_logs_in_without_binding_and_reaches_both_endpoints(exported):
+    """asyncpg has no channel binding: neon-connect drops the setting, the proxy's plain
+    SCRAM takes it."""
+
+    async def run(direct: bool) -> int:
+        engine = neon_sqlalchemy.create_async_engine(driver="asyncpg", direct=direct)
+        try:
+            async with engine.connect() as conn:
+                pid = (await conn.execute(sqlalchemy.text("SELECT pg_backend_pid()"))).scalar()
+                raw = (await conn.get_raw_connection()).driver_connection
+                return int(pid == raw.get_server_pid())  # type: ignore[union-attr]
+        finally:
+            await engine.dispose()
+
+    assert [asyncio.run(run(direct)) for direct in (False, True)] == [0, 1]
+    assert "logged in with SCRAM-SHA-256\n" in _proxy_log(exported)
+
+
+def test_direct_tls_when_asked_and_libpq_can(exported, monkeypatch):
+    """``PGSSLNEGOTIATION=direct`` (or ``sslnegotiation=direct`` in the URL) opens TLS from the
+    first byte where libpq is 17 or newer; the ``lowest`` session's libpq 16 falls back to
+    ``SSLRequest`` instead of failing."""
+    monkeypatch.setenv("PGSSLNEGOTIATION", "direct")
+    log_before = _proxy_log(exported)
+    with neon_connect.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    new = _proxy_log(exported)[len(log_before) :]
+    assert ("TLS by direct" in new) is DIRECT_TLS
+    assert ("TLS by sslrequest" in new) is not DIRECT_TLS
+
+
+def test_a_connect_while_the_pooler_is_down_is_retried_until_it_is_back(exported):
+    """Behind the proxy, a connect while PgBouncer is down reads Neon's "Couldn't connect to
+    compute node" (not a refused port), which neon-connect retries, as on Neon."""
+    faults = Faults(exported)
+    faults.stop_pooler()
+    back = threading.Timer(1.0, faults.start_pooler)
+    back.start()
+    try:
+        with neon_connect.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        back.join()
+
+
+def test_control_without_retrying_the_connect_fails_with_neons_words(exported):
+    faults = Faults(exported)
+    faults.stop_pooler()
+    try:
+        with pytest.raises(psycopg.OperationalError, match=COMPUTE_UNREACHABLE):
+            neon_connect.connect(retry=RetryPolicy(timeout=0))
+    finally:
+        faults.start_pooler()
