@@ -296,7 +296,9 @@ def settings_for(
             "RetryPolicy(timeout=5); RetryPolicy(timeout=0) turns retrying off."
         )
     max_age = _conn_max_age(app, conn_max_age)
-    health = conn_health_checks if conn_health_checks is not None else max_age != 0
+    # a pool: Django hands psycopg_pool its check when CONN_HEALTH_CHECKS is on
+    kept = max_age != 0 or bool(pool)
+    health = conn_health_checks if conn_health_checks is not None else kept
     if pool:
         app_options["pool"] = _pool_options(pool)
 
@@ -413,12 +415,15 @@ def _conn_max_age(app: Endpoint, conn_max_age: int | None) -> int | None:
 
 
 def _pool_options(pool: bool | dict[str, Any]) -> dict[str, Any]:
-    """Django's psycopg pool, tuned for Neon: check connections and drop idle ones early."""
+    """Django's psycopg pool, tuned for Neon: idle connections dropped well before the
+    suspend. Its check at checkout is Django's to pass (``CONN_HEALTH_CHECKS``, on by
+    default with a pool): a ``check`` here too made Django's pool raise ``TypeError``."""
     options: dict[str, Any] = dict(pool) if isinstance(pool, dict) else {}
-    try:
-        from psycopg_pool import ConnectionPool
-    except ImportError:  # Django reports the missing package when the pool is opened
-        return options
-    options.setdefault("check", ConnectionPool.check_connection)
+    if "check" in options:
+        raise ConfigurationError(
+            "neon_django.config(pool={'check': ...}): Django passes the pool's check itself. "
+            "Drop it; conn_health_checks=True (the default with a pool) checks each connection "
+            "at checkout, conn_health_checks=False does not."
+        )
     options.setdefault("max_idle", 120.0)  # well below Neon's 5-minute suspend
     return options

@@ -140,8 +140,12 @@ def test_pool_is_refused_on_the_pooler_and_tuned_on_a_direct_endpoint():
         assert db["DISABLE_SERVER_SIDE_CURSORS"] is False
         assert db["OPTIONS"]["pool"]["max_size"] == 4
         assert db["OPTIONS"]["pool"]["max_idle"] == 120.0
-        assert callable(db["OPTIONS"]["pool"]["check"])
+        # Django hands the pool its check itself, from CONN_HEALTH_CHECKS (a second one
+        # here made ConnectionPool() raise TypeError at the first query)
+        assert "check" not in db["OPTIONS"]["pool"] and db["CONN_HEALTH_CHECKS"] is True
         assert db["NEON"]["DIRECT"] is None  # one endpoint for both roles
+        with pytest.raises(ImproperlyConfigured, match=r"pool=\{'check': \.\.\.\}.*conn_health"):
+            neon_django.config(URL.replace(POOLED, DIRECT), use_pooler=False, pool={"check": print})
     with pytest.raises(ImproperlyConfigured, match="conn_max_age=0"):
         neon_django.config(
             URL.replace(POOLED, DIRECT), use_pooler=False, pool=True, conn_max_age=60
