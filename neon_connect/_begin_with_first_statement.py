@@ -10,7 +10,9 @@ would have used for the statement, so nothing about the statement changes but it
   cursor then moves past ``BEGIN``'s result, so it shows the statement's rows, row count and
   text. A statement PostgreSQL cannot parse fails the whole message before ``BEGIN`` runs; it
   is then sent again as psycopg would have sent it (``BEGIN`` alone first), so that it fails
-  inside its transaction, as before (nothing of it ran).
+  inside its transaction, as before (nothing of it ran). So is one refused at analysis
+  (an unknown column), after a ``ROLLBACK`` of the empty transaction ``BEGIN`` opened: the
+  error then points into the statement, not into ``BEGIN; <statement>``.
 - **Values bound on the server** (SQLAlchemy's psycopg dialect): a pipeline, ``BEGIN`` and the
   statement queued in the extended protocol behind one ``Sync``. The values travel apart from
   the SQL, typed, as before: a value is never written into the statement. (psycopg's own
@@ -99,6 +101,36 @@ def never_ran(connection: Any, error: BaseException) -> bool:
     )
 
 
+def only_begin_ran(connection: Any, error: BaseException, statement: str) -> bool:
+    """After ``error`` from ``BEGIN; <statement>``: ``BEGIN`` ran, and PostgreSQL refused the
+    statement while analysing it (an unknown column or table, a type mismatch: class 42, with a
+    position in the message and none inside a function), so none of it ran: it is one
+    statement (several could have run one before the refused one). The caller rolls back the
+    empty transaction and sends the statement again psycopg's way, so the error's position
+    and ``LINE 1:`` excerpt are the statement's own, not shifted by ``BEGIN; ``."""
+    diag = getattr(error, "diag", None)
+    return bool(
+        diag is not None
+        and (diag.sqlstate or "").startswith("42")
+        and diag.statement_position is not None
+        and diag.internal_position is None
+        and diag.context is None
+        and connection.pgconn.transaction_status == TransactionStatus.INERROR
+        and _one_statement(statement)
+    )
+
+
+def _one_statement(statement: str) -> bool:
+    """Whether PostgreSQL's grammar (pglast) reads one statement here; False when it cannot
+    tell. Read only after an error: the merge's usual path parses nothing."""
+    try:
+        from pglast import split
+
+        return len(split(statement)) == 1
+    except Exception:  # no pglast on this platform, or text its parser does not know
+        return False
+
+
 def show_the_statement(cursor: Any, statement: str) -> bool:
     """Move past ``BEGIN``'s result and show the statement's text (``cursor._query`` is what
     Django's query log and ``cursor.query`` read). False when the statement gave no result
@@ -176,7 +208,9 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
             with begin_held_back(conn):
                 super().execute(f"{begin}; {statement}", **kwargs)
         except psycopg.Error as error:
-            if not never_ran(conn, error):
+            if only_begin_ran(conn, error, statement):
+                conn.rollback()  # the empty transaction; then fail (or not) as psycopg would
+            elif not never_ran(conn, error):
                 raise
             return super().execute(query, params, **kwargs)  # fails as it would have, in BEGIN
         if not show_the_statement(self, statement):
@@ -209,7 +243,9 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
             with begin_held_back(conn):
                 await super().execute(f"{begin}; {statement}", **kwargs)
         except psycopg.Error as error:
-            if not never_ran(conn, error):
+            if only_begin_ran(conn, error, statement):
+                await conn.rollback()
+            elif not never_ran(conn, error):
                 raise
             return await super().execute(query, params, **kwargs)
         if not show_the_statement(self, statement):

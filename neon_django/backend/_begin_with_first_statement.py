@@ -17,6 +17,7 @@ from neon_connect._begin_with_first_statement import (
     begin_held_back,
     begin_to_merge,
     never_ran,
+    only_begin_ran,
     show_the_statement,
     supported,
 )
@@ -37,9 +38,11 @@ class BeginWithFirstStatement(DjangoCursor):  # type: ignore[misc]
             with begin_held_back(self.connection):
                 super().execute(f"{begin}; {statement}", **kwargs)
         except psycopg.Error as error:
-            if not never_ran(self.connection, error):
+            if only_begin_ran(self.connection, error, statement):
+                self.connection.rollback()  # the empty transaction BEGIN opened
+            elif not never_ran(self.connection, error):
                 raise
-            # a syntax error refused the whole message: fail as before, inside the transaction
+            # nothing of the statement ran: fail as before, inside the transaction
             return super().execute(query, params, **kwargs)
         if not show_the_statement(self, statement):
             return super().execute(query, params, **kwargs)  # an empty statement

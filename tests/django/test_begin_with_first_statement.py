@@ -144,3 +144,46 @@ def test_an_empty_first_statement_gives_psycopgs_empty_result(db, empty):
         assert cursor.cursor.statusmessage is None  # not BEGIN's
         assert cursor.cursor.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY
         assert db.connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+def _refused(db, statement: str) -> psycopg.Error:
+    from django.db import DatabaseError
+
+    with transaction.atomic(using="bwf"), db.cursor() as cursor:
+        with pytest.raises(DatabaseError) as info:
+            cursor.execute(statement)
+        with pytest.raises(DatabaseError, match="current transaction is aborted"):
+            cursor.execute("INSERT INTO bwf VALUES (%s, 9)", ["after"])
+        db.set_rollback(True)
+    return info.value.__cause__
+
+
+def test_an_error_at_analysis_points_into_the_statement_not_into_begin(db, neon_local):
+    """An unknown column is refused after ``BEGIN`` ran: the statement is sent again psycopg's
+    way, so its position and ``LINE 1:`` are its own, as without the merge."""
+    assert _merged(db)
+    error = _refused(db, "SELECT nope FROM bwf")
+    assert error.diag.statement_position == "8"
+    assert "LINE 1: SELECT nope FROM bwf" in str(error) and "BEGIN" not in str(error)
+    assert _stored(neon_local) == [("seed", 0)]
+
+
+def test_control_without_the_resend_the_position_counts_begin(db, monkeypatch):
+    monkeypatch.setattr(first_statement, "only_begin_ran", lambda *args: False)
+    error = _refused(db, "SELECT nope FROM bwf")
+    assert error.diag.statement_position == "15" and "LINE 1: BEGIN; SELECT nope" in str(error)
+
+
+def test_several_statements_refused_at_analysis_are_never_sent_twice(db, neon_local):
+    """The first of two ran before the second was refused, so nothing is sent again: the
+    sequence, which no rollback takes back, moved once."""
+
+    def last() -> int:
+        with psycopg.connect(neon_local.direct_url) as conn:
+            conn.execute("CREATE SEQUENCE IF NOT EXISTS bwf_seq")
+            return int(conn.execute("SELECT nextval('bwf_seq')").fetchone()[0])
+
+    before = last()
+    error = _refused(db, "SELECT nextval('bwf_seq'); SELECT nope FROM bwf")
+    assert last() == before + 2  # one nextval in the refused text, one here
+    assert "BEGIN" in str(error)  # the merged message's own error

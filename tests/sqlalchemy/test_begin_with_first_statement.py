@@ -262,6 +262,37 @@ def test_a_syntax_error_first_still_fails_its_transaction(engine, neon_local, va
     assert _stored(neon_local) == []
 
 
+def test_an_error_at_analysis_points_into_the_statement_not_into_begin(
+    engine, neon_local, monkeypatch
+):
+    """An unknown column is refused after ``BEGIN`` ran: the statement is sent again psycopg's
+    way, so its position and ``LINE 1:`` are its own (the control, without that, counts
+    ``BEGIN; ``). Sync and async engines."""
+
+    def refused() -> psycopg.Error:
+        with engine.connect() as conn, conn.begin():
+            assert _merging(conn)
+            with pytest.raises(exc.ProgrammingError) as info:
+                conn.exec_driver_sql("SELECT nope FROM bwf_sa")
+        return info.value.orig
+
+    async def refused_async() -> psycopg.Error:
+        made = neon_sqlalchemy.create_async_engine(env=neon_local.env())
+        try:
+            async with made.connect() as conn, conn.begin():
+                with pytest.raises(exc.ProgrammingError) as info:
+                    await conn.exec_driver_sql("SELECT nope FROM bwf_sa")
+            return info.value.orig
+        finally:
+            await made.dispose()
+
+    for error in (refused(), asyncio.run(refused_async())):
+        assert error.diag.statement_position == "8"
+        assert "LINE 1: SELECT nope FROM bwf_sa" in str(error) and "BEGIN" not in str(error)
+    monkeypatch.setattr(first_statement, "only_begin_ran", lambda *args: False)
+    assert refused().diag.statement_position == "15"
+
+
 def test_statements_without_values_may_be_several(engine, neon_local):
     """Sent as one simple-protocol message, as psycopg sends a statement without values."""
     with engine.begin() as conn:
