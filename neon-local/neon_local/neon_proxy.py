@@ -141,7 +141,8 @@ class NeonProxy:
             upstream.sendall(startup)
             if user in self._verifiers and not self._log_in(upstream, tls_client, user):
                 return
-            _relay(tls_client, upstream)
+            if _relay(tls_client, upstream) is upstream:
+                _close_notify(tls_client)  # the server ended it: after a cancel, a termination
 
     def _authenticate(self, client: ssl.SSLSocket, user: str) -> bool:
         """The client's SCRAM exchange, ended here as Neon's proxy ends it: ``-PLUS`` offered,
@@ -209,6 +210,11 @@ class NeonProxy:
             while True:
                 header = _read_exactly(client, 8)
                 length, code = struct.unpack("!ii", header)
+                if length == 16 and code == _CANCEL_REQUEST:
+                    # libpq before 17's new cancel API, psycopg's cancel(), psycopg2 and asyncpg
+                    # send it without TLS; Neon's proxy takes it so, and so does PgBouncer
+                    self._forward_cancel(header + _read_exactly(client, 8))
+                    return None
                 if length != 8 or code not in (_SSL_REQUEST, _GSSENC_REQUEST):
                     # a plain startup: Neon's endpoints accept TLS only, and say so
                     _send_error(client, "08P01", INSECURE)
@@ -224,6 +230,17 @@ class NeonProxy:
         self.negotiations.append(kind)
         self._say(f"{self.port}: TLS by {kind}")
         return tls
+
+    def _forward_cancel(self, packet: bytes) -> None:
+        """A cancel request, passed on as it came; the server closes when it has read it."""
+        upstream = self._open_upstream()
+        if upstream is None:
+            return
+        with upstream:
+            upstream.sendall(packet)
+            upstream.settimeout(10)
+            while upstream.recv(1024):
+                pass
 
     def _open_upstream(self) -> ssl.SSLSocket | None:
         """TLS to the server behind; None when it cannot be reached (stopped, restarting)."""
@@ -243,16 +260,25 @@ class NeonProxy:
             return None
 
 
+def _close_notify(sock: ssl.SSLSocket) -> None:
+    """TLS's goodbye before the close, as PostgreSQL and PgBouncer send it: an OpenSSL 3 client
+    reads a bare close as an error ("SSL error: unexpected eof"), which fails libpq's cancel
+    over TLS once the server has closed it as it should."""
+    with contextlib.suppress(OSError, ValueError):
+        sock.settimeout(1.0)
+        sock.unwrap()
+
+
 def _no_delay(sock: socket.socket) -> None:
     """Send each message at once, as PostgreSQL and PgBouncer do: with Nagle's algorithm on,
     a small message that follows another waits for the peer's delayed ACK (40 ms here)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> None:
-    """Both directions in one thread, until either side closes: an OpenSSL connection must
-    not be read in one thread while another writes to it. ``selectors`` (epoll), not
-    ``select()``, which refuses descriptors from 1024 up."""
+def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> ssl.SSLSocket:
+    """Both directions in one thread, until either side closes; returns that side. An OpenSSL
+    connection must not be read in one thread while another writes to it. ``selectors``
+    (epoll), not ``select()``, which refuses descriptors from 1024 up."""
     with selectors.DefaultSelector() as readable:
         for sock in (a, b):
             sock.setblocking(False)
@@ -266,7 +292,7 @@ def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> None:
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     continue  # a partial record, or TLS's own traffic (a session ticket)
                 if not data:
-                    return
+                    return src
                 _send_all(b if src is a else a, data)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -140,3 +142,62 @@ def test_control_without_retrying_the_connect_fails_with_neons_words(exported):
             neon_connect.connect(retry=RetryPolicy(timeout=0))
     finally:
         faults.start_pooler()
+
+
+@pytest.mark.parametrize("endpoint", ["pooled_url", "direct_url"])
+@pytest.mark.parametrize("how", ["cancel", "cancel_safe", "psycopg2", "asyncpg"])
+def test_a_cancel_reaches_the_statement_through_the_proxy(proxied, endpoint, how):
+    """libpq before 17's cancel API (psycopg's ``cancel()``), psycopg2 and asyncpg send the
+    cancel request without TLS; libpq's new one (``cancel_safe()``) over TLS, and reads the
+    server's close after it. Each stops the statement, and the cancel itself raises nothing,
+    as through Neon's proxy."""
+    url = getattr(proxied, endpoint)
+    sleep = "SELECT pg_sleep(10)"
+    started = time.monotonic()
+    if how == "asyncpg":
+
+        async def run() -> int:
+            import asyncpg
+
+            conn = await asyncpg.connect(url.replace("&channel_binding=require", ""))
+            try:
+                with pytest.raises(asyncio.TimeoutError):  # asyncpg cancels it, then says so
+                    await conn.execute(sleep, timeout=0.3)
+                return int(await conn.fetchval("SELECT 1"))  # free at once: it was cancelled
+            finally:
+                await conn.close()
+
+        assert asyncio.run(run()) == 1
+        assert time.monotonic() - started < 5
+        return
+    failed: list[BaseException] = []
+
+    def cancel(conn: Any) -> None:
+        try:
+            conn.cancel() if how == "psycopg2" else getattr(conn, how)()
+        except Exception as error:  # the cancel's own failure, in its thread
+            failed.append(error)
+
+    if how == "psycopg2":
+        import psycopg2
+        import psycopg2.errors
+
+        conn2 = psycopg2.connect(url)
+        timer = threading.Timer(0.3, cancel, (conn2,))
+        timer.start()
+        try:
+            with pytest.raises(psycopg2.errors.QueryCanceled), conn2.cursor() as cur:
+                cur.execute(sleep)
+        finally:
+            timer.join()
+            conn2.close()
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            timer = threading.Timer(0.3, cancel, (conn,))
+            timer.start()
+            try:
+                with pytest.raises(psycopg.errors.QueryCanceled):
+                    conn.execute(sleep)
+            finally:
+                timer.join()
+    assert failed == []
