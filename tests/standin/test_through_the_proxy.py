@@ -107,6 +107,18 @@ def test_asyncpg_logs_in_without_binding_and_reaches_both_endpoints(exported):
     assert "logged in with SCRAM-SHA-256\n" in _proxy_log(exported)
 
 
+def test_control_raw_asyncpg_fails_on_the_console_url_as_on_neon(exported):
+    """asyncpg sends ``channel_binding`` on as a startup parameter, which the pooler refuses:
+    the field failure neon-connect's asyncpg parameters avoid (the test above)."""
+    import asyncpg
+
+    async def run() -> None:
+        await asyncpg.connect(exported.pooled_url)
+
+    with pytest.raises(asyncpg.PostgresError, match="unsupported startup parameter"):
+        asyncio.run(run())
+
+
 def test_direct_tls_when_asked_and_libpq_can(exported, monkeypatch):
     """``PGSSLNEGOTIATION=direct`` (or ``sslnegotiation=direct`` in the URL) opens TLS from the
     first byte where libpq is 17 or newer; the ``lowest`` session's libpq 16 falls back to
