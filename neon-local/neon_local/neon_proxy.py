@@ -20,6 +20,7 @@ server's own, passed through. Each accepted connection's negotiation is kept in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
@@ -28,13 +29,14 @@ import ssl
 import struct
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
 
 from . import scram
-from .processes import HOST
+from .processes import HOST, raise_fd_limit
 
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
@@ -54,7 +56,9 @@ class NeonProxy:
 
     ``passwords`` (user: password) are the users whose SCRAM exchange ends here, with channel
     binding offered; without it, every user's authentication passes through to the server.
-    ``log`` gets a line per negotiation and per login ended here (the daemon's ``proxy.log``).
+    ``log`` gets a line per negotiation and per login ended here (the daemon's ``proxy.log``);
+    with it, :attr:`negotiations` and :attr:`mechanisms` are not kept (a daemon's would only
+    grow).
     """
 
     def __init__(
@@ -64,7 +68,7 @@ class NeonProxy:
         runtime_dir: str | Path,
         passwords: Mapping[str, str] | None = None,
         port: int = 0,
-        log: TextIO | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
         runtime = Path(runtime_dir)
         self.upstream_port = upstream_port
@@ -104,8 +108,7 @@ class NeonProxy:
 
     def _say(self, line: str) -> None:
         if self._log is not None:
-            self._log.write(line + "\n")  # one write: the threads share the file
-            self._log.flush()
+            self._log.info(line)
 
     def _spawn(self, target: object, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
@@ -115,9 +118,13 @@ class NeonProxy:
         while True:
             try:
                 client, _ = self._listener.accept()
-                _no_delay(client)
             except OSError:
-                return  # closed
+                if self._listener.fileno() == -1:
+                    return  # closed by __exit__
+                time.sleep(0.05)  # out of descriptors, a client gone before accept: go on
+                continue
+            with contextlib.suppress(OSError):
+                _no_delay(client)
             self._spawn(self._serve, client)
 
     def _serve(self, client: socket.socket) -> None:
@@ -167,7 +174,8 @@ class NeonProxy:
             _send_error(client, "28P01", f'password authentication failed for user "{user}"')
             return False
         _send(client, b"R", struct.pack("!i", _AUTH_SASL_FINAL) + server_final.encode())
-        self.mechanisms.append(mechanism)
+        if self._log is None:
+            self.mechanisms.append(mechanism)
         self._say(f"{self.port}: {user} logged in with {mechanism}")
         return True
 
@@ -227,7 +235,8 @@ class NeonProxy:
         tls = self._server_tls.wrap_socket(client, server_side=True)
         if tls.selected_alpn_protocol() == "postgresql":
             kind += "+alpn"
-        self.negotiations.append(kind)
+        if self._log is None:
+            self.negotiations.append(kind)
         self._say(f"{self.port}: TLS by {kind}")
         return tls
 
@@ -278,33 +287,95 @@ def _no_delay(sock: socket.socket) -> None:
 def _relay(a: ssl.SSLSocket, b: ssl.SSLSocket) -> ssl.SSLSocket:
     """Both directions in one thread, until either side closes; returns that side. An OpenSSL
     connection must not be read in one thread while another writes to it. ``selectors``
-    (epoll), not ``select()``, which refuses descriptors from 1024 up."""
-    with selectors.DefaultSelector() as readable:
+    (epoll), not ``select()``, which refuses descriptors from 1024 up.
+
+    Nothing here waits on one side alone: bytes for a side that is not reading wait in its
+    backlog while the other direction goes on (a pipeline's results coming back while its
+    statements still go out), and a side is read again once its peer's backlog is below
+    :data:`_BACKLOG`, so memory stays bounded and neither direction can block the other."""
+    outgoing = {a: _Outgoing(a), b: _Outgoing(b)}
+    peer = {a: b, b: a}
+    with selectors.DefaultSelector() as selector:
         for sock in (a, b):
             sock.setblocking(False)
-            readable.register(sock, selectors.EVENT_READ, sock)
         while True:
             # bytes OpenSSL already decrypted are invisible to the selector
-            ready = [s for s in (a, b) if s.pending()] or [key.data for key, _ in readable.select()]
-            for src in ready:
+            readable = [s for s in (a, b) if s.pending() and outgoing[peer[s]].room()]
+            if not readable:
+                for sock in (a, b):
+                    wanted = selectors.EVENT_READ if outgoing[peer[sock]].room() else 0
+                    if outgoing[sock].backlog:
+                        wanted |= selectors.EVENT_WRITE
+                    _watch(selector, sock, wanted)
+                for key, events in selector.select():
+                    sock = key.fileobj  # type: ignore[assignment]
+                    if events & selectors.EVENT_WRITE:
+                        outgoing[sock].flush()
+                    if events & selectors.EVENT_READ:
+                        readable.append(sock)
+            for src in readable:
                 try:
-                    data = src.recv(65536)
+                    data = src.recv(_CHUNK)
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     continue  # a partial record, or TLS's own traffic (a session ticket)
                 if not data:
+                    outgoing[peer[src]].drain()  # the last words (an error) before the close
                     return src
-                _send_all(b if src is a else a, data)
+                outgoing[peer[src]].add(data)
 
 
-def _send_all(sock: ssl.SSLSocket, data: bytes) -> None:
-    view = memoryview(data)
-    with selectors.DefaultSelector() as writable:
-        writable.register(sock, selectors.EVENT_WRITE)
-        while view:
+def _watch(selector: selectors.BaseSelector, sock: ssl.SSLSocket, events: int) -> None:
+    """Watch ``sock`` for ``events``, or not at all for none (a selector takes no empty set)."""
+    watched = selector.get_map().get(sock)
+    if not events:
+        if watched is not None:
+            selector.unregister(sock)
+    elif watched is None:
+        selector.register(sock, events)
+    elif watched.events != events:
+        selector.modify(sock, events)
+
+
+_CHUNK = 65536
+_BACKLOG = 4 * _CHUNK
+"""Bytes held for a side that is not reading before the other side is no longer read."""
+
+
+class _Outgoing:
+    """Bytes waiting to be written to one socket, written as it can take them. A TLS write
+    that could not finish is tried again with the same bytes, as OpenSSL requires."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+        self.backlog = bytearray()
+        self._trying = b""  # a write that OpenSSL started and must finish as it began
+
+    def room(self) -> bool:
+        return len(self.backlog) < _BACKLOG
+
+    def add(self, data: bytes) -> None:
+        self.backlog += data
+        self.flush()
+
+    def flush(self) -> None:
+        while self.backlog:
+            self._trying = self._trying or bytes(self.backlog[:_CHUNK])
             try:
-                view = view[sock.send(view) :]
+                sent = self.sock.send(self._trying)
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
-                writable.select(1)
+                return  # not now: the selector says when
+            del self.backlog[:sent]
+            self._trying = self._trying[sent:]
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Everything held, before a close; given up after ``timeout`` on a side not reading."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as writable:
+            writable.register(self.sock, selectors.EVENT_WRITE)
+            while self.backlog and time.monotonic() < deadline:
+                self.flush()
+                if self.backlog:
+                    writable.select(deadline - time.monotonic())
 
 
 def _read_startup(sock: ssl.SSLSocket) -> bytes:
@@ -372,6 +443,12 @@ def serve(directory: str | Path) -> None:
     if os.fork():  # a daemon, like `pgbouncer -d`: the caller waits for this parent only
         os._exit(0)
     os.setsid()
+    raise_fd_limit()  # two descriptors per client, as PgBouncer's own limit allows
+    log = logging.getLogger("neon_local.proxy")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    # a line per connection: kept to two files of 1 MB, as a stand-in may run for days
+    log.addHandler(RotatingFileHandler(Path(directory, LOG_FILE), maxBytes=2**20, backupCount=1))
     stop = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the relay threads inherit the mask
     routes = {state.proxy_pooled_port: state.pooler_port, state.proxy_direct_port: state.pg_port}
@@ -382,7 +459,7 @@ def serve(directory: str | Path) -> None:
                 upstream_port=upstream_port,
                 runtime_dir=state.runtime_dir,
                 passwords={OWNER: state.password},
-                log=sys.stdout,
+                log=log,
             )
             fronts.enter_context(front)
         Path(directory, PID_FILE).write_text(f"{os.getpid()}\n")
@@ -390,6 +467,8 @@ def serve(directory: str | Path) -> None:
 
 
 PID_FILE = "proxy.pid"
+LOG_FILE = "proxy.log"
+"""Each connection's negotiation and login; the daemon's own errors go to ``proxy.err``."""
 
 if __name__ == "__main__":
     serve(sys.argv[1])

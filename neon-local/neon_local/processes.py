@@ -64,7 +64,8 @@ def write_file(path: Path, text: str, *, mode: int, owner: str | None = None) ->
     chown(path, owner)
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
+    """Up to 20,000 open files (or the hard limit), for servers that hold many clients."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = 20000 if hard == resource.RLIM_INFINITY else min(hard, 20000)
     if soft < target:
@@ -81,7 +82,7 @@ def run(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a server command in its own session, without our ``PG*`` environment."""
-    _raise_fd_limit()  # inherited by PgBouncer, which wants a descriptor per client
+    raise_fd_limit()  # inherited by PgBouncer, which wants a descriptor per client
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(LC_ALL="C", LANG="C")
     try:

@@ -483,7 +483,7 @@ class LocalNeon:
 
     def _start_proxy(self, state: StandInState) -> None:
         """The Neon-like proxy as a daemon of its own, so it outlives ``neon-local up``."""
-        log = self.directory / "proxy.log"
+        log = self.directory / "proxy.err"
         with open(log, "ab") as out:
             subprocess.run(
                 [sys.executable, "-m", "neon_local.neon_proxy", str(self.directory)],

@@ -11,6 +11,9 @@ at login only when no PgBouncer sits between. The proxy's log says how each clie
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -213,3 +216,43 @@ def test_a_cancel_reaches_the_statement_through_the_proxy(proxied, endpoint, how
             finally:
                 timer.join()
     assert failed == []
+
+
+def test_a_pipeline_sending_while_its_results_come_back_does_not_stall(proxied):
+    """psycopg's executemany (a pipeline) keeps sending rows while the first results come
+    back. A relay that waits to write one way while the other way fills up stalls both (it
+    did, found by review): each direction now waits in its own backlog."""
+    rows = [(i, "x" * 200_000) for i in range(400)]
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        with psycopg.connect(proxied.direct_url, autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE bulk (id int, body text)")
+            cur = conn.cursor()
+            cur.executemany("INSERT INTO bulk VALUES (%s, %s) RETURNING body", rows, returning=True)
+            count = 0
+            while True:
+                count += len(cur.fetchall())
+                if not cur.nextset():
+                    break
+            done["rows"] = count
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert done == {"rows": len(rows)}, "the relay stalled"
+
+
+def test_running_out_of_descriptors_does_not_end_the_proxy(proxied):
+    """An ``accept()`` that fails (EMFILE, at the descriptor limit) used to end the front's
+    accept thread for good: the port kept listening and every later client hung."""
+    pid = int((Path(proxied.directory) / "proxy.pid").read_text())
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")), hard))
+    try:
+        with contextlib.suppress(psycopg.OperationalError):  # refused at the limit, or not
+            psycopg.connect(proxied.pooled_url, connect_timeout=3).close()
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    with psycopg.connect(proxied.pooled_url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
