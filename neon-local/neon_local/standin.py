@@ -281,7 +281,11 @@ class LocalNeon:
         """Start the pair, or return the running one. A folder left by a killed run is cleared."""
         state = self.state()
         if state is not None:
-            if self.status()["running"]:
+            status = self.status()
+            if status["running"]:
+                return self._add_databases(state)
+            if status["postgres"] and status["pgbouncer"]:  # only the proxy is gone
+                self._start_proxy(state)
                 return self._add_databases(state)
             self._stop(state)
         if self.directory.exists():
@@ -551,9 +555,16 @@ def _pgbouncer_pid(state: StandInState) -> int | None:
 
 
 def _proxy_pid(state: StandInState) -> int | None:
+    """The proxy daemon's pid, if that process is still it (a pid left by a killed one may
+    belong to another process by now, which ``down`` must not stop)."""
     from .neon_proxy import PID_FILE
 
-    return proc.read_pid(Path(state.directory) / PID_FILE) if state.proxied else None
+    pid = proc.read_pid(Path(state.directory) / PID_FILE) if state.proxied else None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except OSError:
+        return None
+    return pid if b"neon_local.neon_proxy" in command else None
 
 
 PROXY_VARIABLE = "NEON_LOCAL_PROXY"

@@ -201,12 +201,17 @@ def test_up_exports_console_urls_through_its_proxy_and_down_stops_it(tmp_path):
             psycopg.connect(state.pgbouncer_url + "&channel_binding=require")
         with psycopg.connect(state.postgres_url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        with psycopg.connect(state.direct_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
         os.kill(proxy, signal.SIGKILL)  # a killed proxy: the stand-in is not running
         assert wait_dead(proxy, 10) and not local.status()["running"]
-        again = local.up()
-        with psycopg.connect(again.pooled_url) as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _proxy_pid(state) is None  # its pid file names no proxy now
+        again = local.up()  # starts the proxy alone: same URLs, same data
+        assert again == state and local.status()["running"]
+        with psycopg.connect(again.direct_url) as conn:
+            assert conn.execute("SELECT to_regclass('kept') IS NOT NULL").fetchone() == (True,)
         proxy = _proxy_pid(again)
+        assert proxy is not None
     finally:
         assert local.down()
     assert wait_dead(proxy, 10)
