@@ -393,9 +393,10 @@ def _check_user_options(
                 "OPTIONS['assume_role'] runs SET ROLE per connection, which leaks between clients "
                 "behind a transaction pooler. Grant the role to the user instead, or connect as it."
             )
-    if pool and conn_max_age not in (0, None):
+    if pool and conn_max_age != 0:  # None (kept for ever) too: Django refuses it with a pool
         raise ConfigurationError(
-            "neon_django.config(pool=...) needs conn_max_age=0: Django's pool keeps the connections."
+            f"neon_django.config(pool=..., conn_max_age={conn_max_age!r}): a pool needs "
+            'conn_max_age=0 or "auto" (the default): Django\'s pool keeps the connections.'
         )
     if pool:
         import django

@@ -125,6 +125,14 @@ def _run(args: argparse.Namespace) -> int:
             ("already running" if was_running else "started") + f" in {local.directory}",
             file=sys.stderr,
         )
+        if was_running and state.proxied != local.proxied():
+            print(
+                "neon-local: the running stand-in "
+                + ("has" if state.proxied else "has no")
+                + " Neon-like proxy, whatever this up asked; run `neon-local down` first to "
+                "change that",
+                file=sys.stderr,
+            )
         print(state.describe() + "".join(r.describe() for r in replicas), end="", file=sys.stderr)
         print(state.export_lines() + replica_export_lines(replicas), end="")
         return 0

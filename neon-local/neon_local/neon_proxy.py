@@ -137,6 +137,10 @@ class NeonProxy:
             stack.enter_context(tls_client)
             startup = _read_startup(tls_client)
             user = _startup_user(startup)
+            if user in self._verifiers:  # the login ends here, so does the version's choice
+                startup, answer = negotiate_protocol(startup)
+                if answer is not None:
+                    _send(tls_client, b"v", answer)
             # as Neon's proxy does: the client's password first, then the server behind
             if user in self._verifiers and not self._authenticate(tls_client, user):
                 return
@@ -385,6 +389,27 @@ def _read_startup(sock: ssl.SSLSocket) -> bytes:
     return header + _read_exactly(sock, length - 4)
 
 
+_PROTOCOL_3_0 = 3 << 16
+
+
+def negotiate_protocol(startup: bytes) -> tuple[bytes, bytes | None]:
+    """A startup asking for protocol 3.x above 3.0 (libpq 18's ``max_protocol_version``) or
+    for ``_pq_.`` options: the startup to send the server, at 3.0 without those, and the
+    ``NegotiateProtocolVersion`` body to answer the client first (3.0, and the options not
+    taken), as PostgreSQL 15 and PgBouncer answer; ``None`` for a plain 3.0 startup. The proxy ends the login itself, so
+    the server's own answer would come after the client was told it was in."""
+    (version,) = struct.unpack("!i", startup[4:8])
+    fields = startup[8:].split(b"\0")
+    pairs = list(zip(fields[0:-2:2], fields[1:-2:2], strict=True))
+    unknown = [name for name, _ in pairs if name.startswith(b"_pq_.")]
+    if version >> 16 != 3 or (version == _PROTOCOL_3_0 and not unknown):
+        return startup, None
+    body = b"".join(name + b"\0" + value + b"\0" for name, value in pairs if name not in unknown)
+    body = struct.pack("!i", _PROTOCOL_3_0) + body + b"\0"
+    answer = struct.pack("!ii", _PROTOCOL_3_0, len(unknown)) + b"".join(n + b"\0" for n in unknown)
+    return struct.pack("!i", len(body) + 4) + body, answer
+
+
 def _startup_user(startup: bytes) -> str | None:
     """The ``user`` of a startup packet; None for a cancel request."""
     (code,) = struct.unpack("!i", startup[4:8])
@@ -440,29 +465,33 @@ def serve(directory: str | Path) -> None:
     state = LocalNeon(directory).state()
     if state is None or not state.proxied:
         raise SystemExit(f"neon-local proxy: no stand-in with a proxy in {directory}")
-    if os.fork():  # a daemon, like `pgbouncer -d`: the caller waits for this parent only
-        os._exit(0)
-    os.setsid()
-    raise_fd_limit()  # two descriptors per client, as PgBouncer's own limit allows
     log = logging.getLogger("neon_local.proxy")
     log.propagate = False
     log.setLevel(logging.INFO)
     # a line per connection: kept to two files of 1 MB, as a stand-in may run for days
     log.addHandler(RotatingFileHandler(Path(directory, LOG_FILE), maxBytes=2**20, backupCount=1))
+    routes = {state.proxy_pooled_port: state.pooler_port, state.proxy_direct_port: state.pg_port}
+    fronts = [  # bound here, before the fork: a port taken fails the caller's `up` at once
+        NeonProxy(
+            port=port,
+            upstream_port=upstream_port,
+            runtime_dir=state.runtime_dir,
+            passwords={OWNER: state.password},
+            log=log,
+        )
+        for port, upstream_port in routes.items()
+    ]
+    daemon = os.fork()
+    if daemon:  # like `pgbouncer -d`: the caller waits for this parent, which names the daemon
+        Path(directory, PID_FILE).write_text(f"{daemon}\n")
+        os._exit(0)
+    os.setsid()
+    raise_fd_limit()  # two descriptors per client, as PgBouncer's own limit allows
     stop = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the relay threads inherit the mask
-    routes = {state.proxy_pooled_port: state.pooler_port, state.proxy_direct_port: state.pg_port}
-    with contextlib.ExitStack() as fronts:
-        for port, upstream_port in routes.items():
-            front = NeonProxy(
-                port=port,
-                upstream_port=upstream_port,
-                runtime_dir=state.runtime_dir,
-                passwords={OWNER: state.password},
-                log=log,
-            )
-            fronts.enter_context(front)
-        Path(directory, PID_FILE).write_text(f"{os.getpid()}\n")
+    with contextlib.ExitStack() as stack:
+        for front in fronts:
+            stack.enter_context(front)
         signal.sigwait(stop)
 
 

@@ -294,8 +294,7 @@ class LocalNeon:
         run_as = proc.unprivileged_user()
         pg_port = self._port(self.pg_port, "--pg-port")
         pooler_port = self._port(self.pooler_port, "--pooler-port", avoid={pg_port})
-        proxied = proxy_wanted() if self.proxy is None else self.proxy
-        proxy_ports = self._proxy_ports(avoid={pg_port, pooler_port}) if proxied else (0, 0)
+        proxy_ports = self._proxy_ports(avoid={pg_port, pooler_port}) if self.proxied() else (0, 0)
         self.directory.mkdir(parents=True, mode=0o700)
         # Passwords (state.json, userlist.txt) and a private key live here: never commit them.
         proc.write_file(self.directory / ".gitignore", _GITIGNORE, mode=0o600)
@@ -353,6 +352,11 @@ class LocalNeon:
         if not proc.port_free(wanted):
             raise StandInError(f"port {wanted} on {HOST} is busy; choose another with {option}")
         return wanted
+
+    def proxied(self) -> bool:
+        """Whether ``up`` starts the Neon-like proxy: the ``proxy`` option, else
+        ``$NEON_LOCAL_PROXY``, else yes."""
+        return proxy_wanted() if self.proxy is None else self.proxy
 
     def _proxy_ports(self, *, avoid: set[int]) -> tuple[int, int]:
         pooled, direct = self.proxy_ports or (None, None)
@@ -489,14 +493,14 @@ class LocalNeon:
         """The Neon-like proxy as a daemon of its own, so it outlives ``neon-local up``."""
         log = self.directory / "proxy.err"
         with open(log, "ab") as out:
-            subprocess.run(
+            started = subprocess.run(
                 [sys.executable, "-m", "neon_local.neon_proxy", str(self.directory)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=False,
             )
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + (self.start_timeout if started.returncode == 0 else 0)
         while time.monotonic() < deadline:
             if proc.alive(_proxy_pid(state)) and proc.port_open(state.proxy_direct_port):
                 return
@@ -555,16 +559,17 @@ def _pgbouncer_pid(state: StandInState) -> int | None:
 
 
 def _proxy_pid(state: StandInState) -> int | None:
-    """The proxy daemon's pid, if that process is still it (a pid left by a killed one may
-    belong to another process by now, which ``down`` must not stop)."""
+    """The proxy daemon's pid, if that process is still this stand-in's proxy (a pid left by a
+    killed one may belong to another process by now, another stand-in's proxy among them,
+    which ``down`` must not stop)."""
     from .neon_proxy import PID_FILE
 
     pid = proc.read_pid(Path(state.directory) / PID_FILE) if state.proxied else None
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
     except OSError:
         return None
-    return pid if b"neon_local.neon_proxy" in command else None
+    return pid if command[-3:-1] == [b"neon_local.neon_proxy", state.directory.encode()] else None
 
 
 PROXY_VARIABLE = "NEON_LOCAL_PROXY"

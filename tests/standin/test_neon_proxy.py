@@ -24,7 +24,7 @@ import sqlalchemy
 
 import neon_sqlalchemy
 from neon_connect._params import DIRECT_TLS_LIBPQ
-from neon_local import LocalNeon
+from neon_local import LocalNeon, StandInError
 from neon_local import processes as proc
 from neon_local.configs import OWNER
 from neon_local.neon_proxy import COMPUTE_UNREACHABLE, NeonProxy
@@ -265,3 +265,55 @@ def test_a_wrong_proxy_switch_is_named(tmp_path):
     )
     assert up.returncode != 0 and "NEON_LOCAL_PROXY='maybe'" in up.stderr
     assert "'off'" in up.stderr and "Traceback" not in up.stderr
+
+
+def test_a_proxy_port_taken_fails_up_at_once_and_names_it(tmp_path, monkeypatch):
+    """The daemon binds its ports before it detaches, so ``up`` learns of a taken port from
+    its exit status instead of waiting out the start timeout."""
+    import socket
+    import time
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(proc, "port_free", lambda wanted: True)  # taken after the check
+        started = time.monotonic()
+        with pytest.raises(StandInError, match=rf"proxy did not start on ports {port}.*in use"):
+            LocalNeon(
+                tmp_path / "state", pool_size=2, max_connections=20, proxy_ports=(port, 0)
+            ).up()
+        assert time.monotonic() - started < 15  # PostgreSQL's start, not a 30 s wait
+    assert not (tmp_path / "state").exists()  # the rest was stopped and removed
+
+
+def test_down_never_stops_another_stand_ins_proxy(tmp_path):
+    """A pid file naming a live proxy of another stand-in (a stale file, the pid reused) is
+    not trusted: that proxy keeps running."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, first_state = _up(tmp_path / "a")
+    second, second_state = _up(tmp_path / "b")
+    try:
+        theirs = _proxy_pid(first_state)
+        assert theirs is not None
+        second.down()
+        Path(second_state.directory).mkdir(parents=True)
+        (Path(second_state.directory) / "proxy.pid").write_text(f"{theirs}\n")
+        assert _proxy_pid(second_state) is None
+        assert proc.alive(theirs) and first.status()["running"]
+    finally:
+        first.down()
+        second.down()
+
+
+def test_up_says_when_the_switch_cannot_change_a_running_stand_in(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    folder = str(tmp_path / "cli")
+    try:
+        assert run_python("-m", "neon_local", "up", "--dir", folder).returncode == 0
+        again = run_python("-m", "neon_local", "up", "--dir", folder, "--no-proxy")
+        assert again.returncode == 0 and "channel_binding=require" in again.stdout
+        assert "has Neon-like proxy" in again.stderr and "neon-local down" in again.stderr
+    finally:
+        run_python("-m", "neon_local", "down", "--dir", folder)

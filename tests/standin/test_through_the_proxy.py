@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ import neon_sqlalchemy
 from neon_connect import RetryPolicy
 from neon_connect._params import DIRECT_TLS_LIBPQ
 from neon_local.faults import Faults
-from neon_local.neon_proxy import COMPUTE_UNREACHABLE
+from neon_local.neon_proxy import COMPUTE_UNREACHABLE, negotiate_protocol
 from neon_local.standin import StandInState, running
 
 pytestmark = pytest.mark.integration
@@ -256,3 +257,25 @@ def test_running_out_of_descriptors_does_not_end_the_proxy(proxied):
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
     with psycopg.connect(proxied.pooled_url, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_newer_protocol_is_negotiated_down_to_what_the_servers_speak(proxied):
+    """libpq 18's ``max_protocol_version=latest`` asks for 3.2; PostgreSQL 15 and PgBouncer
+    answer 3.0. The proxy ends the login, so it answers that first itself and asks the server
+    for 3.0: the server's own answer, after the login, broke the connection (found by review)."""
+
+    def startup(version: int, *pairs: tuple[bytes, bytes]) -> bytes:
+        body = struct.pack("!i", version) + b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
+        return struct.pack("!i", 4 + len(body) + 1) + body + b"\0"  # its length, body, end
+
+    plain = startup(3 << 16, (b"user", b"u"), (b"database", b"d"))
+    assert negotiate_protocol(plain) == (plain, None)
+    sent, answer = negotiate_protocol(
+        startup((3 << 16) | 2, (b"user", b"u"), (b"_pq_.x", b"1"), (b"database", b"d"))
+    )
+    assert sent == plain
+    assert answer == struct.pack("!ii", 3 << 16, 1) + b"_pq_.x\0"
+    if psycopg.pq.version() >= 180000:  # the keyword is libpq 18's
+        for url in (proxied.pooled_url, proxied.direct_url):
+            with psycopg.connect(url, max_protocol_version="latest") as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
