@@ -20,23 +20,19 @@ server's own, passed through. Each accepted connection's negotiation is kept in
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import selectors
-import signal
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 from collections.abc import Mapping
-from logging.handlers import RotatingFileHandler
+from logging import Logger
 from pathlib import Path
 from types import TracebackType
 
 from . import scram
-from .processes import HOST, raise_fd_limit
+from .processes import HOST
 
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
@@ -56,7 +52,7 @@ class NeonProxy:
 
     ``passwords`` (user: password) are the users whose SCRAM exchange ends here, with channel
     binding offered; without it, every user's authentication passes through to the server.
-    ``log`` gets a line per negotiation and per login ended here (the daemon's ``proxy.log``);
+    ``log`` gets a line per negotiation and per login ended here (``proxy_daemon.py``'s log);
     with it, :attr:`negotiations` and :attr:`mechanisms` are not kept (a daemon's would only
     grow).
     """
@@ -68,7 +64,7 @@ class NeonProxy:
         runtime_dir: str | Path,
         passwords: Mapping[str, str] | None = None,
         port: int = 0,
-        log: logging.Logger | None = None,
+        log: Logger | None = None,
     ) -> None:
         runtime = Path(runtime_dir)
         self.upstream_port = upstream_port
@@ -454,50 +450,3 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError("the client closed the connection")
         data += chunk
     return data
-
-
-def serve(directory: str | Path) -> None:
-    """The stand-in's proxy process, which ``neon-local up`` starts: one front per endpoint,
-    on the ports its saved state names, until SIGTERM or SIGINT."""
-    from .configs import OWNER
-    from .standin import LocalNeon
-
-    state = LocalNeon(directory).state()
-    if state is None or not state.proxied:
-        raise SystemExit(f"neon-local proxy: no stand-in with a proxy in {directory}")
-    log = logging.getLogger("neon_local.proxy")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    # a line per connection: kept to two files of 1 MB, as a stand-in may run for days
-    log.addHandler(RotatingFileHandler(Path(directory, LOG_FILE), maxBytes=2**20, backupCount=1))
-    routes = {state.proxy_pooled_port: state.pooler_port, state.proxy_direct_port: state.pg_port}
-    fronts = [  # bound here, before the fork: a port taken fails the caller's `up` at once
-        NeonProxy(
-            port=port,
-            upstream_port=upstream_port,
-            runtime_dir=state.runtime_dir,
-            passwords={OWNER: state.password},
-            log=log,
-        )
-        for port, upstream_port in routes.items()
-    ]
-    daemon = os.fork()
-    if daemon:  # like `pgbouncer -d`: the caller waits for this parent, which names the daemon
-        Path(directory, PID_FILE).write_text(f"{daemon}\n")
-        os._exit(0)
-    os.setsid()
-    raise_fd_limit()  # two descriptors per client, as PgBouncer's own limit allows
-    stop = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the relay threads inherit the mask
-    with contextlib.ExitStack() as stack:
-        for front in fronts:
-            stack.enter_context(front)
-        signal.sigwait(stop)
-
-
-PID_FILE = "proxy.pid"
-LOG_FILE = "proxy.log"
-"""Each connection's negotiation and login; the daemon's own errors go to ``proxy.err``."""
-
-if __name__ == "__main__":
-    serve(sys.argv[1])

@@ -262,7 +262,9 @@ class LocalNeon:
         pg = proc.alive(_postgres_pid(state)) and proc.port_open(state.pg_port)
         bouncer = proc.alive(_pgbouncer_pid(state)) and proc.port_open(state.pooler_port)
         proxy = not state.proxied or (
-            proc.alive(_proxy_pid(state)) and proc.port_open(state.proxy_pooled_port)
+            proc.alive(_proxy_pid(state))
+            and proc.port_open(state.proxy_pooled_port)
+            and proc.port_open(state.proxy_direct_port)
         )
         return {
             "running": pg and bouncer and proxy,
@@ -491,10 +493,12 @@ class LocalNeon:
 
     def _start_proxy(self, state: StandInState) -> None:
         """The Neon-like proxy as a daemon of its own, so it outlives ``neon-local up``."""
+        from . import proxy_daemon
+
         log = self.directory / "proxy.err"
         with open(log, "ab") as out:
             started = subprocess.run(
-                [sys.executable, "-m", "neon_local.neon_proxy", str(self.directory)],
+                [sys.executable, "-m", proxy_daemon.MODULE, str(self.directory)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -502,7 +506,7 @@ class LocalNeon:
             )
         deadline = time.monotonic() + (self.start_timeout if started.returncode == 0 else 0)
         while time.monotonic() < deadline:
-            if proc.alive(_proxy_pid(state)) and proc.port_open(state.proxy_direct_port):
+            if self.status()["proxy"]:
                 return
             time.sleep(0.05)
         raise StandInError(
@@ -562,14 +566,15 @@ def _proxy_pid(state: StandInState) -> int | None:
     """The proxy daemon's pid, if that process is still this stand-in's proxy (a pid left by a
     killed one may belong to another process by now, another stand-in's proxy among them,
     which ``down`` must not stop)."""
-    from .neon_proxy import PID_FILE
+    from . import proxy_daemon
 
-    pid = proc.read_pid(Path(state.directory) / PID_FILE) if state.proxied else None
+    pid = proc.read_pid(Path(state.directory) / proxy_daemon.PID_FILE) if state.proxied else None
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
     except OSError:
         return None
-    return pid if command[-3:-1] == [b"neon_local.neon_proxy", state.directory.encode()] else None
+    ours = [proxy_daemon.MODULE.encode(), state.directory.encode()]
+    return pid if command[-3:-1] == ours else None
 
 
 PROXY_VARIABLE = "NEON_LOCAL_PROXY"
@@ -584,8 +589,9 @@ def proxy_wanted(value: str | None = None) -> bool:
     if chosen in ("off", "0", "false", "no"):
         return False
     raise StandInError(
-        f"{PROXY_VARIABLE}={chosen!r}: say 'on' (exported URLs through the Neon-like proxy, "
-        "the default) or 'off' (straight to PgBouncer and PostgreSQL)"
+        f"{PROXY_VARIABLE}={chosen!r} (or the pytest ini option neon_local_proxy): say 'on' "
+        "(exported URLs through the Neon-like proxy, the default) or 'off' (straight to "
+        "PgBouncer and PostgreSQL)"
     )
 
 
