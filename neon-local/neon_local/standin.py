@@ -104,17 +104,24 @@ class StandInState:
         printer.text(repr(self))
 
     def _url(
-        self, port: int, *, user: str = OWNER, password: str | None = None, db: str = DATABASE
+        self,
+        port: int,
+        *,
+        user: str = OWNER,
+        password: str | None = None,
+        db: str = DATABASE,
+        exported: bool = False,
     ) -> str:
-        # through the proxy, as Neon's console writes them: its proxy offers channel binding
-        proxied = port in (self.proxy_pooled_port, self.proxy_direct_port)
+        """``exported``: a URL the stand-in hands out, written as Neon's console writes it when
+        the proxy, which offers channel binding, is in front."""
+        binding = exported and self.proxied
         return build_url(
             host=HOST,
             port=port,
             user=user,
             password=password if password is not None else self.password,
             database=db,
-            params={"sslmode": "require", **({"channel_binding": "require"} if proxied else {})},
+            params={"sslmode": "require", **({"channel_binding": "require"} if binding else {})},
         )
 
     def url_for(self, database: str, *, pooled: bool = True) -> str:
@@ -124,17 +131,18 @@ class StandInState:
                 f"the stand-in has no database {database!r}; ask for it with "
                 f"neon-local up --database {database}"
             )
-        return self._url(self._pooled_port if pooled else self._direct_port, db=database)
+        port = self._pooled_port if pooled else self._direct_port
+        return self._url(port, db=database, exported=True)
 
     @property
     def pooled_url(self) -> str:
         """``DATABASE_URL``: to PgBouncer, through the proxy unless the stand-in runs without."""
-        return self._url(self._pooled_port)
+        return self._url(self._pooled_port, exported=True)
 
     @property
     def direct_url(self) -> str:
         """``DATABASE_URL_UNPOOLED``: to PostgreSQL, through the proxy unless without."""
-        return self._url(self._direct_port)
+        return self._url(self._direct_port, exported=True)
 
     @property
     def pgbouncer_url(self) -> str:
