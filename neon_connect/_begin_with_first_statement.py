@@ -90,14 +90,22 @@ def never_ran(connection: Any, error: BaseException) -> bool:
     before running any of it. A syntax error found while parsing has a position in the
     message and none inside a function; no transaction opened. Anything else may have run
     (a ``COMMIT`` in the statement's text also leaves no transaction open): never sent again."""
+    return (
+        isinstance(error, psycopg.errors.SyntaxError)
+        and _points_into_the_message(error)
+        and connection.pgconn.transaction_status == TransactionStatus.IDLE
+    )
+
+
+def _points_into_the_message(error: BaseException) -> bool:
+    """The error has a position in the message sent and none inside a function: it was found
+    in that text, before anything of it ran (parsing or analysis)."""
     diag = getattr(error, "diag", None)
     return bool(
-        isinstance(error, psycopg.errors.SyntaxError)
-        and diag is not None
+        diag is not None
         and diag.statement_position is not None
         and diag.internal_position is None
         and diag.context is None
-        and connection.pgconn.transaction_status == TransactionStatus.IDLE
     )
 
 
@@ -108,13 +116,9 @@ def only_begin_ran(connection: Any, error: BaseException, statement: str) -> boo
     statement (several could have run one before the refused one). The caller rolls back the
     empty transaction and sends the statement again psycopg's way, so the error's position
     and ``LINE 1:`` excerpt are the statement's own, not shifted by ``BEGIN; ``."""
-    diag = getattr(error, "diag", None)
-    return bool(
-        diag is not None
-        and (diag.sqlstate or "").startswith("42")
-        and diag.statement_position is not None
-        and diag.internal_position is None
-        and diag.context is None
+    return (
+        (getattr(error, "sqlstate", None) or "").startswith("42")
+        and _points_into_the_message(error)
         and connection.pgconn.transaction_status == TransactionStatus.INERROR
         and _one_statement(statement)
     )
