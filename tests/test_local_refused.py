@@ -33,9 +33,14 @@ MAX_LOCAL_RETRIES = 4
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A closed port that no server answered on earlier in this process: the kernel hands
+    ports out again, and one a stopped test server used keeps the full retry by design."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not any(answered[1] == port for answered in retry._ANSWERED):
+            return port
 
 
 def _url(host: str = "127.0.0.1", port: int | None = None, scheme: str = "postgresql") -> str:

@@ -165,11 +165,16 @@ def test_a_direct_tls_connect_costs_one_round_trip_fewer_where_libpq_can(neon_lo
         endpoint = resolve(url).app
 
         def round_trips(params: dict[str, object]) -> int:
-            before = proxies.counts()["front"].round_trips
-            assert _select_one(params) == 1
-            return proxies.counts()["front"].round_trips - before
+            """The fewest of three connects: a flight the client does not wait for (TLS 1.3
+            session tickets) can land after its next message and be counted once more."""
+            counted = []
+            for _ in range(3):
+                before = proxies.counts()["front"].round_trips
+                assert _select_one(params) == 1
+                counted.append(proxies.counts()["front"].round_trips - before)
+            return min(counted)
 
         direct = round_trips(psycopg_params(endpoint))
         plain = round_trips(psycopg_params(endpoint, client_version=DIRECT_TLS_LIBPQ - 1))
-    assert _ways(front) == [EXPECTED, "sslrequest"]
+    assert _ways(front) == [EXPECTED] * 3 + ["sslrequest"] * 3
     assert direct == plain - (1 if DIRECT else 0), (direct, plain)
