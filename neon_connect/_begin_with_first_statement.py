@@ -49,7 +49,7 @@ from psycopg.pq import Format, TransactionStatus
 
 from ._retry import MERGED_PIPELINE, RESENDING, add_note
 
-_READS = ("_autocommit", "_get_tx_start_command", "_pipeline")
+_READS = ("_autocommit", "_exec_command", "_get_tx_start_command", "_pipeline")
 """psycopg's private attributes this relies on; without them, psycopg's own path."""
 
 
@@ -83,6 +83,13 @@ def begin_held_back(connection: Any) -> Iterator[None]:
         yield
     finally:
         connection._autocommit = False  # noqa: SLF001
+
+
+def _queue(connection: Any, begin: str) -> Any:
+    """``BEGIN`` queued in the open pipeline as psycopg queues its own commands (its result
+    checked for errors, then dropped), without a cursor or a wait of its own: it leaves with
+    the statement, at the statement's flush. The generator ends at once, sending nothing."""
+    return connection._exec_command(begin.encode())  # noqa: SLF001
 
 
 def never_ran(connection: Any, error: BaseException) -> bool:
@@ -200,7 +207,7 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
         if statement is None:
             try:
                 with conn.pipeline(), begin_held_back(conn):  # one Sync, at the pipeline's end
-                    psycopg.Cursor(conn).execute(begin.encode())
+                    conn.wait(_queue(conn, begin))
                     super().execute(query, params, **kwargs)
             except psycopg.Error as error:
                 if conn.pgconn.pipeline_status:  # libpq could not leave it: nothing more goes
@@ -235,7 +242,7 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
             try:
                 async with conn.pipeline():
                     with begin_held_back(conn):
-                        await psycopg.AsyncCursor(conn).execute(begin.encode())
+                        await conn.wait(_queue(conn, begin))
                         await super().execute(query, params, **kwargs)
             except psycopg.Error as error:
                 if conn.pgconn.pipeline_status:  # libpq could not leave it (see the sync twin)
