@@ -73,3 +73,19 @@ def django_alias(alias: str, settings: dict[str, Any], cls: type | None = None) 
         db.close()
         del connections[alias]
         del connections.settings[alias]
+
+
+def closed_local_port() -> int:
+    """A port on 127.0.0.1 nothing listens on and no server of this test process answered on:
+    the kernel hands ports out again, and one a stopped test server used keeps neon-connect's
+    full connect retry (20 s) by design (``_retry.is_local_refusal``)."""
+    import socket
+
+    from neon_connect import _retry
+
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if all(answered[1] != port for answered in _retry._ANSWERED):
+            return port

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import re
-import socket
 import string
 import traceback
 import warnings
@@ -47,6 +46,7 @@ from neon_connect import (
 from neon_connect._urls import build_url
 from neon_connect.cli import main as cli_main
 from neon_sqlalchemy import create_async_engine, create_engine
+from tests.helpers import closed_local_port
 
 P = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 D = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
@@ -954,12 +954,6 @@ def test_failed_django_connect_with_a_direct_twin_keeps_the_password_in_the_driv
     assert not _frames_holding(info.value, wrong)
 
 
-def _free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("failure", ["wrong password", "stopped port"])
 def test_django_debug_500_page_after_a_failed_connect(
@@ -974,7 +968,7 @@ def test_django_debug_500_page_after_a_failed_connect(
     password = "Wr0ng500PageXq" if failure == "wrong password" else neon_local.state.password
     url = _wrong_password_url(neon_local, password, "postgresql").reveal()
     if failure == "stopped port":
-        url = url.replace(f":{neon_local.state.pooler_port}/", f":{_free_local_port()}/")
+        url = url.replace(f":{neon_local.state.pooler_port}/", f":{closed_local_port()}/")
     settings_ = neon_django.config(Secret(url), env={}, retry=RetryPolicy(timeout=0))
     del url
     settings_ = connections.configure_settings({"default": settings_})["default"]

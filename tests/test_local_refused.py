@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import psycopg
 import pytest
@@ -23,7 +22,7 @@ from neon_connect import _retry as retry
 from neon_connect._retry import is_local_host, is_local_refusal
 from neon_sqlalchemy import create_engine
 from tests.constants import SECRET
-from tests.helpers import run_python
+from tests.helpers import closed_local_port, run_python
 
 HINT = "neon-local status"
 # Retries that fit in local_refused_timeout (1.5 s) whatever the jitter: each delay is at
@@ -32,19 +31,8 @@ HINT = "neon-local status"
 MAX_LOCAL_RETRIES = 4
 
 
-def _free_port() -> int:
-    """A closed port that no server answered on earlier in this process: the kernel hands
-    ports out again, and one a stopped test server used keeps the full retry by design."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if not any(answered[1] == port for answered in retry._ANSWERED):
-            return port
-
-
 def _url(host: str = "127.0.0.1", port: int | None = None, scheme: str = "postgresql") -> str:
-    return f"{scheme}://u:{SECRET}@{host}:{port or _free_port()}/neondb?sslmode=require"
+    return f"{scheme}://u:{SECRET}@{host}:{port or closed_local_port()}/neondb?sslmode=require"
 
 
 def _retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
