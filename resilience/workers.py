@@ -76,6 +76,9 @@ CONTROLS: tuple[tuple[Worker, Fault], ...] = (  # where the issue measured the f
 server restart from its clients), a direct one after a suspend."""
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = "resilience.worker_site.settings"
+SHUTDOWN = "shutting down gracefully"
+"""What db_worker logs at SIGTERM (its settings send it to stderr): errors printed after it
+come from the stop (see worker_site/settings.py), not from the fault."""
 LEDGER_DDL = "CREATE TABLE IF NOT EXISTS worker_ledger (key text NOT NULL)"
 BEFORE = 3  # ticks that must pass before the fault strikes
 
@@ -426,6 +429,7 @@ def _db_worker(state: StandInState, fault: Fault, *, tasks: int, by_hand: bool) 
         _, err = worker.communicate(timeout=30)
     ledger = _ledger(state, prefix)
     once = sum(1 for key in second if ledger.get(key) == 1)
+    err = err.partition(SHUTDOWN)[0]  # what the stop itself causes is not counted
     errors = err.count("Traceback (most recent call last)")
     last = [line for line in err.splitlines() if "Error" in line]
     return WorkerFigures(

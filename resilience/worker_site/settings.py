@@ -30,3 +30,16 @@ if os.environ.get("NEON_WORKER_SETUP") == "by-hand":
     _url = os.environ[os.environ.get("NEON_WORKER_URL", "DATABASE_URL")]
     DATABASES = {"default": dict(dj_database_url.parse(_url, conn_max_age=240))}
 TASKS = {"default": {"BACKEND": "django_tasks.backends.database.DatabaseBackend"}}
+
+# db_worker says on stderr when SIGTERM reaches it (``workers.SHUTDOWN``): the harness counts
+# only the errors printed before that line. Its handler raises SystemExit wherever the worker
+# is, a query in flight too, and django-tasks' own @retry on get_locked() catches SystemExit
+# and sends the claim again on that connection, which fails ("another command is already in
+# progress", or "can't change 'autocommit' now") with any backend: errors of the stop, not
+# of the fault.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_tasks": {"handlers": ["stderr"], "level": "WARNING"}},
+}
