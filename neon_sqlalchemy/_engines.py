@@ -83,6 +83,32 @@ def endpoint_for(
     reach different databases, as the same pair from the environment is, unless
     ``allow_mismatched_endpoints=True``.
     """
+    endpoint, _ = _endpoint_and_driver(
+        url,
+        direct=direct,
+        direct_url=direct_url,
+        env=env,
+        use_pooler=use_pooler,
+        allow_mismatched_endpoints=allow_mismatched_endpoints,
+        default="psycopg",
+    )
+    return endpoint
+
+
+def _endpoint_and_driver(
+    url: str | URL | Secret | None,
+    *,
+    direct: bool,
+    direct_url: str | URL | Secret | None,
+    env: Mapping[str, str] | None,
+    use_pooler: bool,
+    allow_mismatched_endpoints: bool,
+    default: Driver,
+) -> tuple[Endpoint, Driver]:
+    """:func:`endpoint_for`, and the driver ``postgresql+<driver>://`` names: in ``url``, else
+    in the variable the endpoint came from, else in the pooled one's, as SQLAlchemy itself
+    reads ``DATABASE_URL=postgresql+psycopg2://...``; ``default`` where none names one."""
+    named = _driver_from(url)
     text, direct_text = _secret(url), _secret(direct_url)
     del url, direct_url  # error pages print locals: keep only masked values
     endpoints = resolve(
@@ -92,24 +118,29 @@ def endpoint_for(
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    return endpoints.session() if direct else endpoints.app
+    endpoint = endpoints.session() if direct else endpoints.app
+    if named is None and text is None:  # from the environment
+        variables = env if env is not None else os.environ
+        for source in (endpoint.source, endpoints.app.source):
+            named = named or _driver_from(variables.get(source.removeprefix("derived from ")))
+    return endpoint, named or default
 
 
 def _secret(url: str | URL | Secret | None) -> str | Secret | None:
     return Secret(url.render_as_string(hide_password=False)) if isinstance(url, URL) else url
 
 
-def _driver_from(url: str | URL | Secret | None, default: Driver) -> Driver:
+def _driver_from(url: str | URL | Secret | None) -> Driver | None:
     """The driver named by ``postgresql+<driver>://``, read from the scheme alone."""
     if url is None:
-        return default
+        return None
     if isinstance(url, URL):
         name = url.drivername
     else:
         text = url.reveal() if isinstance(url, Secret) else str(url)
         name = text.strip().partition("://")[0] if "://" in text else ""
     driver = name.partition("+")[2].lower()
-    return driver if driver in ("psycopg", "psycopg2", "asyncpg") else default  # type: ignore[return-value]
+    return driver if driver in ("psycopg", "psycopg2", "asyncpg") else None  # type: ignore[return-value]
 
 
 def _unique_statement_name() -> str:
@@ -373,14 +404,14 @@ def create_engine(
     the pooler on an elastic platform (Cloud Run, ECS/Fargate, Modal), as Neon advises, and
     no limit elsewhere.
     """
-    driver = _driver_from(url, "psycopg")
-    endpoint = endpoint_for(
+    endpoint, driver = _endpoint_and_driver(
         url,
         direct=direct,
         direct_url=direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
+        default="psycopg",
     )
     del url, direct_url  # error pages print locals: keep only masked values
     keeping = _keeping(
@@ -429,18 +460,19 @@ def create_async_engine(
     prepared-statement names; Neon URL parameters are translated (``sslmode`` becomes
     ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
     """
-    chosen: Driver = driver or _driver_from(url, "psycopg")
-    if chosen == "asyncpg":
-        _require_asyncpg()
-    endpoint = endpoint_for(
+    endpoint, named = _endpoint_and_driver(
         url,
         direct=direct,
         direct_url=direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
+        default="psycopg",
     )
     del url, direct_url  # error pages print locals: keep only masked values
+    chosen: Driver = driver or named
+    if chosen == "asyncpg":
+        _require_asyncpg()
     keeping = _keeping(
         endpoint,
         env,

@@ -259,6 +259,52 @@ def test_sync_engines_pooled_and_direct_with_each_driver(neon_local, driver):
         assert ((client_port, server_port) == own) is direct
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["pooled", "direct"])
+def test_the_driver_named_in_database_url_is_the_one_used(neon_local, direct):
+    """``DATABASE_URL=postgresql+psycopg2://...`` with no URL argument: psycopg2, on both
+    endpoints (the unpooled variable names no driver, so the pooled one's applies), as
+    SQLAlchemy reads such a URL. It was psycopg 3, whatever the variable said."""
+    env = neon_local.env()
+    env["DATABASE_URL"] = env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://")
+    engine = neon_sqlalchemy.create_engine(env=env, direct=direct)
+    try:
+        assert engine.dialect.driver == "psycopg2"
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    plain = neon_sqlalchemy.create_engine(env=neon_local.env(), direct=direct)
+    assert plain.dialect.driver == "psycopg"  # control: no driver named, the default
+    plain.dispose()
+
+
+def test_the_async_driver_named_in_database_url_is_the_one_used(neon_local):
+    env = neon_local.env()
+    env["DATABASE_URL"] = env["DATABASE_URL"].replace("postgresql://", "postgresql+asyncpg://")
+
+    async def run() -> tuple[str, int, str]:
+        engine = neon_sqlalchemy.create_async_engine(env=env)
+        chosen = neon_sqlalchemy.create_async_engine(env=env, driver="psycopg")  # the argument wins
+        try:
+            async with engine.begin() as conn:
+                one = (await conn.execute(text("SELECT 1"))).scalar()
+            return engine.dialect.driver, int(one), chosen.dialect.driver
+        finally:
+            await engine.dispose()
+            await chosen.dispose()
+
+    assert asyncio.run(run()) == ("asyncpg", 1, "psycopg")
+
+
+def test_a_url_argument_names_the_driver_whatever_the_environment_says(neon_local):
+    env = neon_local.env()
+    env["DATABASE_URL"] = env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://")
+    url = neon_local.pooled_url + "&pgbouncer=true"  # no driver named: the default
+    engine = neon_sqlalchemy.create_engine(url, env=env)
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
 @pytest.mark.filterwarnings("ignore::neon_sqlalchemy.NeonClientPoolWarning")
 @pytest.mark.parametrize(
     "kwargs",
