@@ -22,6 +22,7 @@ from neon_connect import (
     ConfigurationError,
     DoublePoolingError,
     Endpoint,
+    Endpoints,
     RetryPolicy,
     Secret,
     asyncpg_params,
@@ -83,47 +84,52 @@ def endpoint_for(
     reach different databases, as the same pair from the environment is, unless
     ``allow_mismatched_endpoints=True``.
     """
-    endpoint, _ = _endpoint_and_driver(
+    endpoints = _resolve(
         url,
-        direct=direct,
-        direct_url=direct_url,
+        direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
-        default="psycopg",
     )
-    return endpoint
+    return endpoints.session() if direct else endpoints.app
 
 
-def _endpoint_and_driver(
+def _resolve(
     url: str | URL | Secret | None,
-    *,
-    direct: bool,
     direct_url: str | URL | Secret | None,
+    *,
     env: Mapping[str, str] | None,
     use_pooler: bool,
     allow_mismatched_endpoints: bool,
-    default: Driver,
-) -> tuple[Endpoint, Driver]:
-    """:func:`endpoint_for`, and the driver ``postgresql+<driver>://`` names: in ``url``, else
-    in the variable the endpoint came from, else in the pooled one's, as SQLAlchemy itself
-    reads ``DATABASE_URL=postgresql+psycopg2://...``; ``default`` where none names one."""
-    named = _driver_from(url)
+) -> Endpoints:
     text, direct_text = _secret(url), _secret(direct_url)
     del url, direct_url  # error pages print locals: keep only masked values
-    endpoints = resolve(
+    return resolve(
         text,
         direct_url=direct_text,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    endpoint = endpoints.session() if direct else endpoints.app
-    if named is None and text is None:  # from the environment
-        variables = env if env is not None else os.environ
-        for source in (endpoint.source, endpoints.app.source):
-            named = named or _driver_from(variables.get(source.removeprefix("derived from ")))
-    return endpoint, named or default
+
+
+def _driver_named(
+    url: str | URL | Secret | None,
+    endpoint: Endpoint,
+    pooled: Endpoint,
+    env: Mapping[str, str] | None,
+) -> Driver | None:
+    """The driver ``postgresql+<driver>://`` names: in ``url``; without one, in the variable
+    ``endpoint`` came from, else in the ``pooled`` endpoint's, as SQLAlchemy itself reads
+    ``DATABASE_URL=postgresql+psycopg2://...``."""
+    if url is not None:
+        return _driver_from(url)
+    variables = env if env is not None else os.environ
+    for source in (endpoint.source, pooled.source):
+        named = _driver_from(variables.get(source.removeprefix("derived from ")))
+        if named is not None:
+            return named
+    return None
 
 
 def _secret(url: str | URL | Secret | None) -> str | Secret | None:
@@ -404,15 +410,15 @@ def create_engine(
     the pooler on an elastic platform (Cloud Run, ECS/Fargate, Modal), as Neon advises, and
     no limit elsewhere.
     """
-    endpoint, driver = _endpoint_and_driver(
+    endpoints = _resolve(
         url,
-        direct=direct,
-        direct_url=direct_url,
+        direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
-        default="psycopg",
     )
+    endpoint = endpoints.session() if direct else endpoints.app
+    driver = _driver_named(url, endpoint, endpoints.app, env) or "psycopg"
     del url, direct_url  # error pages print locals: keep only masked values
     keeping = _keeping(
         endpoint,
@@ -460,17 +466,16 @@ def create_async_engine(
     prepared-statement names; Neon URL parameters are translated (``sslmode`` becomes
     ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
     """
-    endpoint, named = _endpoint_and_driver(
+    endpoints = _resolve(
         url,
-        direct=direct,
-        direct_url=direct_url,
+        direct_url,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
-        default="psycopg",
     )
+    endpoint = endpoints.session() if direct else endpoints.app
+    chosen: Driver = driver or _driver_named(url, endpoint, endpoints.app, env) or "psycopg"
     del url, direct_url  # error pages print locals: keep only masked values
-    chosen: Driver = driver or named
     if chosen == "asyncpg":
         _require_asyncpg()
     keeping = _keeping(
