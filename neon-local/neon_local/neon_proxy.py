@@ -42,6 +42,10 @@ _AUTH_OK, _AUTH_SASL, _AUTH_SASL_CONTINUE, _AUTH_SASL_FINAL = 0, 10, 11, 12
 INSECURE = "connection is insecure (try using `sslmode=require`)"
 """Neon's proxy's answer to a client that asks for no TLS."""
 COMPUTE_UNREACHABLE = "Couldn't connect to compute node"
+HANDSHAKE_TIMEOUT = 60.0
+"""Seconds a client may stay silent before its login ends (each read waits that long at
+most), as PgBouncer's ``client_login_timeout``: one that sends nothing is closed, not left
+holding a thread. The relay after the login waits without a limit, as a session may idle."""
 """Neon's proxy's words when the server behind it cannot be reached (a compute waking or
 restarting); the same here when PgBouncer or PostgreSQL is down."""
 
@@ -65,8 +69,10 @@ class NeonProxy:
         passwords: Mapping[str, str] | None = None,
         port: int = 0,
         log: Logger | None = None,
+        handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
     ) -> None:
         runtime = Path(runtime_dir)
+        self._handshake_timeout = handshake_timeout
         self.upstream_port = upstream_port
         self._passwords = dict(passwords or {})
         self._binding_data = scram.server_end_point((runtime / "server.crt").read_text())
@@ -127,6 +133,7 @@ class NeonProxy:
         # a client that gives up mid-handshake ends only its own thread
         with contextlib.ExitStack() as stack, contextlib.suppress(OSError):
             stack.enter_context(client)
+            client.settimeout(self._handshake_timeout)  # TimeoutError is an OSError: closed
             tls_client = self._end_client_tls(client)
             if tls_client is None:
                 return

@@ -317,3 +317,31 @@ def test_up_says_when_the_switch_cannot_change_a_running_stand_in(tmp_path):
         assert "has Neon-like proxy" in again.stderr and "neon-local down" in again.stderr
     finally:
         run_python("-m", "neon_local", "down", "--dir", folder)
+
+
+@pytest.mark.parametrize("limit", [0.3, None], ids=["limit", "control-no-limit"])
+def test_a_client_silent_during_its_login_is_closed(neon_local, limit):
+    """A client that connects and sends nothing, or stops mid-login, is closed after the
+    handshake limit, as PgBouncer's ``client_login_timeout`` does; without one (the control),
+    it held a thread and a descriptor for as long as it stayed."""
+    import socket
+    import time
+
+    state = neon_local.state
+    with NeonProxy(
+        upstream_port=state.pooler_port,
+        runtime_dir=state.runtime_dir,
+        passwords={OWNER: state.password},
+        handshake_timeout=limit,  # None: the control
+    ) as made:
+        with socket.create_connection(("127.0.0.1", made.port)) as silent:
+            silent.settimeout(2.0)
+            started = time.monotonic()
+            try:
+                closed = silent.recv(1) == b""
+            except TimeoutError:
+                closed = False  # still open after 2 s
+            waited = time.monotonic() - started
+        with psycopg.connect(_url(neon_local, made.port)) as conn:  # others still log in
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert closed is (limit is not None), waited
