@@ -67,3 +67,15 @@ BY_DESIGN.update(
         "working configuration; the subprocess stops at a NameError.",
     )
 )
+
+TIMING: dict[str, str] = {
+    "serializers.test_deserialization.TestDeserializer.test_crafted_xml_performance": (
+        "Django's own check that XML deserialization time grows less than quadratically: a "
+        "ratio of CPU timings with no database in it. On a shared 2-core machine running the "
+        "suite --parallel 2 it failed once (2.51 against a limit of 2) in the --keepdb pass."
+    ),
+}
+"""Failures that say nothing about a database backend: timing checks of Django's own code.
+One is not counted if the test then passes when run again alone; failing again, it counts.
+Listed by name so that no other failure is ever retried (an order-dependent failure is the
+very thing this suite guards against)."""
