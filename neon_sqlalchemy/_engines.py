@@ -22,7 +22,6 @@ from neon_connect import (
     ConfigurationError,
     DoublePoolingError,
     Endpoint,
-    Endpoints,
     RetryPolicy,
     Secret,
     asyncpg_params,
@@ -84,33 +83,37 @@ def endpoint_for(
     reach different databases, as the same pair from the environment is, unless
     ``allow_mismatched_endpoints=True``.
     """
-    endpoints = _resolve(
+    endpoint, _pooled = _resolve(
         url,
         direct_url,
+        direct=direct,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    return endpoints.session() if direct else endpoints.app
+    return endpoint
 
 
 def _resolve(
     url: str | URL | Secret | None,
     direct_url: str | URL | Secret | None,
     *,
+    direct: bool,
     env: Mapping[str, str] | None,
     use_pooler: bool,
     allow_mismatched_endpoints: bool,
-) -> Endpoints:
+) -> tuple[Endpoint, Endpoint]:
+    """The endpoint to connect to, and the pooled one (whose variable may name the driver)."""
     text, direct_text = _secret(url), _secret(direct_url)
     del url, direct_url  # error pages print locals: keep only masked values
-    return resolve(
+    endpoints = resolve(
         text,
         direct_url=direct_text,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
+    return (endpoints.session() if direct else endpoints.app), endpoints.app
 
 
 def _driver_named(
@@ -410,15 +413,15 @@ def create_engine(
     the pooler on an elastic platform (Cloud Run, ECS/Fargate, Modal), as Neon advises, and
     no limit elsewhere.
     """
-    endpoints = _resolve(
+    endpoint, pooled = _resolve(
         url,
         direct_url,
+        direct=direct,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    endpoint = endpoints.session() if direct else endpoints.app
-    driver = _driver_named(url, endpoint, endpoints.app, env) or "psycopg"
+    driver = _driver_named(url, endpoint, pooled, env) or "psycopg"
     del url, direct_url  # error pages print locals: keep only masked values
     keeping = _keeping(
         endpoint,
@@ -466,15 +469,15 @@ def create_async_engine(
     prepared-statement names; Neon URL parameters are translated (``sslmode`` becomes
     ``ssl``, ``channel_binding`` is dropped), so a Neon console URL just works.
     """
-    endpoints = _resolve(
+    endpoint, pooled = _resolve(
         url,
         direct_url,
+        direct=direct,
         env=env,
         use_pooler=use_pooler,
         allow_mismatched_endpoints=allow_mismatched_endpoints,
     )
-    endpoint = endpoints.session() if direct else endpoints.app
-    chosen: Driver = driver or _driver_named(url, endpoint, endpoints.app, env) or "psycopg"
+    chosen: Driver = driver or _driver_named(url, endpoint, pooled, env) or "psycopg"
     del url, direct_url  # error pages print locals: keep only masked values
     if chosen == "asyncpg":
         _require_asyncpg()
