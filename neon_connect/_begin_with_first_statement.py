@@ -13,25 +13,33 @@ would have used for the statement, so nothing about the statement changes but it
   inside its transaction, as before (nothing of it ran). So is one refused at analysis
   (an unknown column), after a ``ROLLBACK`` of the empty transaction ``BEGIN`` opened: the
   error then points into the statement, not into ``BEGIN; <statement>``.
-- **Values bound on the server** (SQLAlchemy's psycopg dialect): a pipeline, ``BEGIN`` and the
-  statement queued in the extended protocol behind one ``Sync``. The values travel apart from
-  the SQL, typed, as before: a value is never written into the statement. (psycopg's own
-  pipeline sends a ``Sync`` after its ``BEGIN``, so it is queued here instead.) An error from
-  it carries ``_retry.MERGED_PIPELINE``: the pipeline was this module's and is over, so the
-  adapters' rerun may treat the statement as any transaction's first (a pipeline the app
-  opened still refuses the rerun: an error there can belong to an earlier statement).
-  When PgBouncer answers with an error and closes (a refusal after a server restart,
-  ``query_wait_timeout``), psycopg's pipeline most often reports only the closed
-  connection: the error gets the note :data:`CLOSED_AT_FIRST`, and the rerun sends the
+- **Values bound on the server** (SQLAlchemy's psycopg dialect): libpq's pipeline mode, ``BEGIN``
+  and the statement in the extended protocol behind one ``Sync``, written in one flush. The
+  values travel apart from the SQL, typed, as before: a value is never written into the
+  statement. Without prepares (the pooled endpoint's default) libpq is driven here directly
+  (:func:`_begin_then`): one flush, then the three answers read in order, which costs less
+  client CPU than psycopg's ``BEGIN`` alone (one wait fewer), where psycopg's ``Pipeline``
+  object cost more (``make bench``, library overhead). With prepares on (the direct
+  endpoint, or ``prepared_statements=True``), psycopg's ``Pipeline`` runs it, so its
+  prepared-statement cache works as before.
+
+  An error carries ``_retry.MERGED_PIPELINE``: the pipeline was this module's and is over,
+  so the adapters' rerun may treat the statement as any transaction's first (a pipeline the
+  app opened still refuses the rerun: an error there can belong to an earlier statement).
+  When the server or PgBouncer answers with an error and closes (a terminated backend, a
+  refusal after a server restart, ``query_wait_timeout``), ``BEGIN``'s answer is read first,
+  so their words come through. Where only the closed connection does (psycopg's
+  ``Pipeline``), the error gets the note :data:`CLOSED_AT_FIRST`; the rerun sends the
   statement with ``BEGIN`` alone (``_retry.RESENDING``), where the pooler's words come
   through and its refusal is told apart as before.
 
 Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
-opened, ``executemany``, ``copy``, named cursors, binary results, prepared statements, a libpq
-without pipeline mode, and a psycopg that lacks the private attributes this reads
-(:data:`_READS`, present from 3.1 to 3.3). Writing the values into the text was tried and
-dropped: a value reached SQL through a placeholder in a comment, several statements ran,
-floats turned into ``numeric``, and values showed in errors and the server log.
+opened, ``executemany``, ``copy``, named cursors, binary results, explicit prepares
+(``prepare=True``), a libpq without pipeline mode, and a psycopg that lacks the private
+attributes this reads (:data:`_READS`, :data:`_CURSOR_READS`; all there from 3.2.1, the
+oldest the matrix tests, to 3.3). Writing the values into the text was tried and dropped: a
+value reached SQL through a placeholder in a comment, several statements ran, floats turned
+into ``numeric``, and values showed in errors and the server log.
 
 Django installs :class:`neon_django.backend._begin_with_first_statement.BeginWithFirstStatement`
 (its own client-side cursor); SQLAlchemy's engines install :class:`BeginWithFirstStatement` and
@@ -45,17 +53,29 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg.pq import Format, TransactionStatus
+from psycopg.generators import fetch_many, send
+from psycopg.pq import ExecStatus, Format, TransactionStatus
 
 from ._retry import MERGED_PIPELINE, RESENDING, add_note
 
 _READS = ("_autocommit", "_exec_command", "_get_tx_start_command", "_pipeline")
-"""psycopg's private attributes this relies on; without them, psycopg's own path."""
+"""psycopg's private connection attributes this relies on; without them, psycopg's own path."""
+
+_CURSOR_READS = (
+    "_start_query",
+    "_convert_query",
+    "_execute_send",
+    "_check_results",
+    "_set_results",
+)
+"""psycopg's private cursor methods :func:`_begin_then`'s callers use (all in ``BaseCursor``)."""
+
+_CURSOR_HAS_THEM = all(hasattr(psycopg.Cursor, name) for name in _CURSOR_READS)
 
 
 def supported(connection: Any) -> bool:
     """Whether this psycopg connection has what the merge reads."""
-    return all(hasattr(connection, name) for name in _READS)
+    return _CURSOR_HAS_THEM and all(hasattr(connection, name) for name in _READS)
 
 
 def begin_to_merge(cursor: Any, kwargs: dict[str, Any]) -> str | None:
@@ -85,7 +105,7 @@ def begin_held_back(connection: Any) -> Iterator[None]:
         connection._autocommit = False  # noqa: SLF001
 
 
-def _queue(connection: Any, begin: str) -> Any:
+def _queue_begin(connection: Any, begin: str) -> Any:
     """``BEGIN`` queued in the open pipeline as psycopg queues its own commands (its result
     checked for errors, then dropped), without a cursor or a wait of its own: it leaves with
     the statement, at the statement's flush. The generator ends at once, sending nothing."""
@@ -188,10 +208,63 @@ CLOSED_AT_FIRST = (
 
 def _mark(error: psycopg.Error, connection: Any) -> None:
     """Mark ``error`` as the pipeline's (``_retry.MERGED_PIPELINE``), and say what a closed
-    connection there most likely means."""
+    connection there most likely means, unless the error is the server's or pooler's own."""
     setattr(error, MERGED_PIPELINE, True)
-    if connection.closed or connection.broken:
+    if (connection.closed or connection.broken) and not getattr(error, "sqlstate", None):
         add_note(error, CLOSED_AT_FIRST)
+
+
+def _queue(cursor: Any, begin: bytes, query: Any, params: Any, binary: bool | None) -> None:
+    """Put ``BEGIN``, the statement (its values bound on the server) and a ``Sync`` in libpq's
+    pipeline: nothing is written yet. The cursor's own preparation, as its ``execute`` does,
+    with psycopg's ``BEGIN`` held back; ``_start_query`` then yields nothing."""
+    pgconn = cursor.connection.pgconn
+    for _ in cursor._start_query(query):  # noqa: SLF001 - resets the cursor's last result
+        raise AssertionError("psycopg sent BEGIN while it was held back")
+    pgq = cursor._convert_query(query, params)  # noqa: SLF001 - the values, dumped
+    pgconn.enter_pipeline_mode()
+    pgconn.send_query_params(begin, None)
+    cursor._execute_send(pgq, force_extended=True, binary=binary)  # noqa: SLF001
+    pgconn.pipeline_sync()
+
+
+def _begin_then(pgconn: Any) -> Any:
+    """psycopg generator: write what :func:`_queue` put in libpq's pipeline in one flush, then
+    read ``BEGIN``'s answer, the statement's and the ``Sync``'s, in that order. A pooler that
+    refuses ``BEGIN`` and closes: its own error, not the closed connection's."""
+    yield from send(pgconn)
+    begun = yield from fetch_many(pgconn)
+    try:
+        results = yield from fetch_many(pgconn)
+        yield from fetch_many(pgconn)  # PIPELINE_SYNC: the pipeline is idle again
+    except psycopg.OperationalError:
+        if begun and begun[0].status == ExecStatus.FATAL_ERROR:
+            return begun, []
+        raise
+    return begun, results
+
+
+def _leave(cursor: Any, query: Any, begun: list[Any], results: list[Any]) -> None:
+    """Out of pipeline mode, with the answers: ``BEGIN``'s error first, else the statement's,
+    else its rows on the cursor, as psycopg's ``execute`` leaves them."""
+    try:
+        cursor.connection.pgconn.exit_pipeline_mode()
+    finally:  # a refusal's words win over a lost connection's failure to leave
+        cursor._check_results(begun)  # noqa: SLF001 - raises the server's error, typed
+        cursor._check_results(results)  # noqa: SLF001
+    cursor._set_results(results)  # noqa: SLF001
+    cursor._last_query = query  # noqa: SLF001 - psycopg's own bookkeeping after execute
+
+
+def _cannot_go_on(connection: Any) -> bool:
+    """After an error inside the pipeline: True when libpq cannot leave pipeline mode (a lost
+    connection, answers left unread); the connection is then closed, read as lost, replaced."""
+    pgconn = connection.pgconn
+    if not pgconn.pipeline_status:
+        return False
+    with contextlib.suppress(psycopg.Error):
+        pgconn.exit_pipeline_mode()
+    return bool(pgconn.pipeline_status)
 
 
 class BeginWithFirstStatement(psycopg.Cursor[Any]):
@@ -204,10 +277,24 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
             return super().execute(query, params, **kwargs)
         conn = self.connection
         statement = _without_values(self, query, params)
-        if statement is None:
+        if statement is None and conn.prepare_threshold is None:
+            try:
+                with conn.lock:
+                    with begin_held_back(conn):
+                        _queue(self, begin.encode(), query, params, kwargs.get("binary"))
+                    begun, results = conn.wait(_begin_then(conn.pgconn))
+                    _leave(self, query, begun, results)
+            except BaseException as error:
+                if _cannot_go_on(conn):  # nothing more goes through; closed, it reads as
+                    conn.close()  # lost and is replaced
+                if isinstance(error, psycopg.Error):
+                    _mark(error, conn)
+                raise
+            return self
+        if statement is None:  # prepares on: psycopg's Pipeline keeps its statement cache
             try:
                 with conn.pipeline(), begin_held_back(conn):  # one Sync, at the pipeline's end
-                    conn.wait(_queue(conn, begin))
+                    conn.wait(_queue_begin(conn, begin))
                     super().execute(query, params, **kwargs)
             except psycopg.Error as error:
                 if conn.pgconn.pipeline_status:  # libpq could not leave it: nothing more goes
@@ -238,11 +325,25 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
             return await super().execute(query, params, **kwargs)
         conn = self.connection
         statement = _without_values(self, query, params)
-        if statement is None:
+        if statement is None and conn.prepare_threshold is None:
+            try:
+                async with conn.lock:
+                    with begin_held_back(conn):
+                        _queue(self, begin.encode(), query, params, kwargs.get("binary"))
+                    begun, results = await conn.wait(_begin_then(conn.pgconn))
+                    _leave(self, query, begun, results)
+            except BaseException as error:
+                if _cannot_go_on(conn):  # see the sync twin
+                    await conn.close()
+                if isinstance(error, psycopg.Error):
+                    _mark(error, conn)
+                raise
+            return self
+        if statement is None:  # prepares on: see the sync twin
             try:
                 async with conn.pipeline():
                     with begin_held_back(conn):
-                        await conn.wait(_queue(conn, begin))
+                        await conn.wait(_queue_begin(conn, begin))
                         await super().execute(query, params, **kwargs)
             except psycopg.Error as error:
                 if conn.pgconn.pipeline_status:  # libpq could not leave it (see the sync twin)

@@ -125,6 +125,12 @@ def test_sqlalchemy_statements_with_values_pay_four_too(neon_local):
     assert _sqlalchemy_round_trips(neon_local, values=True) == 4
 
 
+def test_sqlalchemy_statements_with_values_and_prepares_on_pay_four_too(neon_local):
+    """With prepares on, psycopg's own Pipeline object sends BEGIN with the first statement,
+    so that its statement cache works as before: the same round trips."""
+    assert _sqlalchemy_round_trips(neon_local, values=True, prepared_statements=True) == 4
+
+
 def test_control_sqlalchemy_with_values_and_begin_sent_alone_pays_five(neon_local, monkeypatch):
     from neon_connect import _begin_with_first_statement as first_statement
 

@@ -1,10 +1,11 @@
 """SQLAlchemy on psycopg 3: ``BEGIN`` travels with a transaction's first statement (issue 24).
 
-A first statement without values goes as ``BEGIN; <statement>``; one with values keeps
-psycopg's path (``BEGIN`` alone), its parameters bound on the server. Round trips are counted in
-tests/benchmarks/test_round_trips.py; here, what a transaction must still be, and what a value
-must never become: SQL, a different type, or text in an error. An earlier version wrote the
-first statement's values into its text, and the review's cases below failed on it.
+A first statement without values goes as ``BEGIN; <statement>``; one with values goes in one
+pipeline with ``BEGIN``, its parameters bound on the server, either way (:data:`WAYS`). Round
+trips are counted in tests/benchmarks/test_round_trips.py; here, what a transaction must still
+be, and what a value must never become: SQL, a different type, or text in an error. An earlier
+version wrote the first statement's values into its text, and the review's cases below failed
+on it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ TABLE = """CREATE TABLE IF NOT EXISTS bwf_sa (
     ts timestamptz, by bytea, j jsonb, a int[], u uuid)"""
 
 
-@pytest.fixture(scope="module")
-def engine(neon_local):
+WAYS = {"libpq pipeline": {}, "psycopg Pipeline": {"prepared_statements": True}}
+"""The two ways a first statement with values goes with BEGIN: libpq's pipeline mode driven
+directly (no prepares, the pooled endpoint's default), and psycopg's ``Pipeline`` object where
+prepares are on (its statement cache)."""
+
+
+@pytest.fixture(scope="module", params=list(WAYS))
+def engine(neon_local, request):
     with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
         owner.execute(TABLE)
-    engine = neon_sqlalchemy.create_engine(env=neon_local.env())
+    engine = neon_sqlalchemy.create_engine(env=neon_local.env(), **WAYS[request.param])
     yield engine
     engine.dispose()
 
@@ -186,9 +193,10 @@ def test_the_orm_flushes_and_reads_in_one_transaction(engine, neon_local):
     assert _stored(neon_local) == [("orm", 1), ("orm", 2)]
 
 
-def test_async_engines_send_begin_with_the_first_statement(neon_local):
+@pytest.mark.parametrize("way", list(WAYS))
+def test_async_engines_send_begin_with_the_first_statement(neon_local, way):
     async def run() -> list[tuple]:
-        engine = neon_sqlalchemy.create_async_engine(env=neon_local.env())
+        engine = neon_sqlalchemy.create_async_engine(env=neon_local.env(), **WAYS[way])
         try:
             async with engine.begin() as conn:
                 raw = await conn.get_raw_connection()
@@ -326,3 +334,29 @@ def test_an_empty_first_statement_gives_psycopgs_empty_result(engine, empty):
         assert conn.connection.driver_connection.info.transaction_status == (
             psycopg.pq.TransactionStatus.INTRANS
         )
+
+
+@pytest.mark.parametrize("threshold", [None, 10**9], ids=["libpq pipeline", "psycopg Pipeline"])
+def test_a_connection_lost_at_the_first_statement_is_never_left_in_pipeline_mode(
+    neon_local, threshold
+):
+    """The server ends the session before the first statement: the error is marked as the
+    merge's (the rerun may treat it as any first statement's), and the connection reads as
+    lost, so a pool replaces it, instead of refusing every later statement from inside a
+    pipeline. Driving libpq directly, BEGIN's answer is read first: the server's own words."""
+    from neon_connect._retry import MERGED_PIPELINE, connection_lost, in_pipeline
+
+    conn = psycopg.connect(
+        neon_local.direct_url,
+        prepare_threshold=threshold,
+        cursor_factory=first_statement.BeginWithFirstStatement,
+    )
+    with psycopg.connect(neon_local.direct_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError) as e:
+        conn.execute("SELECT %(x)s::int", {"x": 1})
+    assert getattr(e.value, MERGED_PIPELINE, False)
+    assert connection_lost(conn) and not in_pipeline(conn, e.value)
+    if threshold is None:
+        assert isinstance(e.value, psycopg.errors.AdminShutdown), e.value
+    conn.close()
