@@ -16,7 +16,8 @@ would have used for the statement, so nothing about the statement changes but it
 - **Values bound on the server** (SQLAlchemy's psycopg dialect): libpq's pipeline mode, ``BEGIN``
   and the statement in the extended protocol behind one ``Sync``, written in one flush. The
   values travel apart from the SQL, typed, as before: a value is never written into the
-  statement. Without prepares (the pooled endpoint's default) libpq is driven here directly
+  statement. Without prepares (the pooled endpoint's default) libpq is driven here directly,
+  under the connection's lock, where psycopg decides whether a statement opens a transaction
   (:func:`_begin_then`): one flush, then the three answers read in order, which costs less
   client CPU than psycopg's ``BEGIN`` alone (one wait fewer), where psycopg's ``Pipeline``
   object cost more (``make bench``, library overhead). With prepares on (the direct
@@ -35,7 +36,10 @@ would have used for the statement, so nothing about the statement changes but it
 
 Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
 opened, ``executemany``, ``copy``, named cursors, binary results, explicit prepares
-(``prepare=True``), a libpq without pipeline mode, and a psycopg that lacks the private
+(``prepare=True``), a statement psycopg sends in the simple protocol after all (a ``Composed``
+or ``bytes`` query without values, values no placeholder takes: it may hold several
+statements, which the extended protocol refuses), more values than libpq sends (65535), a
+libpq without pipeline mode, and a psycopg that lacks the private
 attributes this reads (:data:`_READS`, :data:`_CURSOR_READS`; all there from 3.2.1, the
 oldest the matrix tests, to 3.3). Writing the values into the text was tried and dropped: a
 value reached SQL through a placeholder in a comment, several statements ran, floats turned
@@ -214,14 +218,25 @@ def _mark(error: psycopg.Error, connection: Any) -> None:
         add_note(error, CLOSED_AT_FIRST)
 
 
-def _queue(cursor: Any, begin: bytes, query: Any, params: Any, binary: bool | None) -> None:
-    """Put ``BEGIN``, the statement (its values bound on the server) and a ``Sync`` in libpq's
-    pipeline: nothing is written yet. The cursor's own preparation, as its ``execute`` does,
-    with psycopg's ``BEGIN`` held back; ``_start_query`` then yields nothing."""
-    pgconn = cursor.connection.pgconn
-    for _ in cursor._start_query(query):  # noqa: SLF001 - resets the cursor's last result
+_LIBPQ_MAX_PARAMS = 65535
+"""The most values libpq sends with one statement; it refuses more when asked to queue it."""
+
+
+def _values(cursor: Any, query: Any, params: Any) -> Any:
+    """The statement converted as the cursor's ``execute`` converts it (its values dumped), or
+    None where psycopg would not send it in the extended protocol with values: no values after
+    all (a ``Composed``, ``bytes``, a mapping with no placeholder: the simple protocol, which
+    may carry several statements) or more than libpq takes. Nothing is sent; with psycopg's
+    ``BEGIN`` held back, ``_start_query`` only resets the cursor's last result."""
+    for _ in cursor._start_query(query):  # noqa: SLF001
         raise AssertionError("psycopg sent BEGIN while it was held back")
-    pgq = cursor._convert_query(query, params)  # noqa: SLF001 - the values, dumped
+    pgq = cursor._convert_query(query, params)  # noqa: SLF001
+    return pgq if pgq.params and len(pgq.params) <= _LIBPQ_MAX_PARAMS else None
+
+
+def _queue(cursor: Any, begin: bytes, pgq: Any, binary: bool | None) -> None:
+    """Put ``BEGIN``, the statement and a ``Sync`` in libpq's pipeline: nothing is written yet."""
+    pgconn = cursor.connection.pgconn
     pgconn.enter_pipeline_mode()
     pgconn.send_query_params(begin, None)
     cursor._execute_send(pgq, force_extended=True, binary=binary)  # noqa: SLF001
@@ -230,18 +245,18 @@ def _queue(cursor: Any, begin: bytes, query: Any, params: Any, binary: bool | No
 
 def _begin_then(pgconn: Any) -> Any:
     """psycopg generator: write what :func:`_queue` put in libpq's pipeline in one flush, then
-    read ``BEGIN``'s answer, the statement's and the ``Sync``'s, in that order. A pooler that
-    refuses ``BEGIN`` and closes: its own error, not the closed connection's."""
+    read ``BEGIN``'s answer, the statement's and the ``Sync``'s, in that order. A server or
+    pooler that answers with an error and closes: its own error, not the closed connection's."""
     yield from send(pgconn)
-    begun = yield from fetch_many(pgconn)
+    answers: list[list[Any]] = []
     try:
-        results = yield from fetch_many(pgconn)
-        yield from fetch_many(pgconn)  # PIPELINE_SYNC: the pipeline is idle again
+        while len(answers) < 3:  # noqa: PLR2004 - BEGIN, the statement, the Sync
+            answers.append((yield from fetch_many(pgconn)))
     except psycopg.OperationalError:
-        if begun and begun[0].status == ExecStatus.FATAL_ERROR:
-            return begun, []
-        raise
-    return begun, results
+        if not any(r.status == ExecStatus.FATAL_ERROR for rs in answers for r in rs):
+            raise
+    answers += [[], []]  # what a close left unread
+    return answers[0], answers[1]
 
 
 def _leave(cursor: Any, query: Any, begun: list[Any], results: list[Any]) -> None:
@@ -249,7 +264,7 @@ def _leave(cursor: Any, query: Any, begun: list[Any], results: list[Any]) -> Non
     else its rows on the cursor, as psycopg's ``execute`` leaves them."""
     try:
         cursor.connection.pgconn.exit_pipeline_mode()
-    finally:  # a refusal's words win over a lost connection's failure to leave
+    finally:  # the server's words win over a lost connection's failure to leave
         cursor._check_results(begun)  # noqa: SLF001 - raises the server's error, typed
         cursor._check_results(results)  # noqa: SLF001
     cursor._set_results(results)  # noqa: SLF001
@@ -277,31 +292,12 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
             return super().execute(query, params, **kwargs)
         conn = self.connection
         statement = _without_values(self, query, params)
-        if statement is None and conn.prepare_threshold is None:
-            try:
-                with conn.lock:
-                    with begin_held_back(conn):
-                        _queue(self, begin.encode(), query, params, kwargs.get("binary"))
-                    begun, results = conn.wait(_begin_then(conn.pgconn))
-                    _leave(self, query, begun, results)
-            except BaseException as error:
-                if _cannot_go_on(conn):  # nothing more goes through; closed, it reads as
-                    conn.close()  # lost and is replaced
-                if isinstance(error, psycopg.Error):
-                    _mark(error, conn)
-                raise
-            return self
-        if statement is None:  # prepares on: psycopg's Pipeline keeps its statement cache
-            try:
-                with conn.pipeline(), begin_held_back(conn):  # one Sync, at the pipeline's end
-                    conn.wait(_queue_begin(conn, begin))
-                    super().execute(query, params, **kwargs)
-            except psycopg.Error as error:
-                if conn.pgconn.pipeline_status:  # libpq could not leave it: nothing more goes
-                    conn.close()  # through; closed, it reads as lost and is replaced
-                _mark(error, conn)
-                raise
-            return self
+        if statement is None:
+            if conn.prepare_threshold is None:
+                sent = self._in_libpq_pipeline(query, params, kwargs)
+            else:  # prepares on: psycopg's Pipeline keeps its statement cache
+                sent = self._in_psycopg_pipeline(begin, query, params, kwargs)
+            return self if sent else super().execute(query, params, **kwargs)
         try:
             with begin_held_back(conn):
                 super().execute(f"{begin}; {statement}", **kwargs)
@@ -315,6 +311,49 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
             return super().execute(query, params, **kwargs)  # an empty statement
         return self
 
+    def _in_libpq_pipeline(self, query: Any, params: Any, kwargs: dict[str, Any]) -> bool:
+        """``BEGIN`` and the statement through libpq's pipeline (:func:`_begin_then`); False
+        when psycopg's own path is to send it after all, nothing sent."""
+        conn = self.connection
+        with conn.lock:  # decided again where psycopg decides: under the lock
+            begin, pgq = begin_to_merge(self, kwargs), None
+            if begin is not None:
+                with begin_held_back(conn):
+                    pgq = _values(self, query, params)
+            if begin is None or pgq is None:
+                return False
+            try:
+                _queue(self, begin.encode(), pgq, kwargs.get("binary"))
+                begun, results = conn.wait(_begin_then(conn.pgconn))
+                _leave(self, query, begun, results)
+            except BaseException as error:
+                if _cannot_go_on(conn):  # nothing more goes through; closed, it reads as
+                    conn.close()  # lost and is replaced
+                if isinstance(error, psycopg.Error):
+                    _mark(error, conn)
+                raise
+        return True
+
+    def _in_psycopg_pipeline(
+        self, begin: str, query: Any, params: Any, kwargs: dict[str, Any]
+    ) -> bool:
+        """``BEGIN`` and the statement in psycopg's ``Pipeline``, its statement cache at work;
+        False as :meth:`_in_libpq_pipeline` (converted to decide, then again by psycopg)."""
+        conn = self.connection
+        with conn.lock, begin_held_back(conn):
+            if _values(self, query, params) is None:
+                return False
+        try:
+            with conn.pipeline(), begin_held_back(conn):  # one Sync, at the pipeline's end
+                conn.wait(_queue_begin(conn, begin))
+                super().execute(query, params, **kwargs)
+        except psycopg.Error as error:
+            if conn.pgconn.pipeline_status:  # libpq could not leave it: nothing more goes
+                conn.close()  # through; closed, it reads as lost and is replaced
+            _mark(error, conn)
+            raise
+        return True
+
 
 class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
     """:class:`BeginWithFirstStatement` for psycopg's async connections."""
@@ -325,32 +364,12 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
             return await super().execute(query, params, **kwargs)
         conn = self.connection
         statement = _without_values(self, query, params)
-        if statement is None and conn.prepare_threshold is None:
-            try:
-                async with conn.lock:
-                    with begin_held_back(conn):
-                        _queue(self, begin.encode(), query, params, kwargs.get("binary"))
-                    begun, results = await conn.wait(_begin_then(conn.pgconn))
-                    _leave(self, query, begun, results)
-            except BaseException as error:
-                if _cannot_go_on(conn):  # see the sync twin
-                    await conn.close()
-                if isinstance(error, psycopg.Error):
-                    _mark(error, conn)
-                raise
-            return self
-        if statement is None:  # prepares on: see the sync twin
-            try:
-                async with conn.pipeline():
-                    with begin_held_back(conn):
-                        await conn.wait(_queue_begin(conn, begin))
-                        await super().execute(query, params, **kwargs)
-            except psycopg.Error as error:
-                if conn.pgconn.pipeline_status:  # libpq could not leave it (see the sync twin)
-                    await conn.close()
-                _mark(error, conn)
-                raise
-            return self
+        if statement is None:
+            if conn.prepare_threshold is None:
+                sent = await self._in_libpq_pipeline(query, params, kwargs)
+            else:
+                sent = await self._in_psycopg_pipeline(begin, query, params, kwargs)
+            return self if sent else await super().execute(query, params, **kwargs)
         try:
             with begin_held_back(conn):
                 await super().execute(f"{begin}; {statement}", **kwargs)
@@ -363,6 +382,49 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
         if not show_the_statement(self, statement):
             return await super().execute(query, params, **kwargs)  # an empty statement
         return self
+
+    async def _in_libpq_pipeline(self, query: Any, params: Any, kwargs: dict[str, Any]) -> bool:
+        """See the sync twin."""
+        conn = self.connection
+        async with conn.lock:
+            begin, pgq = begin_to_merge(self, kwargs), None
+            if begin is not None:
+                with begin_held_back(conn):
+                    pgq = _values(self, query, params)
+            if begin is None or pgq is None:
+                return False
+            try:
+                _queue(self, begin.encode(), pgq, kwargs.get("binary"))
+                begun, results = await conn.wait(_begin_then(conn.pgconn))
+                _leave(self, query, begun, results)
+            except BaseException as error:
+                if _cannot_go_on(conn):
+                    await conn.close()
+                if isinstance(error, psycopg.Error):
+                    _mark(error, conn)
+                raise
+        return True
+
+    async def _in_psycopg_pipeline(
+        self, begin: str, query: Any, params: Any, kwargs: dict[str, Any]
+    ) -> bool:
+        """See the sync twin."""
+        conn = self.connection
+        async with conn.lock:
+            with begin_held_back(conn):
+                if _values(self, query, params) is None:
+                    return False
+        try:
+            async with conn.pipeline():
+                with begin_held_back(conn):
+                    await conn.wait(_queue_begin(conn, begin))
+                    await super().execute(query, params, **kwargs)
+        except psycopg.Error as error:
+            if conn.pgconn.pipeline_status:  # libpq could not leave it (see the sync twin)
+                await conn.close()
+            _mark(error, conn)
+            raise
+        return True
 
 
 def install(connection: Any) -> None:

@@ -40,6 +40,10 @@ directly (no prepares, the pooled endpoint's default), and psycopg's ``Pipeline`
 prepares are on (its statement cache)."""
 
 
+THRESHOLDS = {"libpq pipeline": None, "psycopg Pipeline": 10**9}
+""":data:`WAYS` on a bare psycopg connection: prepares off, or on and never due."""
+
+
 @pytest.fixture(scope="module", params=list(WAYS))
 def engine(neon_local, request):
     with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
@@ -50,8 +54,9 @@ def engine(neon_local, request):
 
 
 @pytest.fixture(autouse=True)
-def _empty(neon_local, engine):
+def _empty(neon_local):
     with psycopg.connect(neon_local.direct_url, autocommit=True) as owner:
+        owner.execute(TABLE)
         owner.execute("TRUNCATE bwf_sa")
 
 
@@ -336,10 +341,8 @@ def test_an_empty_first_statement_gives_psycopgs_empty_result(engine, empty):
         )
 
 
-@pytest.mark.parametrize("threshold", [None, 10**9], ids=["libpq pipeline", "psycopg Pipeline"])
-def test_a_connection_lost_at_the_first_statement_is_never_left_in_pipeline_mode(
-    neon_local, threshold
-):
+@pytest.mark.parametrize("way", list(THRESHOLDS))
+def test_a_connection_lost_at_the_first_statement_is_never_left_in_pipeline_mode(neon_local, way):
     """The server ends the session before the first statement: the error is marked as the
     merge's (the rerun may treat it as any first statement's), and the connection reads as
     lost, so a pool replaces it, instead of refusing every later statement from inside a
@@ -348,7 +351,7 @@ def test_a_connection_lost_at_the_first_statement_is_never_left_in_pipeline_mode
 
     conn = psycopg.connect(
         neon_local.direct_url,
-        prepare_threshold=threshold,
+        prepare_threshold=THRESHOLDS[way],
         cursor_factory=first_statement.BeginWithFirstStatement,
     )
     with psycopg.connect(neon_local.direct_url, autocommit=True) as admin:
@@ -357,6 +360,133 @@ def test_a_connection_lost_at_the_first_statement_is_never_left_in_pipeline_mode
         conn.execute("SELECT %(x)s::int", {"x": 1})
     assert getattr(e.value, MERGED_PIPELINE, False)
     assert connection_lost(conn) and not in_pipeline(conn, e.value)
-    if threshold is None:
+    if way == "libpq pipeline":  # psycopg's Pipeline reports the closed connection
         assert isinstance(e.value, psycopg.errors.AdminShutdown), e.value
     conn.close()
+
+
+# -- against psycopg's own execute, where the merge must step aside or match it ---------------
+
+
+def _outcome(conn: psycopg.Connection, query, params) -> tuple:
+    """What a caller sees of a first statement: its rows, or its error's class; then the
+    transaction's status and whether the connection is still open."""
+    try:
+        cursor = conn.execute(query, params)
+        seen: object = cursor.fetchall()
+    except psycopg.Error as error:
+        seen = type(error).__name__
+    status = None if conn.closed else conn.info.transaction_status.name
+    return seen, status, conn.closed
+
+
+SIMPLE_PROTOCOL = {
+    "Composed, several statements": (
+        psycopg.sql.SQL("SELECT 1; SELECT {}").format(psycopg.sql.Literal(2)),
+        None,
+    ),
+    "bytes, several statements": (b"SELECT 1; SELECT 2", None),
+    "values that no placeholder takes": ("SELECT 1; SELECT 2", {"unused": 1}),
+    "more values than libpq sends": (
+        "SELECT " + ", ".join(["%s"] * 65536),
+        [1] * 65536,
+    ),
+}
+
+
+@pytest.mark.parametrize("way", list(THRESHOLDS))
+@pytest.mark.parametrize("case", list(SIMPLE_PROTOCOL))
+def test_where_psycopg_would_not_bind_values_the_merge_steps_aside(neon_local, case, way):
+    """psycopg sends a statement with no values in the simple protocol, which may carry
+    several statements, and refuses more values than libpq takes before sending anything but
+    BEGIN. The merge's pipeline would have forced the extended protocol (several statements:
+    a syntax error) or closed a healthy connection; it now leaves both to psycopg."""
+    query, params = SIMPLE_PROTOCOL[case]
+    seen = []
+    for factory in (psycopg.Cursor, first_statement.BeginWithFirstStatement):
+        with psycopg.connect(
+            neon_local.pooled_url, prepare_threshold=THRESHOLDS[way], cursor_factory=factory
+        ) as conn:
+            seen.append(_outcome(conn, query, params))
+    assert seen[1] == seen[0], seen
+
+
+def test_a_backend_ended_by_the_first_statement_gives_the_servers_error(neon_local):
+    """The backend ends while the statement runs (an admin's pg_terminate_backend, a
+    shutdown): the server's own error, as psycopg gives it, not "consuming input failed"."""
+    statement = "SELECT pg_terminate_backend(pg_backend_pid()) AND %s"
+    seen = []
+    for factory in (psycopg.Cursor, first_statement.BeginWithFirstStatement):
+        conn = psycopg.connect(
+            neon_local.direct_url, prepare_threshold=None, cursor_factory=factory
+        )
+        seen.append(_outcome(conn, statement, [True])[0])
+        conn.close()
+    assert seen == ["AdminShutdown", "AdminShutdown"], seen
+
+
+def _async_outcomes(url: str, scenario) -> list:
+    async def run() -> list:
+        seen = []
+        for factory in (psycopg.AsyncCursor, first_statement.AsyncBeginWithFirstStatement):
+            conn = await psycopg.AsyncConnection.connect(
+                url, prepare_threshold=None, cursor_factory=factory
+            )
+            try:
+                seen.append(await scenario(conn))
+            finally:
+                await conn.close()
+        return seen
+
+    return asyncio.run(run())
+
+
+async def _hold_the_lock(conn, seconds: float) -> None:
+    """psycopg's notifies() holds the connection's lock while it waits."""
+    async for _ in conn.notifies(timeout=seconds):
+        pass
+
+
+def test_a_task_cancelled_waiting_for_the_connection_leaves_it_alone(neon_local):
+    """A task times out waiting for the connection's lock while another task's first
+    statement runs on it: only the waiting task fails, as with psycopg's own cursor."""
+
+    async def scenario(conn) -> tuple:
+        async def running():
+            await asyncio.sleep(0.1)
+            cursor = await conn.cursor().execute("SELECT pg_sleep(%s)::text || 'done'", [1])
+            return await cursor.fetchone()
+
+        async def waiting():
+            await asyncio.sleep(0.1)
+            return await asyncio.wait_for(conn.cursor().execute("SELECT %s::int", [2]), 1.5)
+
+        held, done, timed_out = await asyncio.gather(
+            _hold_the_lock(conn, 1.0), running(), waiting(), return_exceptions=True
+        )
+        return done, type(timed_out).__name__, conn.closed
+
+    plain, merged = _async_outcomes(neon_local.pooled_url, scenario)
+    assert plain == (("done",), "TimeoutError", False), plain
+    assert merged == plain
+
+
+def test_autocommit_turned_on_while_a_statement_waits_is_kept(neon_local):
+    """Another task turns autocommit on while this task's statement waits for the lock: the
+    statement runs in autocommit, as psycopg decides under the lock, and the setting stays."""
+
+    async def scenario(conn) -> tuple:
+        async def turn_on():
+            await asyncio.sleep(0.1)
+            await conn.set_autocommit(True)
+
+        async def statement():
+            await asyncio.sleep(0.2)
+            return await (await conn.cursor().execute("SELECT %s::int", [1])).fetchone()
+
+        _, _, row = await asyncio.gather(_hold_the_lock(conn, 0.5), turn_on(), statement())
+        return row, conn.autocommit, conn.info.transaction_status.name
+
+    plain, merged = _async_outcomes(neon_local.pooled_url, scenario)
+    assert plain == ((1,), True, "IDLE"), plain
+    assert merged == plain
