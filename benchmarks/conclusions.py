@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.overhead import MERGE
-
 ONE_MS = "0.001"
 TWENTY_MS = "0.02"
 
@@ -201,8 +199,7 @@ def _goals(f: _Figures) -> str:
     # "against no ..." rows price the liveness check itself against a path that checks
     # nothing; the goal compares each path with the same configuration by hand
     unchecked = {name: v for name, v in rows.items() if ", against no " in name}
-    merge = {name: v for name, v in rows.items() if name.startswith(MERGE)}  # a part's price
-    same = {name: v for name, v in rows.items() if name not in unchecked and name not in merge}
+    same = {name: v for name, v in rows.items() if name not in unchecked}
     worst_name, worst = max(same.items(), key=lambda item: item[1]["ratio"])
     over = [name for name, v in same.items() if v["ratio"] > 1.02]
     verdict = (
@@ -219,9 +216,7 @@ def _goals(f: _Figures) -> str:
         f"that calls `resolve()` + `psycopg_params()` before every connect measures "
         f"{core['ratio']:.3f}: those calls cost {core['resolve_params_ms'] * 1000:.0f} us in a "
         "hot loop and more next to a connect; computed once per process (as the adapters do) "
-        "they cost nothing per connect. Sending BEGIN with the first statement, alone, on a "
-        "kept psycopg connection against BEGIN sent alone: "
-        + "; ".join(f"{name[len(MERGE) + 2 :]}: {v['ratio']:.3f}" for name, v in merge.items())
+        "they cost nothing per connect"
     )
     fastest = min(f.value("dj_neon_240"), f.value("dj_guide"), f.value("dj_neon_default"))
     django_old = f.value("dj_neon") / fastest

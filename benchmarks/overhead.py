@@ -22,7 +22,7 @@ import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
-from benchmarks.sa_app import NOTE, ONE, PSYCOPG, READ_ONE, READ_TWO, WRITE
+from benchmarks.sa_app import NOTE, ONE, READ_ONE, READ_TWO, WRITE
 from neon_connect import psycopg_params, resolve
 
 Op = Callable[[], object]
@@ -54,21 +54,6 @@ def sa_request(engine: sqlalchemy.Engine) -> Op:
         with engine.begin() as conn:
             for statement, values in READS_AND_WRITE:
                 conn.execute(text(statement), values)
-
-    return op
-
-
-MERGE = "BEGIN with the first statement (psycopg transaction, kept connection)"
-"""The rows that price the merge alone (``_begin_with_first_statement``), not a request path."""
-
-
-def psycopg_transaction(conn: psycopg.Connection[Any]) -> Op:
-    """The request's statements and values on a psycopg connection, the first opening it."""
-
-    def op() -> None:
-        for statement, values in READS_AND_WRITE:
-            conn.execute(PSYCOPG[statement], values)
-        conn.commit()
 
     return op
 
@@ -130,21 +115,7 @@ def main() -> int:
     )
     out["connect + SELECT 1 + close (pooled)"]["resolve_params_ms"] = resolve_ms
 
-    # 2. BEGIN with a transaction's first statement, on a kept psycopg connection: the two ways
-    # the SQLAlchemy engines use (values bound on the server), each against BEGIN alone.
-    from neon_connect._begin_with_first_statement import BeginWithFirstStatement
-
-    kept = {way: psycopg.connect(url, prepare_threshold=None) for way in ("alone", "libpq")}
-    kept["psycopg"] = psycopg.connect(url, prepare_threshold=10**9)  # prepares on, never due
-    kept["libpq"].cursor_factory = kept["psycopg"].cursor_factory = BeginWithFirstStatement
-    for way, name in (("libpq", "libpq pipeline"), ("psycopg", "psycopg Pipeline, prepares on")):
-        out[f"{MERGE}, {name}, against BEGIN alone"] = pair(
-            psycopg_transaction(kept[way]), psycopg_transaction(kept["alone"]), rounds=rounds, n=40
-        )
-    for conn in kept.values():
-        conn.close()
-
-    # 3. SQLAlchemy: the engine's events (retry, fork safety) against a plain engine.
+    # 2. SQLAlchemy: the engine's events (retry, fork safety) against a plain engine.
     import neon_sqlalchemy
 
     sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -182,7 +153,7 @@ def main() -> int:
     for engine in (ours_null, plain_null, ours_pool, plain_pool, bare_pool):
         engine.dispose()
 
-    # 4. Django: neon_django.backend against Django's own backend with the same settings.
+    # 3. Django: neon_django.backend against Django's own backend with the same settings.
     spec = {"url": url, "direct_url": env["DATABASE_URL_UNPOOLED"]}
     aliases = {
         "neon": "neon",

@@ -20,7 +20,7 @@ would have used for the statement, so nothing about the statement changes but it
   under the connection's lock, where psycopg decides whether a statement opens a transaction
   (:func:`_begin_then`): one flush, then the three answers read in order, which costs less
   client CPU than psycopg's ``BEGIN`` alone (one wait fewer), where psycopg's ``Pipeline``
-  object cost more (``make bench``, library overhead). With prepares on (the direct
+  object cost more. With prepares on (the direct
   endpoint, or ``prepared_statements=True``), psycopg's ``Pipeline`` runs it, so its
   prepared-statement cache works as before.
 
