@@ -238,7 +238,8 @@ def _overhead(results: dict[str, Any]) -> str:
     share = first["resolve_params_ms"] / first["without_ms"] * 100
     return (
         "## Library overhead (client CPU)\n\n"
-        "`time.process_time()` per operation, in one process, the two paths alternating op by op; "
+        "`time.process_time()` per operation, in one process, the two paths alternating op by op, "
+        "each going first every other time; "
         "median of the per-operation times; "
         "*without* is the same path with Django's own backend / a plain SQLAlchemy engine / "
         "a plain `psycopg.connect(url)`, with the same settings.\n\n"
