@@ -13,16 +13,15 @@ would have used for the statement, so nothing about the statement changes but it
   inside its transaction, as before (nothing of it ran). So is one refused at analysis
   (an unknown column), after a ``ROLLBACK`` of the empty transaction ``BEGIN`` opened: the
   error then points into the statement, not into ``BEGIN; <statement>``.
-- **Values bound on the server** (SQLAlchemy's psycopg dialect): libpq's pipeline mode, ``BEGIN``
-  and the statement in the extended protocol behind one ``Sync``, written in one flush. The
-  values travel apart from the SQL, typed, as before: a value is never written into the
-  statement. Without prepares (the pooled endpoint's default) libpq is driven here directly,
+- **Values bound on the server** (SQLAlchemy's psycopg dialect): libpq's pipeline mode,
+  ``BEGIN`` and the statement in the extended protocol behind one ``Sync``, written in one
+  flush. The values travel apart from the SQL, typed, as before: a value is never written into
+  the statement. Without prepares (the pooled endpoint's default) libpq is driven here directly,
   under the connection's lock, where psycopg decides whether a statement opens a transaction
   (:func:`_begin_then`): one flush, then the three answers read in order, which costs less
   client CPU than psycopg's ``BEGIN`` alone (one wait fewer), where psycopg's ``Pipeline``
-  object cost more. With prepares on (the direct
-  endpoint, or ``prepared_statements=True``), psycopg's ``Pipeline`` runs it, so its
-  prepared-statement cache works as before.
+  object cost more. With prepares on (the direct endpoint, or ``prepared_statements=True``),
+  psycopg's ``Pipeline`` runs it, so its prepared-statement cache works as before.
 
   An error carries ``_retry.MERGED_PIPELINE``: the pipeline was this module's and is over,
   so the adapters' rerun may treat the statement as any transaction's first (a pipeline the
@@ -37,13 +36,13 @@ would have used for the statement, so nothing about the statement changes but it
 Everything else is psycopg's own path, ``BEGIN`` sent alone: autocommit, a pipeline the app
 opened, ``executemany``, ``copy``, named cursors, binary results, explicit prepares
 (``prepare=True``), a statement psycopg sends in the simple protocol after all (a ``Composed``
-or ``bytes`` query without values, values no placeholder takes: it may hold several
-statements, which the extended protocol refuses), more values than libpq sends (65535), a
-libpq without pipeline mode, and a psycopg that lacks the private
-attributes this reads (:data:`_READS`, :data:`_CURSOR_READS`; all there from 3.2.1, the
-oldest the matrix tests, to 3.3). Writing the values into the text was tried and dropped: a
-value reached SQL through a placeholder in a comment, several statements ran, floats turned
-into ``numeric``, and values showed in errors and the server log.
+or ``bytes`` query without values, values no placeholder takes: it may hold several statements,
+which the extended protocol refuses), more values than libpq sends (65535), a libpq without
+pipeline mode, and a psycopg that lacks the private attributes this reads (:data:`_READS`,
+:data:`_CURSOR_READS`; all there from 3.2.1, the oldest the matrix tests, to 3.3). Writing the
+values into the text was tried and dropped: a value reached SQL through a placeholder in a
+comment, several statements ran, floats turned into ``numeric``, and values showed in errors and
+the server log.
 
 Django installs :class:`neon_django.backend._begin_with_first_statement.BeginWithFirstStatement`
 (its own client-side cursor); SQLAlchemy's engines install :class:`BeginWithFirstStatement` and
