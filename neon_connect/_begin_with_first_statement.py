@@ -233,7 +233,18 @@ def _values(cursor: Any, query: Any, params: Any) -> Any:
     return pgq if pgq.params and len(pgq.params) <= _LIBPQ_MAX_PARAMS else None
 
 
-def _queue(cursor: Any, begin: bytes, pgq: Any, binary: bool | None) -> None:
+def _plan(cursor: Any, query: Any, params: Any, kwargs: dict[str, Any]) -> tuple[bytes, Any] | None:
+    """Under the connection's lock: the ``BEGIN`` to send with the statement, and the
+    statement converted (:func:`_values`); None where psycopg's own path sends it."""
+    begin = begin_to_merge(cursor, kwargs)
+    if begin is None:
+        return None
+    with begin_held_back(cursor.connection):
+        pgq = _values(cursor, query, params)
+    return None if pgq is None else (begin.encode(), pgq)
+
+
+def _queue(cursor: Any, begin: bytes, pgq: Any, *, binary: bool | None) -> None:
     """Put ``BEGIN``, the statement and a ``Sync`` in libpq's pipeline: nothing is written yet."""
     pgconn = cursor.connection.pgconn
     pgconn.enter_pipeline_mode()
@@ -315,14 +326,11 @@ class BeginWithFirstStatement(psycopg.Cursor[Any]):
         when psycopg's own path is to send it after all, nothing sent."""
         conn = self.connection
         with conn.lock:  # decided again where psycopg decides: under the lock
-            begin, pgq = begin_to_merge(self, kwargs), None
-            if begin is not None:
-                with begin_held_back(conn):
-                    pgq = _values(self, query, params)
-            if begin is None or pgq is None:
+            plan = _plan(self, query, params, kwargs)
+            if plan is None:
                 return False
             try:
-                _queue(self, begin.encode(), pgq, kwargs.get("binary"))
+                _queue(self, *plan, binary=kwargs.get("binary"))
                 begun, results = conn.wait(_begin_then(conn.pgconn))
                 _leave(self, query, begun, results)
             except BaseException as error:
@@ -386,14 +394,11 @@ class AsyncBeginWithFirstStatement(psycopg.AsyncCursor[Any]):
         """See the sync twin."""
         conn = self.connection
         async with conn.lock:
-            begin, pgq = begin_to_merge(self, kwargs), None
-            if begin is not None:
-                with begin_held_back(conn):
-                    pgq = _values(self, query, params)
-            if begin is None or pgq is None:
+            plan = _plan(self, query, params, kwargs)
+            if plan is None:
                 return False
             try:
-                _queue(self, begin.encode(), pgq, kwargs.get("binary"))
+                _queue(self, *plan, binary=kwargs.get("binary"))
                 begun, results = await conn.wait(_begin_then(conn.pgconn))
                 _leave(self, query, begun, results)
             except BaseException as error:
