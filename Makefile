@@ -16,8 +16,17 @@ empty :=
 space := $(empty) $(empty)
 PYENV_BINS := $(subst $(space),:,$(wildcard $(HOME)/.pyenv/versions/3.1[0-3]*/bin))
 
+# Every session, in two lanes side by side (scripts/matrix); NOX_ARGS="-s lowest" runs nox
+# itself, one session after another.
+MATRIX_LANES ?= lowest,lts,latest psycopg2,old_pooler,django_suite
+MATRIX_ENV = PATH="$(CURDIR)/$(BIN):$(PYENV_BINS):$$PATH" UV_PYTHON_DOWNLOADS=never
+
 matrix: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$(PYENV_BINS):$$PATH" UV_PYTHON_DOWNLOADS=never $(BIN)/nox $(NOX_ARGS)
+ifeq ($(strip $(NOX_ARGS)),)
+	$(MATRIX_ENV) scripts/matrix $(MATRIX_LANES)
+else
+	$(MATRIX_ENV) $(BIN)/nox $(NOX_ARGS)
+endif
 
 # The whole benchmark set in one run (~10 min on 2 cores) -> docs/benchmarks.md and its plots.
 # BENCH_ARGS=--quick for a short run while iterating.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,11 +35,17 @@ from neon_connect._retry import connection_lost
 from neon_connect._secret import call_without_driver_frames, mask_driver_secrets
 from neon_connect._session_guard import GuardMode, check_statement, explain_pooler_error
 from neon_connect._sigterm import stopping
-from neon_django._config import NeonSettings, neon_settings
+from neon_django._config import NeonSettings
 
 from . import _checks  # noqa: F401  # registers neon_django.E010
 from ._creation import DatabaseCreation
 from ._cursors import CursorDebugWrapper, CursorWrapper
+
+# imported once here, not at each connect: the code that runs right after a connect's wait
+# runs with cold caches, where each extra step costs many times its usual time
+_merge_begin: Callable[[Any], None] | None = None
+if is_psycopg3:  # psycopg2 keeps Django's own cursor
+    from ._begin_with_first_statement import begin_with_first_statement as _merge_begin
 
 __all__ = ["DatabaseWrapper"]
 
@@ -138,7 +144,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except KeyError:
             raise AttributeError("settings_dict") from None
         neon = settings.get("NEON")
-        if neon is None or neon["DIRECT"] is None or not self._neon_routed_direct():
+        if neon is None or neon["DIRECT"] is None:
+            return settings
+        alias = self.__dict__.get("alias")  # _neon_routed_direct(), inlined
+        if alias != NO_DB_ALIAS and alias not in _DIRECT_ALIASES.get():
             return settings
         return _DirectSettings(settings, neon["DIRECT"])
 
@@ -169,7 +178,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def neon(self) -> NeonSettings | None:
         """The ``NEON`` entry that ``neon_django.config()`` put in the settings (read live)."""
-        return neon_settings(self._neon_own_settings)
+        neon: NeonSettings | None = self._neon_own_settings.get("NEON")  # neon_settings()
+        return neon
 
     @property
     def neon_transaction_pooler(self) -> bool:
@@ -201,9 +211,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         An open transaction keeps its connection, as Django would: the switch happens at the
         first query after the transaction ends.
         """
+        connected = self.neon_connected_direct  # None while closed: nothing to follow
         if (
-            self.connection is not None
-            and self.neon_connected_direct != self.neon_wants_direct
+            connected is not None
+            and self.connection is not None
+            and connected != self.neon_wants_direct
             and not self.neon_in_transaction()
         ):
             self.close()
@@ -258,12 +270,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
         next use connects afresh; at a request's start it is replaced, as Django does. Only
         where the socket cannot tell (psycopg2 with unread bytes) does ``SELECT 1`` run.
         """
+        neon = self.neon
         if (
             self.connection is None
             or self.in_atomic_block
             or not self.autocommit  # neon_in_transaction(), inlined: this runs per cursor
             or self.neon_connecting  # Django's set-up: the connect retry covers it as a unit
-            or self.neon is None
+            or neon is None
         ):
             super().close_if_health_check_failed()
             return
@@ -274,7 +287,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         ):
             self.close()  # older than CONN_MAX_AGE: Django checks only at request boundaries
             return
-        idle_limit = self.neon.get("IDLE_TIMEOUT")
+        idle_limit = neon.get("IDLE_TIMEOUT")
         now = time.time()  # the wall clock: a frozen container's monotonic timers stop
         idle, self._neon_used_at = now - self._neon_used_at, now
         if idle_limit is not None and idle > idle_limit:
@@ -425,14 +438,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = call_without_driver_frames(lambda: new_connection(conn_params))
         neon = self.neon
         if neon is not None:
-            if is_psycopg3:
-                from ._begin_with_first_statement import begin_with_first_statement
-
-                begin_with_first_statement(connection)
-            self.neon_connected_direct = self.neon_wants_direct
+            if _merge_begin is not None:
+                _merge_begin(connection)
+            direct = self.neon_connected_direct = self.neon_wants_direct
             # decided once per connection: guarded when it goes through a transaction pooler
             guard = neon.get("SESSION_GUARD", "error")
-            pooled = not self.neon_connected_direct and self.neon_transaction_pooler
+            pooled = not direct and neon["ENDPOINTS"].app.transaction_pooler
             self.neon_pooled = pooled
             self.neon_session_guard = guard if pooled and guard != "off" else None
             self._neon_guard_where = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from io import StringIO
@@ -9,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.commands.migrate import Command as DjangoMigrate
-from django.db import connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models.signals import pre_migrate
 from django.db.transaction import TransactionManagementError
 from django.test import AsyncClient, Client, override_settings
@@ -283,3 +284,26 @@ def test_session_feature_migration_applied_and_left_no_lock(neon_local):
             "SELECT indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'item_name_idx'"
         )
         assert cursor.fetchone() == (True,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_alias_on_the_engine_without_config_keeps_its_connection():
+    """``ENGINE: neon_django.backend`` written by hand (no ``NEON`` entry) is Django's own
+    backend: one connection serves every query. The last release took the open connection's
+    unknown endpoint for a change of route and closed it at every use, even inside its own
+    set-up: the first query recursed until RecursionError."""
+    from neon_django.backend.base import DatabaseWrapper
+
+    settings = copy.deepcopy(connection.settings_dict)
+    settings.pop("NEON")
+    plain = DatabaseWrapper(settings, DEFAULT_DB_ALIAS)  # a second object, its own connection
+    try:
+        pids = set()
+        for _ in range(3):
+            with plain.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            pids.add(id(plain.connection))
+        assert len(pids) == 1
+        assert plain.neon is None and plain.neon_connected_direct is None
+    finally:
+        plain.close()
