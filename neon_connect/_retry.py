@@ -120,11 +120,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @functools.lru_cache(maxsize=64)  # asked after every connect, of the same few hosts
-@functools.lru_cache(maxsize=256)
 def is_local_host(host: str) -> bool:
     """True for this machine: ``localhost``, 127.0.0.0/8, ``::1``, a Unix socket directory
-    (or no host, libpq's default socket). Cached: asked at every connect, and parsing an
-    address (a Neon host name fails it twice, by exception) costs more than the rest of it."""
+    (or no host, libpq's default socket)."""
     host = host.strip().strip("[]").lower()
     if not host or host.startswith("/") or host == "localhost" or host.endswith(".localhost"):
         return True
