@@ -298,12 +298,12 @@ def test_an_alias_on_the_engine_without_config_keeps_its_connection():
     settings.pop("NEON")
     plain = DatabaseWrapper(settings, DEFAULT_DB_ALIAS)  # a second object, its own connection
     try:
-        pids = set()
+        drivers_connections = set()
         for _ in range(3):
             with plain.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            pids.add(id(plain.connection))
-        assert len(pids) == 1
+            drivers_connections.add(id(plain.connection))
+        assert len(drivers_connections) == 1
         assert plain.neon is None and plain.neon_connected_direct is None
     finally:
         plain.close()
